@@ -1,0 +1,44 @@
+# critpoint: two set-up commands, each doing its whole set-up on a fresh machine.
+#   make demo   installs into .venv and runs the main job on the built-in data
+#   make test   installs into .venv and runs lint, format check and the test suite
+#
+# TORCH picks the torch build: the default is the CPU wheel; a GPU user sets e.g.
+#   make demo TORCH="torch==2.14.1"   (or any pip requirement for their build)
+
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.critpoint-installed
+
+.PHONY: demo test lint bench install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Torch first (a range in pyproject would otherwise pull a multi-GB CUDA build),
+# then the project with its extras, editable.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	OMP_NUM_THREADS=1 MPLBACKEND=Agg $(BIN)/critpoint demo -o critpoint-demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	OMP_NUM_THREADS=1 MPLBACKEND=Agg CRITPOINT_SMOKE=1 $(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) critpoint-demo build *.egg-info

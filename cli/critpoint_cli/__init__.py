@@ -1,0 +1,1 @@
+"""The ``critpoint`` command line (click). Parses, calls the library, prints."""

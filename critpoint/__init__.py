@@ -1,0 +1,45 @@
+"""critpoint: where a model stands on its loss surface, and which way is down.
+
+Matrix-free Hessian analysis for PyTorch models: gradients, Hessian-vector
+products, Lanczos eigenvalues, spectral densities and traces over a whole data
+set, and a diagnosis of the point (minimum, saddle, maximum or degenerate) with
+error bounds.
+"""
+
+from critpoint.errors import (
+    CheckpointError,
+    ConvergenceError,
+    CritpointError,
+    DenseTooLargeError,
+    InputError,
+    NonDeterministicError,
+    NonFiniteError,
+    UnsafeCheckpointError,
+)
+from critpoint.linalg.lanczos import EigenResult, eigsh
+from critpoint.linalg.slq import SpectralDensity, spectral_density
+from critpoint.linalg.trace import TraceEstimate, trace
+from critpoint.objective import Objective
+from critpoint.operator import HessianOperator
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "ConvergenceError",
+    "CritpointError",
+    "DenseTooLargeError",
+    "EigenResult",
+    "HessianOperator",
+    "InputError",
+    "NonDeterministicError",
+    "NonFiniteError",
+    "Objective",
+    "SpectralDensity",
+    "TraceEstimate",
+    "UnsafeCheckpointError",
+    "__version__",
+    "eigsh",
+    "spectral_density",
+    "trace",
+]

@@ -1,0 +1,96 @@
+"""The one module that calls the ``torch.func`` transforms.
+
+Everything critpoint differentiates is a scalar function ``f(θ)`` of a flat
+parameter vector θ (shape ``(n,)``). This module turns such a function into its
+value, gradient and Hessian-vector products:
+
+* ``rev-rev`` (the default): reverse-over-reverse, ``vjp`` of ``grad``. For
+  a block of vectors the forward and first backward pass run once and only the
+  second backward pass is vmapped, which measured fastest (see benchmarks/).
+* ``fwd-rev``: forward-mode over reverse-mode,
+  ``jvp(jacrev(f))``. It builds no second autograd graph. ``jvp`` of ``grad``
+  is avoided on purpose: on torch 2.13/2.14 it fails with ``F.mse_loss``
+  ("ZeroTensors are immutable", pytorch issue 123996), and ``linearize`` has
+  crashed there.
+
+Blocks of ``k`` vectors go through ``vmap`` with a ``chunk_size`` that bounds
+memory. A future torch fix or regression touches this file only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch.func import functional_call, grad, grad_and_value, jacrev, jvp, vjp, vmap
+
+HVPMode = Literal["fwd-rev", "rev-rev"]
+ScalarFn = Callable[[torch.Tensor], torch.Tensor]
+
+__all__ = [
+    "HVPMode",
+    "functional_call",
+    "gradient",
+    "hvp",
+    "hvp_block",
+    "value_and_gradient",
+]
+
+
+def value_and_gradient(
+    f: ScalarFn, theta: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(f(θ), ∇f(θ))``; the gradient has the shape of ``theta``."""
+    g, value = grad_and_value(f)(theta)
+    return value.detach(), g.detach()
+
+
+def gradient(f: ScalarFn, theta: torch.Tensor) -> torch.Tensor:
+    """Return ``∇f(θ)`` with the shape of ``theta``."""
+    return grad(f)(theta).detach()
+
+
+def hvp(
+    f: ScalarFn, theta: torch.Tensor, v: torch.Tensor, mode: HVPMode
+) -> torch.Tensor:
+    """Return ``∇²f(θ) v`` for one vector ``v`` of shape ``(n,)``."""
+    if mode == "fwd-rev":
+        return jvp(jacrev(f), (theta,), (v,))[1].detach()
+    _, vjp_fn = vjp(grad(f), theta)
+    return vjp_fn(v)[0].detach()
+
+
+def hvp_block(
+    f: ScalarFn,
+    theta: torch.Tensor,
+    V: torch.Tensor,
+    mode: HVPMode,
+    chunk_size: int | None,
+) -> torch.Tensor:
+    """Return ``∇²f(θ) V`` for a block ``V`` of shape ``(n, k)``, in one batched pass.
+
+    ``vmap`` runs with ``randomness="error"`` so that a random forward pass
+    (dropout left on) fails loudly instead of mixing random masks across columns.
+    """
+    if V.shape[1] == 1:
+        return hvp(f, theta, V[:, 0], mode).unsqueeze(1)
+    if mode == "fwd-rev":
+        jac = jacrev(f)
+
+        def column(v: torch.Tensor) -> torch.Tensor:
+            return jvp(jac, (theta,), (v,))[1]
+
+        out = vmap(
+            column, in_dims=1, out_dims=1, chunk_size=chunk_size, randomness="error"
+        )(V)
+        return out.detach()
+    _, vjp_fn = vjp(grad(f), theta)
+
+    def back(v: torch.Tensor) -> torch.Tensor:
+        return vjp_fn(v)[0]
+
+    out = vmap(back, in_dims=1, out_dims=1, chunk_size=chunk_size, randomness="error")(
+        V
+    )
+    return out.detach()

@@ -1,0 +1,56 @@
+"""Seeded random vectors drawn on the CPU, then moved (same numbers on any device)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def make_generator(seed: int | torch.Generator | None) -> torch.Generator:
+    """Return a CPU generator for ``seed``.
+
+    Parameters
+    ----------
+    seed : int, torch.Generator or None
+        An int seeds a fresh CPU generator; a generator is used as is (it must
+        live on the CPU); ``None`` draws a seed from torch's global RNG, so
+        ``torch.manual_seed`` still governs the result.
+
+    Returns
+    -------
+    torch.Generator
+    """
+    if isinstance(seed, torch.Generator):
+        if seed.device.type != "cpu":
+            from critpoint.errors import InputError
+
+            msg = "seed must be an int or a CPU torch.Generator; critpoint draws on the CPU and moves the numbers"
+            raise InputError(msg)
+        return seed
+    gen = torch.Generator(device="cpu")
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+    gen.manual_seed(int(seed))
+    return gen
+
+
+def randn(
+    shape: tuple[int, ...],
+    gen: torch.Generator,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> torch.Tensor:
+    """Return a standard normal tensor drawn in float64 on the CPU, then cast and moved."""
+    return torch.randn(shape, generator=gen, dtype=torch.float64).to(
+        device=device, dtype=dtype
+    )
+
+
+def rademacher(
+    shape: tuple[int, ...],
+    gen: torch.Generator,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> torch.Tensor:
+    """Return a tensor of independent ±1 entries drawn on the CPU, then cast and moved."""
+    bits = torch.randint(0, 2, shape, generator=gen, dtype=torch.int8)
+    return (bits.to(torch.float64) * 2 - 1).to(device=device, dtype=dtype)

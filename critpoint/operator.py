@@ -1,0 +1,212 @@
+"""The Hessian as a matrix-free linear operator.
+
+:class:`HessianOperator` is what the solvers see: ``v ↦ Hv`` and
+``V ↦ HV`` at a fixed point θ, with a count of the products spent. It never
+allocates the ``n × n`` matrix, except in :meth:`HessianOperator.dense`, which
+is meant for small models (tests, ground truth).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from critpoint.errors import DenseTooLargeError, InputError, NonDeterministicError
+from critpoint.linalg._random import make_generator, randn
+
+if TYPE_CHECKING:
+    from critpoint.objective import Objective
+
+#: Largest ``n`` for which :meth:`HessianOperator.dense` builds the matrix by default.
+DENSE_LIMIT = 10_000
+
+
+class HessianOperator:
+    """The Hessian of an :class:`~critpoint.Objective` at a fixed θ, matrix-free.
+
+    Build it with :meth:`critpoint.Objective.hessian`. ``H @ v`` accepts a
+    vector of shape ``(n,)`` or a block ``(n, k)``; a block is computed in one
+    batched pass over the data.
+
+    Parameters
+    ----------
+    objective : Objective
+        The objective whose Hessian this is.
+    theta : torch.Tensor
+        The point, shape ``(n,)``.
+
+    Attributes
+    ----------
+    num_matvecs : int
+        Hessian-vector products computed so far (a block of ``k`` counts ``k``).
+    num_passes : int
+        Passes over the data so far (a block counts one).
+    """
+
+    def __init__(self, objective: Objective, theta: torch.Tensor) -> None:
+        self.objective = objective
+        self.theta = theta
+        self.num_matvecs = 0
+        self.num_passes = 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n, n)`` with ``n`` the number of selected parameters."""
+        n = self.objective.num_params
+        return (n, n)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the products."""
+        return self.objective.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the products."""
+        return self.objective.device
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """Return ``H v`` for ``v`` of shape ``(n,)``."""
+        if not isinstance(v, torch.Tensor) or v.ndim != 1:
+            got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+            msg = f"matvec takes a vector of shape ({self.shape[0]},), got {got}; use matmat for blocks"
+            raise InputError(msg)
+        out = self.objective.hvp(v, self.theta)
+        self.num_matvecs += 1
+        self.num_passes += 1
+        return out
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """Return ``H V`` for a block ``V`` of shape ``(n, k)``, in one batched pass."""
+        if not isinstance(V, torch.Tensor) or V.ndim != 2:
+            got = tuple(V.shape) if isinstance(V, torch.Tensor) else type(V).__name__
+            msg = f"matmat takes a block of shape ({self.shape[0]}, k), got {got}"
+            raise InputError(msg)
+        out = self.objective.hvp(V, self.theta)
+        self.num_matvecs += V.shape[1]
+        self.num_passes += 1
+        return out
+
+    def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
+        if isinstance(v, torch.Tensor) and v.ndim == 2:
+            return self.matmat(v)
+        return self.matvec(v)
+
+    def dense(self, max_size: int = DENSE_LIMIT, block: int = 64) -> torch.Tensor:
+        """The full ``(n, n)`` matrix, built column block by column block.
+
+        Parameters
+        ----------
+        max_size : int
+            Refuse when ``n`` exceeds this (an ``n × n`` matrix of a real model
+            does not fit in memory). Raise it knowingly for larger models.
+        block : int
+            Columns computed per batched pass.
+
+        Returns
+        -------
+        torch.Tensor
+            Shape ``(n, n)``, symmetrised as ``(H + Hᵀ)/2`` against rounding.
+        """
+        n = self.shape[0]
+        if n > max_size:
+            gib = n * n * torch.finfo(self.dtype).bits / 8 / 2**30
+            msg = (
+                f"dense() would build a {n} x {n} matrix ({gib:.1f} GiB) for a model with "
+                f"{n} parameters, over the limit max_size={max_size}; use the matrix-free "
+                "solvers (eigsh, spectral_density, trace), select fewer parameters with "
+                "params=, or pass a larger max_size knowingly"
+            )
+            raise DenseTooLargeError(msg)
+        eye = torch.eye(n, dtype=self.dtype, device=self.device)
+        columns = [
+            self.matmat(eye[:, start : start + block]) for start in range(0, n, block)
+        ]
+        full = torch.cat(columns, dim=1)
+        return (full + full.T) / 2
+
+    def to_scipy(self) -> Any:
+        """A ``scipy.sparse.linalg.LinearOperator`` (float64 NumPy in and out).
+
+        Lets scipy's solvers (``eigsh``, ``lobpcg``, ``cg``) drive the Hessian;
+        each call converts to the operator's dtype and device and back.
+        """
+        from scipy.sparse.linalg import LinearOperator
+
+        def mv(x: np.ndarray) -> np.ndarray:
+            v = torch.as_tensor(
+                np.asarray(x).reshape(-1), dtype=self.dtype, device=self.device
+            )
+            return self.matvec(v).detach().cpu().double().numpy()
+
+        def mm(X: np.ndarray) -> np.ndarray:
+            V = torch.as_tensor(np.asarray(X), dtype=self.dtype, device=self.device)
+            return self.matmat(V).detach().cpu().double().numpy()
+
+        return LinearOperator(
+            self.shape, matvec=mv, rmatvec=mv, matmat=mm, dtype=np.float64
+        )
+
+    def check_symmetric(self, seed: int = 12345) -> float:
+        """Probe that the product is deterministic and symmetric (3 HVPs).
+
+        Computes ``[Hu, Hv]`` in one pass and ``Hu`` again alone; a random
+        product (dropout left on) differs between the two ``Hu``, a
+        non-symmetric one has ``uᵀHv ≠ vᵀHu``. Rounding differences, e.g. from
+        a shuffled DataLoader, stay far below the threshold ``10·√eps``.
+
+        Returns
+        -------
+        float
+            The larger of the two relative discrepancies.
+        """
+        gen = make_generator(seed)
+        n = self.shape[0]
+        U = randn((n, 2), gen, self.dtype, self.device)
+        try:
+            HU = self.matmat(U)
+        except RuntimeError as exc:
+            if "randomness" in str(exc) or "random" in str(exc).lower():
+                msg = (
+                    "the loss is random: the forward pass draws random numbers (dropout in "
+                    "train mode?), so the Hessian is not a fixed matrix; use train_mode=False "
+                    "or remove the randomness from the forward pass"
+                )
+                raise NonDeterministicError(msg) from exc
+            raise
+        Hu_again = self.matvec(U[:, 0])
+        u, v = U[:, 0].double(), U[:, 1].double()
+        Hu, Hv = HU[:, 0].double(), HU[:, 1].double()
+        scale = float(
+            torch.linalg.vector_norm(Hu) * torch.linalg.vector_norm(u)
+        ) + float(torch.linalg.vector_norm(Hv) * torch.linalg.vector_norm(v))
+        if scale == 0.0:
+            return 0.0  # H is zero on the probes: symmetric and deterministic
+        asym = abs(float(u @ Hv - v @ Hu)) / scale
+        drift = float(torch.linalg.vector_norm(Hu - Hu_again.double())) / (
+            float(torch.linalg.vector_norm(Hu)) + 1e-300
+        )
+        threshold = 10 * math.sqrt(torch.finfo(self.dtype).eps)
+        if drift > threshold:
+            msg = (
+                f"the Hessian-vector product is not deterministic (two products with the "
+                f"same vector differ by {drift:.2e} relative): dropout or another random "
+                "layer is active, or the data change between passes; use train_mode=False, "
+                "disable the randomness, or fix the data augmentation"
+            )
+            raise NonDeterministicError(msg)
+        if asym > threshold:
+            msg = (
+                f"the Hessian-vector product is not symmetric (uᵀHv and vᵀHu differ by "
+                f"{asym:.2e} relative): the loss is not a fixed twice-differentiable function "
+                "of the parameters (a stateful or random layer?)"
+            )
+            raise NonDeterministicError(msg)
+        return max(asym, drift)
+
+    def __repr__(self) -> str:
+        n = self.shape[0]
+        return f"HessianOperator(n={n}, dtype={self.dtype}, device={self.device}, num_matvecs={self.num_matvecs})"

@@ -1,0 +1,140 @@
+"""Ground truth for tests and benchmarks: planted spectra and dense reference Hessians.
+
+These helpers build problems whose answer is known exactly, so critpoint's
+matrix-free results can be checked against them. They allocate ``n × n``
+matrices on purpose and are meant for small ``n``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from critpoint.linalg._random import make_generator
+
+
+def planted_matrix(
+    eigenvalues: Sequence[float] | torch.Tensor,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A dense symmetric matrix ``Q diag(λ) Qᵀ`` with a random orthogonal ``Q``.
+
+    Parameters
+    ----------
+    eigenvalues : sequence of float or torch.Tensor
+        The spectrum ``λ``, shape ``(n,)``.
+    seed : int
+        Seed of the Gaussian matrix whose QR factor is ``Q``.
+    dtype : torch.dtype
+        Dtype of the result.
+
+    Returns
+    -------
+    matrix : torch.Tensor
+        Shape ``(n, n)``, symmetric.
+    Q : torch.Tensor
+        The eigenvectors as columns, shape ``(n, n)``.
+    """
+    lam = torch.as_tensor(eigenvalues, dtype=torch.float64)
+    n = lam.shape[0]
+    gen = make_generator(seed)
+    Q, R = torch.linalg.qr(torch.randn((n, n), generator=gen, dtype=torch.float64))
+    Q = Q * torch.sign(torch.diagonal(R))  # unique, well-spread Haar sample
+    A = (Q * lam) @ Q.T
+    A = (A + A.T) / 2
+    return A.to(dtype), Q.to(dtype)
+
+
+class Quadratic(nn.Module):
+    """``L(θ) = ½ θᵀAθ + bᵀθ`` as a model whose "loss" is its output.
+
+    Use with ``batch_loss=lambda model, batch: model()`` and any one-sample
+    data, e.g. ``data=[(torch.zeros(1),)]``: the Hessian is exactly ``A``.
+
+    Parameters
+    ----------
+    A : torch.Tensor
+        Symmetric matrix, shape ``(n, n)``.
+    b : torch.Tensor, optional
+        Linear term, shape ``(n,)``; zero by default.
+    theta : torch.Tensor, optional
+        Initial point, shape ``(n,)``; zero by default.
+    """
+
+    def __init__(
+        self,
+        A: torch.Tensor,
+        b: torch.Tensor | None = None,
+        theta: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        n = A.shape[0]
+        self.register_buffer("A", A.clone())
+        self.register_buffer(
+            "b", torch.zeros(n, dtype=A.dtype) if b is None else b.clone()
+        )
+        init = torch.zeros(n, dtype=A.dtype) if theta is None else theta.clone()
+        self.theta = nn.Parameter(init)
+
+    def forward(self, *args: object) -> torch.Tensor:
+        """Return ``½ θᵀAθ + bᵀθ`` (the arguments are ignored)."""
+        return 0.5 * self.theta @ (self.A @ self.theta) + self.b @ self.theta
+
+
+def quadratic_batch_loss(model: nn.Module, batch: object) -> torch.Tensor:
+    """``batch_loss`` for :class:`Quadratic`: the model's value, whatever the batch."""
+    return model()
+
+
+def quadratic_data() -> list[tuple[torch.Tensor]]:
+    """One one-sample batch for :class:`Quadratic` objectives."""
+    return [(torch.zeros(1),)]
+
+
+def reference_hessian(
+    model: nn.Module,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    param_names: Sequence[str] | None = None,
+) -> torch.Tensor:
+    """Dense Hessian of ``loss_fn(model(inputs), targets)`` by ``torch.func.hessian``.
+
+    Independent of critpoint's objective: all samples in one batch, the
+    parameters flattened in ``param_names`` order (default: all trainable, in
+    ``named_parameters`` order), the model in whatever mode it is in.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    loss_fn : callable
+        Mean loss of ``(outputs, targets)``.
+    inputs, targets : torch.Tensor
+        The whole data set, leading dimension = samples.
+    param_names : sequence of str, optional
+        Parameters to differentiate, in order.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``(n, n)``.
+    """
+    named = dict(model.named_parameters())
+    names = (
+        list(param_names)
+        if param_names is not None
+        else [k for k, p in named.items() if p.requires_grad]
+    )
+    shapes = [named[k].shape for k in names]
+    sizes = [named[k].numel() for k in names]
+    theta = torch.cat([named[k].detach().reshape(-1) for k in names])
+
+    def f(flat: torch.Tensor) -> torch.Tensor:
+        pieces = torch.split(flat, sizes)
+        params = {k: p.view(s) for k, p, s in zip(names, pieces, shapes, strict=True)}
+        return loss_fn(torch.func.functional_call(model, params, (inputs,)), targets)
+
+    return torch.func.hessian(f)(theta)

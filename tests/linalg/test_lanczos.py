@@ -1,0 +1,170 @@
+"""eigsh: thick-restart Lanczos against planted spectra and dense eigvalsh."""
+
+import pytest
+import torch
+
+import critpoint as cp
+from critpoint.linalg._operator import DenseOperator
+from critpoint.testing import planted_matrix
+
+
+def spectrum(n=300, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    bulk = torch.rand(n - 13, generator=g, dtype=torch.float64) * 1.5 - 0.5
+    outliers = torch.tensor([50, 40, 30, 25, 20, 15, 12, 10, 8, 5], dtype=torch.float64)
+    negatives = torch.tensor([-3.0, -2.0, -1.5], dtype=torch.float64)
+    return torch.sort(torch.cat([bulk, outliers, negatives])).values
+
+
+@pytest.mark.parametrize(
+    ("which", "pick"),
+    [
+        ("LA", lambda ev, k: ev[-k:]),
+        ("SA", lambda ev, k: ev[:k]),
+        ("BE", lambda ev, k: torch.cat([ev[: k // 2], ev[-(k - k // 2) :]])),
+        (
+            "LM",
+            lambda ev, k: (
+                torch.sort(ev[torch.argsort(ev.abs(), descending=True)[:k]]).values
+            ),
+        ),
+    ],
+)
+def test_planted_spectrum_each_end(which, pick):
+    ev = spectrum()
+    A, _ = planted_matrix(ev, seed=1)
+    k = 5
+    r = cp.eigsh(A, k=k, which=which, tol=1e-10)
+    assert r.all_converged
+    assert torch.allclose(r.eigenvalues, pick(ev, k), rtol=0, atol=1e-8 * 50)
+    # residuals are the true ‖Au − θu‖ and bound the eigenvalue error
+    U = r.eigenvectors
+    true_res = torch.linalg.vector_norm(A @ U - U * r.eigenvalues, dim=0)
+    assert torch.allclose(r.residuals, true_res, atol=1e-10)
+    assert torch.all((r.eigenvalues - pick(ev, k)).abs() <= r.error_bounds + 1e-12)
+    assert torch.allclose(U.T @ U, torch.eye(k, dtype=torch.float64), atol=1e-10)
+
+
+def test_bottom_costs_the_same_as_top():
+    ev = spectrum()
+    A, _ = planted_matrix(ev, seed=2)
+    # mirror the spectrum: SA on -A must behave like LA on A
+    top = cp.eigsh(A, k=5, which="LA", tol=1e-8)
+    bottom = cp.eigsh(-A, k=5, which="SA", tol=1e-8)
+    assert torch.allclose(top.eigenvalues, -bottom.eigenvalues.flip(0), atol=1e-6)
+    assert bottom.num_matvecs == top.num_matvecs
+
+
+def test_tolerance_is_met_not_a_fixed_step_count():
+    ev = spectrum()
+    A, _ = planted_matrix(ev, seed=3)
+    loose = cp.eigsh(A, k=3, which="LA", tol=1e-2)
+    tight = cp.eigsh(A, k=3, which="LA", tol=1e-12)
+    assert loose.num_matvecs < tight.num_matvecs
+    assert torch.all(loose.residuals <= 1e-2 * loose.spectral_scale)
+    assert torch.all(tight.residuals <= 1e-12 * tight.spectral_scale + 1e-15)
+
+
+def test_restarts_reach_clustered_eigenvalues():
+    # a hard case: the wanted eigenvalues are tightly clustered
+    n = 400
+    ev = torch.linspace(0, 1, n, dtype=torch.float64)
+    ev[-4:] = torch.tensor(
+        [1.0, 1.0 + 1e-3, 1.0 + 2e-3, 1.0 + 3e-3], dtype=torch.float64
+    )
+    A, _ = planted_matrix(ev, seed=4)
+    r = cp.eigsh(A, k=4, which="LA", tol=1e-10, ncv=12)
+    assert r.num_restarts > 0
+    assert r.all_converged
+    assert torch.allclose(r.eigenvalues, ev[-4:], atol=1e-8)
+
+
+def test_zero_and_repeated_eigenvalues():
+    ev = torch.cat([torch.zeros(50), torch.full((5,), 2.0), -torch.ones(3)]).double()
+    A, _ = planted_matrix(ev, seed=5)
+    r = cp.eigsh(A, k=4, which="BE", tol=1e-10)
+    assert torch.allclose(
+        r.eigenvalues,
+        torch.tensor([-1.0, -1.0, 2.0, 2.0], dtype=torch.float64),
+        atol=1e-8,
+    )
+
+
+def test_small_operator_whole_spectrum():
+    ev = torch.tensor([-2.0, -1.0, 0.0, 0.5, 3.0], dtype=torch.float64)
+    A, _ = planted_matrix(ev, seed=6)
+    r = cp.eigsh(A, k=5, which="LA", tol=1e-12)
+    assert torch.allclose(r.eigenvalues, ev, atol=1e-12)
+    assert r.num_matvecs <= 5
+
+
+def test_invariant_subspace_breakdown():
+    # a start vector inside a 2-dimensional invariant subspace
+    A = torch.diag(torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], dtype=torch.float64))
+    v0 = torch.tensor([1.0, 1.0, 0, 0, 0, 0], dtype=torch.float64)
+    r = cp.eigsh(A, k=2, which="LA", tol=1e-12, v0=v0)
+    assert torch.allclose(
+        r.eigenvalues, torch.tensor([5.0, 6.0], dtype=torch.float64), atol=1e-10
+    )
+
+
+def test_same_seed_same_numbers_and_counts():
+    A, _ = planted_matrix(spectrum(), seed=7)
+    a = cp.eigsh(A, k=3, which="SA", tol=1e-6, seed=11)
+    b = cp.eigsh(A, k=3, which="SA", tol=1e-6, seed=11)
+    c = cp.eigsh(A, k=3, which="SA", tol=1e-6, seed=12)
+    assert torch.equal(a.eigenvalues, b.eigenvalues)
+    assert torch.equal(a.eigenvectors, b.eigenvectors)
+    assert not torch.equal(a.eigenvalues, c.eigenvalues)
+    g1 = torch.Generator().manual_seed(5)
+    g2 = torch.Generator().manual_seed(5)
+    assert torch.equal(
+        cp.eigsh(A, k=2, seed=g1).eigenvalues, cp.eigsh(A, k=2, seed=g2).eigenvalues
+    )
+
+
+def test_budget_exhausted_returns_unconverged_pairs():
+    n = 500
+    ev = torch.linspace(0, 1, n, dtype=torch.float64)
+    A, _ = planted_matrix(ev, seed=8)
+    r = cp.eigsh(A, k=3, which="LA", tol=1e-12, maxiter=40)
+    assert not r.all_converged
+    assert r.num_matvecs <= 40
+    assert r.eigenvalues.shape == (3,)
+    assert r.to_dict()["converged"] == [bool(c) for c in r.converged]
+
+
+def test_counts_match_the_operator():
+    A, _ = planted_matrix(spectrum(), seed=9)
+    op = DenseOperator(A)
+    r = cp.eigsh(op, k=4, which="BE", tol=1e-8, return_eigenvectors=False)
+    assert r.eigenvectors is None
+    assert op.num_matvecs == r.num_matvecs
+
+
+def test_float32_operator_tolerance_floor():
+    A, _ = planted_matrix(spectrum(), seed=10)
+    r = cp.eigsh(A.float(), k=2, which="LA", tol=0.0)
+    assert r.tol == pytest.approx(50 * torch.finfo(torch.float32).eps)
+    assert r.all_converged
+    assert torch.allclose(
+        r.eigenvalues, torch.tensor([40.0, 50.0], dtype=torch.float64), atol=1e-3
+    )
+
+
+def test_bad_arguments():
+    A = torch.eye(5, dtype=torch.float64)
+    with pytest.raises(cp.InputError, match="which must be one of"):
+        cp.eigsh(A, k=1, which="XX")
+    with pytest.raises(cp.InputError, match="k must be an int with 1 <= k <= n=5"):
+        cp.eigsh(A, k=6)
+    with pytest.raises(cp.InputError, match="tol must be"):
+        cp.eigsh(A, k=1, tol=-1.0)
+    with pytest.raises(cp.InputError, match="square"):
+        cp.eigsh(torch.ones(3, 4, dtype=torch.float64), k=1)
+    with pytest.raises(cp.InputError, match="float32 or float64"):
+        cp.eigsh(torch.eye(4, dtype=torch.float16), k=1)
+    with pytest.raises(cp.InputError, match="expected a HessianOperator"):
+        cp.eigsh([[1.0]], k=1)
+    with pytest.raises(cp.InputError, match="v0 must be"):
+        cp.eigsh(A, k=1, v0=torch.ones(3, dtype=torch.float64))

@@ -1,0 +1,308 @@
+"""Stochastic Lanczos quadrature against planted spectra (float64)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import wasserstein_distance
+
+from critpoint.errors import InputError, NonFiniteError
+from critpoint.linalg._random import make_generator, rademacher
+from critpoint.linalg.slq import SpectralDensity, spectral_density
+
+
+def planted(eigenvalues: torch.Tensor, seed: int = 1) -> torch.Tensor:
+    """``Q diag(λ) Qᵀ`` with ``Q`` from the QR of a seeded Gaussian matrix."""
+    n = eigenvalues.numel()
+    gen = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64, generator=gen))
+    A = Q @ torch.diag(eigenvalues.to(torch.float64)) @ Q.T
+    return (A + A.T) / 2
+
+
+class CountingOperator:
+    """A dense operator that records the width of every ``matmat`` call."""
+
+    def __init__(self, matrix: torch.Tensor) -> None:
+        self.matrix = matrix
+        self.calls: list[int] = []
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.matrix.shape)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.matrix.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.matrix.device
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        self.calls.append(V.shape[1])
+        return self.matrix @ V
+
+
+def spiked_spectrum(n: int = 300) -> torch.Tensor:
+    """Uniform bulk on [-0.5, 1] with positive and negative outliers (width 53)."""
+    outliers = [50, 40, 30, 25, 20, 15, 12, 10, 8, 5, -3, -2, -1.5]
+    bulk = torch.linspace(-0.5, 1.0, n - len(outliers), dtype=torch.float64)
+    return torch.cat([bulk, torch.tensor(outliers, dtype=torch.float64)])
+
+
+def w1(density: SpectralDensity, eigenvalues: torch.Tensor) -> float:
+    nodes = density.nodes.reshape(-1).numpy()
+    weights = density.weights.reshape(-1).numpy()
+    return wasserstein_distance(nodes, eigenvalues.numpy(), u_weights=weights)
+
+
+@pytest.fixture(scope="module")
+def spiked() -> tuple[torch.Tensor, torch.Tensor]:
+    lam = spiked_spectrum()
+    return lam, planted(lam)
+
+
+def test_full_steps_recover_eigenvalues_and_weights_exactly():
+    n, p = 60, 3
+    lam = torch.linspace(-3.0, 5.0, n, dtype=torch.float64)
+    A = planted(lam)
+    d = spectral_density(A, num_probes=p, num_steps=n, seed=7)
+    assert d.nodes.shape == (p, n)
+    for k in range(p):
+        assert torch.allclose(d.nodes[k], lam, atol=1e-8, rtol=0)
+    # Weight of eigenvalue λ_j for probe v is (q_jᵀ v)², q_j its eigenvector.
+    _, evecs = torch.linalg.eigh(A)
+    probes = rademacher((n, p), make_generator(7), torch.float64, A.device)
+    expected = ((evecs.T @ probes) ** 2 / n).T
+    assert torch.allclose(d.weights, expected, atol=1e-8, rtol=0)
+
+
+def test_num_steps_is_capped_at_n():
+    A = planted(torch.linspace(1.0, 2.0, 10, dtype=torch.float64))
+    d = spectral_density(A, num_probes=2, num_steps=80)
+    assert d.nodes.shape == (2, 10)
+    assert d.num_matvecs == 20
+
+
+def test_weights_sum_to_one_per_probe(spiked):
+    _, A = spiked
+    d = spectral_density(A, num_probes=5, num_steps=40, seed=3)
+    assert d.nodes.dtype == torch.float64
+    assert d.nodes.device.type == "cpu"
+    assert torch.allclose(d.weights.sum(dim=1), torch.ones(5, dtype=torch.float64))
+    assert bool((d.weights >= 0).all())
+
+
+def test_fraction_positive_and_negative_on_mixed_spectrum():
+    lam = torch.cat(
+        [
+            torch.linspace(-2.0, -0.5, 60, dtype=torch.float64),  # 20% negative
+            torch.zeros(90, dtype=torch.float64),  # 30% exactly zero
+            torch.linspace(0.5, 3.0, 150, dtype=torch.float64),  # 50% positive
+        ]
+    )
+    A = planted(lam)
+    d = spectral_density(A, num_probes=10, num_steps=80, seed=0)
+    assert d.fraction_positive(tol=0.1) == pytest.approx(0.5, abs=0.05)
+    assert d.fraction_negative(tol=0.1) == pytest.approx(0.2, abs=0.05)
+    zero_mass = 1.0 - d.fraction_positive(0.1) - d.fraction_negative(0.1)
+    assert zero_mass == pytest.approx(0.3, abs=0.05)
+    assert d.fraction_positive() + d.fraction_negative() <= 1.0 + 1e-12
+    lo, hi = d.support
+    assert lo == pytest.approx(-2.0, abs=1e-6)
+    assert hi == pytest.approx(3.0, abs=1e-6)
+
+
+def test_wasserstein_small_and_decreasing_with_probes(spiked):
+    lam, A = spiked
+    width = float(lam.max() - lam.min())
+    d = spectral_density(A, num_probes=10, num_steps=80, seed=0)
+    assert w1(d, lam) < 0.05 * width
+    seeds = range(4)
+    few = np.mean([w1(spectral_density(A, 1, 80, seed=s), lam) for s in seeds])
+    many = np.mean([w1(spectral_density(A, 40, 80, seed=s), lam) for s in seeds])
+    assert many < few
+
+
+def test_one_batched_matmat_per_step(spiked):
+    _, A = spiked
+    op = CountingOperator(A)
+    d = spectral_density(op, num_probes=6, num_steps=25, seed=0)
+    assert op.calls == [6] * 25
+    assert d.num_matvecs == 150
+
+
+def test_reproducible_with_seed(spiked):
+    _, A = spiked
+    a = spectral_density(A, num_probes=3, num_steps=20, seed=11)
+    b = spectral_density(A, num_probes=3, num_steps=20, seed=11)
+    c = spectral_density(A, num_probes=3, num_steps=20, seed=12)
+    assert torch.equal(a.nodes, b.nodes)
+    assert torch.equal(a.weights, b.weights)
+    assert not torch.equal(a.weights, c.weights)
+    g1 = spectral_density(A, 3, 20, seed=torch.Generator().manual_seed(11))
+    assert torch.equal(g1.nodes, a.nodes)
+    assert g1.seed is None
+
+
+@pytest.mark.parametrize("reorthogonalize", [True, False])
+def test_breakdown_with_three_distinct_eigenvalues(reorthogonalize):
+    lam = torch.tensor([-1.0] * 25 + [0.5] * 50 + [2.0] * 25, dtype=torch.float64)
+    A = planted(lam)
+    op = CountingOperator(A)
+    d = spectral_density(
+        op, num_probes=4, num_steps=30, seed=0, reorthogonalize=reorthogonalize
+    )
+    assert bool(torch.isfinite(d.nodes).all())
+    assert bool(torch.isfinite(d.weights).all())
+    # Every probe found the invariant subspace after three steps and stopped.
+    assert len(op.calls) == 3
+    assert d.nodes.shape == (4, 3)
+    for k in range(4):
+        assert torch.allclose(
+            d.nodes[k], torch.tensor([-1.0, 0.5, 2.0], dtype=torch.float64), atol=1e-10
+        )
+    assert torch.allclose(d.weights.sum(dim=1), torch.ones(4, dtype=torch.float64))
+    assert d.fraction_positive(0.1) == pytest.approx(0.75, abs=0.15)
+
+
+def test_multiple_of_identity_stops_after_one_step():
+    d = spectral_density(2.0 * torch.eye(8, dtype=torch.float64), num_probes=3)
+    assert d.nodes.shape == (3, 1)
+    assert torch.allclose(d.nodes, torch.full((3, 1), 2.0, dtype=torch.float64))
+    assert d.support == pytest.approx((2.0, 2.0))
+    assert d.num_matvecs == 3
+
+
+def test_repeated_eigenvalue_shortens_the_run():
+    # Eigenvalue 5 has multiplicity 3: the Krylov space has dimension n - 2.
+    n = 12
+    A = torch.diag(torch.arange(1.0, n + 1, dtype=torch.float64))
+    A[:2, :2] = 5.0 * torch.eye(2, dtype=torch.float64)
+    op = CountingOperator(A)
+    d = spectral_density(op, num_probes=2, num_steps=n, seed=0)
+    assert op.calls == [2] * (n - 2)
+    assert d.nodes.shape == (2, n - 2)
+    distinct = torch.unique(torch.diag(A))
+    for k in range(2):
+        assert torch.allclose(d.nodes[k], distinct, atol=1e-10)
+    assert torch.allclose(d.weights.sum(dim=1), torch.ones(2, dtype=torch.float64))
+
+
+def test_breakdown_of_one_probe_keeps_others_running():
+    # Make probe 0 an exact eigenvector by constructing A around it.
+    n, p = 30, 2
+    probes = rademacher((n, p), make_generator(5), torch.float64, torch.device("cpu"))
+    u = probes[:, 0] / math.sqrt(n)
+    rest = torch.linspace(-1.0, 1.0, n - 1, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    M = torch.cat(
+        [u[:, None], torch.randn(n, n - 1, dtype=torch.float64, generator=gen)], 1
+    )
+    Q, _ = torch.linalg.qr(M)
+    A = (
+        Q
+        @ torch.diag(torch.cat([torch.tensor([3.0], dtype=torch.float64), rest]))
+        @ Q.T
+    )
+    A = (A + A.T) / 2
+    op = CountingOperator(A)
+    d = spectral_density(op, num_probes=p, num_steps=10, seed=5)
+    assert op.calls == [2] + [1] * 9
+    assert d.num_matvecs == 11
+    assert d.nodes[0, 0].item() == pytest.approx(3.0, abs=1e-10)
+    assert d.weights[0, 0].item() == pytest.approx(1.0)
+    assert bool((d.weights[0, 1:] == 0).all())
+    assert bool((d.weights[1] > 0).all())
+
+
+def test_pdf_integrates_to_one(spiked):
+    _, A = spiked
+    d = spectral_density(A, num_probes=4, num_steps=40, seed=0)
+    lo, hi = d.support
+    sigma = 0.01 * (hi - lo)
+    grid = np.linspace(lo - 10 * sigma, hi + 10 * sigma, 20001)
+    density = d.pdf(grid)
+    assert density.dtype == np.float64
+    assert np.trapezoid(density, grid) == pytest.approx(1.0, abs=1e-3)
+    wide = d.pdf(torch.from_numpy(grid), sigma=1.0)
+    assert np.trapezoid(wide, grid) == pytest.approx(1.0, abs=0.02)
+    point = spectral_density(torch.eye(4, dtype=torch.float64), num_probes=2)
+    g = np.linspace(0.9, 1.1, 4001)
+    assert np.trapezoid(point.pdf(g), g) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_pdf_rejects_bad_sigma(spiked):
+    _, A = spiked
+    d = spectral_density(A, num_probes=2, num_steps=10)
+    with pytest.raises(InputError, match="sigma"):
+        d.pdf([0.0, 1.0], sigma=0.0)
+    with pytest.raises(InputError, match="one-dimensional"):
+        d.pdf(np.zeros((2, 2)))
+    with pytest.raises(InputError, match="tol"):
+        d.fraction_positive(tol=-1.0)
+
+
+def test_to_dict_round_trip(spiked):
+    _, A = spiked
+    d = spectral_density(A, num_probes=3, num_steps=15, seed=4)
+    data = json.loads(json.dumps(d.to_dict()))
+    back = SpectralDensity.from_dict(data)
+    assert torch.equal(back.nodes, d.nodes)
+    assert torch.equal(back.weights, d.weights)
+    assert back.num_matvecs == d.num_matvecs == 45
+    assert back.seed == 4
+    with pytest.raises(InputError, match="nodes"):
+        SpectralDensity.from_dict({"weights": [[1.0]]})
+
+
+def test_float32_operator_gives_float64_results(spiked):
+    _, A = spiked
+    d = spectral_density(A.float(), num_probes=4, num_steps=40, seed=0)
+    assert d.nodes.dtype == torch.float64
+    assert d.support[1] == pytest.approx(50.0, rel=1e-4)
+    assert torch.allclose(d.weights.sum(dim=1), torch.ones(4, dtype=torch.float64))
+
+
+def test_progress_callback_and_bar(spiked):
+    _, A = spiked
+    seen: list[tuple[int, int]] = []
+    spectral_density(
+        A, num_probes=2, num_steps=5, progress=lambda s, t: seen.append((s, t))
+    )
+    assert seen == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
+    spectral_density(A, num_probes=2, num_steps=5, progress=True)
+
+
+def test_non_finite_products_raise():
+    class Broken(CountingOperator):
+        def matmat(self, V: torch.Tensor) -> torch.Tensor:
+            out = super().matmat(V)
+            if len(self.calls) == 3:
+                out[0, 1] = float("nan")
+            return out
+
+    A = planted(torch.linspace(-1.0, 1.0, 20, dtype=torch.float64))
+    with pytest.raises(NonFiniteError, match=r"NaN or Inf \(Lanczos step 2, probe 1\)"):
+        spectral_density(Broken(A), num_probes=2, num_steps=10)
+
+
+def test_bad_arguments_raise_input_error():
+    A = planted(torch.linspace(-1.0, 1.0, 10, dtype=torch.float64))
+    with pytest.raises(InputError, match="num_probes must be a positive integer"):
+        spectral_density(A, num_probes=0)
+    with pytest.raises(InputError, match="num_steps must be a positive integer"):
+        spectral_density(A, num_steps=0)
+    with pytest.raises(InputError, match="num_steps"):
+        spectral_density(A, num_steps=2.5)
+    with pytest.raises(InputError, match="square"):
+        spectral_density(torch.zeros(3, 4, dtype=torch.float64))
+    with pytest.raises(InputError, match="progress"):
+        spectral_density(A, progress="yes")
+    with pytest.raises(InputError, match="HessianOperator"):
+        spectral_density([[1.0]])

@@ -1,0 +1,202 @@
+"""Hutchinson and Hutch++ trace estimators against planted spectra (float64)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from critpoint.errors import InputError, NonFiniteError
+from critpoint.linalg.trace import TraceEstimate, trace
+
+
+def planted(eigenvalues: torch.Tensor, seed: int = 1) -> torch.Tensor:
+    """``Q diag(λ) Qᵀ`` with ``Q`` from the QR of a seeded Gaussian matrix."""
+    n = eigenvalues.numel()
+    gen = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64, generator=gen))
+    A = Q @ torch.diag(eigenvalues.to(torch.float64)) @ Q.T
+    return (A + A.T) / 2
+
+
+class CountingOperator:
+    """A dense operator that records the width of every ``matmat`` call."""
+
+    def __init__(self, matrix: torch.Tensor) -> None:
+        self.matrix = matrix
+        self.calls: list[int] = []
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.matrix.shape)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.matrix.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.matrix.device
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        self.calls.append(V.shape[1])
+        return self.matrix @ V
+
+
+N = 300
+
+
+@pytest.fixture(scope="module")
+def indefinite() -> tuple[torch.Tensor, float]:
+    lam = torch.linspace(-1.0, 3.0, N, dtype=torch.float64)
+    return planted(lam), float(lam.sum())
+
+
+@pytest.fixture(scope="module")
+def decaying() -> tuple[torch.Tensor, float]:
+    lam = torch.arange(1, N + 1, dtype=torch.float64) ** -2.0
+    return planted(lam, seed=2), float(lam.sum())
+
+
+@pytest.mark.parametrize("method", ["hutchinson", "hutchpp"])
+@pytest.mark.parametrize("budget", [N, N + 50])
+def test_exact_trace_when_budget_covers_n(indefinite, method, budget):
+    A, truth = indefinite
+    op = CountingOperator(A)
+    t = trace(op, num_matvecs=budget, method=method)
+    assert t.value == pytest.approx(truth, abs=1e-10)
+    assert t.stderr == 0.0
+    assert t.method == "exact"
+    assert t.num_matvecs == N == sum(op.calls)
+
+
+@pytest.mark.parametrize("method", ["hutchinson", "hutchpp"])
+def test_estimate_within_four_standard_errors(indefinite, method):
+    A, truth = indefinite
+    t = trace(A, num_matvecs=60, method=method, seed=0)
+    assert math.isfinite(t.stderr)
+    assert t.stderr > 0
+    assert abs(t.value - truth) < 4 * t.stderr
+    assert t.method == method
+
+
+@pytest.mark.parametrize("method", ["hutchinson", "hutchpp", "hutch++"])
+@pytest.mark.parametrize("budget", [1, 2, 3, 10, 100, 131])
+def test_budget_is_spent_exactly(indefinite, method, budget):
+    A, _ = indefinite
+    op = CountingOperator(A)
+    t = trace(op, num_matvecs=budget, method=method, seed=0)
+    assert sum(op.calls) == budget == t.num_matvecs
+    assert max(op.calls) <= 64
+
+
+def test_hutchpp_beats_hutchinson_on_decaying_spectrum(decaying):
+    A, truth = decaying
+    errors = {"hutchinson": [], "hutchpp": []}
+    for seed in range(20):
+        for method, errs in errors.items():
+            errs.append(abs(trace(A, 96, method, seed=seed).value - truth) / truth)
+    hutchinson, hutchpp = np.mean(errors["hutchinson"]), np.mean(errors["hutchpp"])
+    assert hutchpp < 0.1 * hutchinson
+    assert hutchpp < 5e-3
+
+
+def test_hutchinson_stderr_is_honest(indefinite):
+    A, truth = indefinite
+    z = []
+    for seed in range(100):
+        t = trace(A, num_matvecs=30, method="hutchinson", seed=seed)
+        z.append((t.value - truth) / t.stderr)
+    z = np.abs(np.array(z))
+    # For a normal z-score: E|z| = 0.80, P(|z| < 2) = 0.95.
+    assert 0.6 < z.mean() < 1.05
+    assert np.mean(z < 2) > 0.88
+
+
+def test_hutchinson_error_matches_theory(indefinite):
+    A, truth = indefinite
+    # Rademacher variance of zᵀAz: 2(‖A‖_F² − Σ A_ii²).
+    var = 2 * (float((A**2).sum()) - float((torch.diag(A) ** 2).sum()))
+    m = 30
+    errs = [abs(trace(A, m, "hutchinson", seed=s).value - truth) for s in range(100)]
+    theory = math.sqrt(2 / math.pi) * math.sqrt(var / m)
+    assert np.mean(errs) == pytest.approx(theory, rel=0.25)
+
+
+def test_reproducible_with_seed(indefinite):
+    A, _ = indefinite
+    for method in ("hutchinson", "hutchpp"):
+        a = trace(A, 40, method, seed=3)
+        assert a == trace(A, 40, method, seed=3)
+        assert a.value != trace(A, 40, method, seed=4).value
+        g = trace(A, 40, method, seed=torch.Generator().manual_seed(3))
+        assert g.value == a.value
+        assert g.seed is None
+
+
+def test_single_hutchinson_sample_has_infinite_stderr(indefinite):
+    A, _ = indefinite
+    t = trace(A, num_matvecs=1, method="hutchinson")
+    assert math.isinf(t.stderr)
+    assert t.to_dict()["stderr"] is None
+
+
+def test_low_rank_psd_is_exact_with_hutchpp():
+    lam = torch.zeros(200, dtype=torch.float64)
+    lam[:5] = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0], dtype=torch.float64)
+    t = trace(planted(lam), num_matvecs=30, method="hutchpp", seed=0)
+    assert t.value == pytest.approx(15.0, abs=1e-9)
+    assert t.stderr < 1e-9
+
+
+def test_float32_operator(indefinite):
+    A, truth = indefinite
+    t = trace(A.float(), num_matvecs=60, method="hutchpp", seed=0)
+    assert abs(t.value - truth) < 4 * t.stderr
+    exact = trace(A.float(), num_matvecs=N)
+    assert exact.value == pytest.approx(truth, rel=1e-5)
+
+
+def test_to_dict_is_json(indefinite):
+    A, _ = indefinite
+    t = trace(A, num_matvecs=30, seed=2)
+    data = json.loads(json.dumps(t.to_dict()))
+    assert data == {
+        "value": t.value,
+        "stderr": t.stderr,
+        "num_matvecs": 30,
+        "method": "hutchpp",
+        "seed": 2,
+    }
+    assert isinstance(t, TraceEstimate)
+
+
+def test_progress_callback(indefinite):
+    A, _ = indefinite
+    seen: list[tuple[int, int]] = []
+    trace(A, 150, "hutchinson", progress=lambda s, t: seen.append((s, t)))
+    assert seen == [(64, 150), (128, 150), (150, 150)]
+    trace(A, 30, "hutchpp", progress=True)
+
+
+def test_non_finite_products_raise():
+    A = torch.full((10, 10), float("inf"), dtype=torch.float64)
+    with pytest.raises(NonFiniteError, match="NaN or Inf"):
+        trace(A, num_matvecs=4)
+
+
+def test_bad_arguments_raise_input_error(indefinite):
+    A, _ = indefinite
+    with pytest.raises(
+        InputError, match=r"method must be one of 'hutchinson', 'hutchpp'"
+    ):
+        trace(A, method="foo")
+    with pytest.raises(InputError, match="num_matvecs must be a positive integer"):
+        trace(A, num_matvecs=0)
+    with pytest.raises(InputError, match="num_matvecs"):
+        trace(A, num_matvecs=True)
+    with pytest.raises(InputError, match="square"):
+        trace(torch.zeros(3, 4, dtype=torch.float64))

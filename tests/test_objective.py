@@ -1,0 +1,306 @@
+"""Objective: loss, gradient and HVPs against dense float64 references."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import critpoint as cp
+from critpoint.testing import reference_hessian
+
+
+def make_data(n=37, d=5, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g, dtype=torch.float64)
+    y = torch.randint(0, classes, (n,), generator=g)
+    return X, y
+
+
+def mlp(d=5, h=6, out=3, bn=False, seed=0):
+    torch.manual_seed(seed)
+    layers = [nn.Linear(d, h)]
+    if bn:
+        layers.append(nn.BatchNorm1d(h))
+    layers += [nn.Tanh(), nn.Linear(h, out)]
+    model = nn.Sequential(*layers).double()
+    if bn:
+        # Non-trivial running statistics and affine parameters.
+        with torch.no_grad():
+            model[1].running_mean.uniform_(-0.5, 0.5)
+            model[1].running_var.uniform_(0.5, 2.0)
+            model[1].weight.uniform_(0.5, 1.5)
+            model[1].bias.uniform_(-0.3, 0.3)
+    return model
+
+
+def rel(a, b):
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def mse_onehot(out, y):
+    return F.mse_loss(out, F.one_hot(y, out.shape[1]).to(out.dtype))
+
+
+@pytest.mark.parametrize("loss", [F.cross_entropy, mse_onehot], ids=["ce", "mse"])
+@pytest.mark.parametrize("bn", [False, True], ids=["plain", "batchnorm"])
+@pytest.mark.parametrize("mode", ["rev-rev", "fwd-rev"])
+def test_mlp_matches_dense_hessian(loss, bn, mode):
+    X, y = make_data()
+    model = mlp(bn=bn)
+    obj = cp.Objective(
+        model, loss, (X, y), batch_size=10, hvp_mode=mode
+    )  # uneven batches: 10,10,10,7
+    model.eval()
+    H_ref = reference_hessian(model, loss, X, y)
+    model.train()
+    theta = obj.theta
+    g = torch.Generator().manual_seed(1)
+    V = torch.randn(obj.num_params, 4, generator=g, dtype=torch.float64)
+    assert rel(obj.hvp(V[:, 0]), H_ref @ V[:, 0]) < 1e-10
+    assert rel(obj.hvp(V), H_ref @ V) < 1e-10
+    # loss and gradient
+    model.eval()
+    with torch.no_grad():
+        ref_loss = loss(model(X), y).item()
+    model.train()
+    assert obj.loss() == pytest.approx(ref_loss, rel=1e-13)
+
+    def f(t):
+        return loss(torch.func.functional_call(model, obj.unflatten(t), (X,)), y)
+
+    model.eval()
+    ref_grad = torch.func.grad(f)(theta)
+    model.train()
+    assert rel(obj.grad(), ref_grad) < 1e-12
+    value, g2 = obj.loss_and_grad()
+    assert value == pytest.approx(ref_loss, rel=1e-13)
+    assert rel(g2, ref_grad) < 1e-12
+    # the user's model is back in train mode, untouched
+    assert model.training
+
+
+def test_cnn_matches_dense_hessian():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3, padding=1),
+        nn.BatchNorm2d(2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(2 * 4 * 4, 3),
+    ).double()
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(13, 1, 8, 8, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (13,), generator=g)
+    obj = cp.Objective(model, F.cross_entropy, (X, y), batch_size=5)
+    model.eval()
+    H_ref = reference_hessian(model, F.cross_entropy, X, y)
+    H = obj.hessian().dense()
+    assert rel(H, H_ref) < 1e-10
+    ev = torch.linalg.eigvalsh(H_ref)
+    r = cp.eigsh(obj.hessian(), k=3, which="BE", tol=1e-12)
+    assert torch.allclose(
+        r.eigenvalues, torch.cat([ev[:1], ev[-2:]]), atol=1e-8 * ev.abs().max()
+    )
+
+
+def test_parameter_subsets_are_blocks_of_the_full_hessian():
+    X, y = make_data()
+    model = mlp()
+    full = cp.Objective(model, F.cross_entropy, (X, y)).hessian().dense()
+    sub = cp.Objective(model, F.cross_entropy, (X, y), params="2.*")
+    assert sub.param_names == ["2.weight", "2.bias"]
+    start = sum(p.numel() for p in model[0].parameters())
+    block = full[start:, start:]
+    assert rel(sub.hessian().dense(), block) < 1e-12
+    pred = cp.Objective(
+        model, F.cross_entropy, (X, y), params=lambda name: name.endswith("weight")
+    )
+    assert pred.param_names == ["0.weight", "2.weight"]
+    # several patterns keep the model's order
+    both = cp.Objective(model, F.cross_entropy, (X, y), params=["2.bias", "0.bias"])
+    assert both.param_names == ["0.bias", "2.bias"]
+
+
+def test_batching_does_not_change_the_objective():
+    X, y = make_data(n=41)
+    model = mlp()
+    whole = cp.Objective(model, F.cross_entropy, (X, y))
+    v = torch.randn(whole.num_params, dtype=torch.float64)
+    ds = torch.utils.data.TensorDataset(X, y)
+    loaders = [
+        torch.utils.data.DataLoader(ds, batch_size=8),
+        torch.utils.data.DataLoader(
+            ds, batch_size=8, shuffle=True
+        ),  # order must not matter
+        ds,
+        [(X[:3], y[:3]), (X[3:], y[3:])],
+    ]
+    for data in loaders:
+        obj = cp.Objective(model, F.cross_entropy, data)
+        assert obj.loss() == pytest.approx(whole.loss(), rel=1e-13)
+        assert rel(obj.hvp(v), whole.hvp(v)) < 1e-12
+    assert whole.num_samples == 41
+
+
+def test_dict_batches_through_batch_loss():
+    X, y = make_data()
+    model = mlp()
+    batches = [{"x": X[:20], "label": y[:20]}, {"x": X[20:], "label": y[20:]}]
+
+    def batch_loss(m, batch):
+        return F.cross_entropy(m(batch["x"]), batch["label"])
+
+    obj = cp.Objective(model, data=batches, batch_loss=batch_loss)
+    ref = cp.Objective(model, F.cross_entropy, (X, y))
+    assert obj.loss() == pytest.approx(ref.loss(), rel=1e-13)
+    v = torch.randn(obj.num_params, dtype=torch.float64)
+    assert rel(obj.hvp(v), ref.hvp(v)) < 1e-12
+
+
+def test_model_state_is_restored():
+    X, y = make_data()
+    model = mlp(bn=True)
+    model.train()
+    before = copy.deepcopy(model.state_dict())
+    for train_mode in (False, True):
+        obj = cp.Objective(model, F.cross_entropy, (X, y), train_mode=train_mode)
+        obj.loss()
+        obj.grad()
+        obj.hvp(torch.ones(obj.num_params, 2, dtype=torch.float64))
+        assert model.training
+        after = model.state_dict()
+        for key, value in before.items():
+            assert torch.equal(value, after[key]), key
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_train_mode_uses_batch_statistics():
+    X, y = make_data()
+    model = mlp(bn=True)
+    obj = cp.Objective(model, F.cross_entropy, (X, y), train_mode=True)
+    model.train()
+    with torch.no_grad():
+        expected = F.cross_entropy(model(X), y).item()
+    # the forward pass above updated running stats; the objective must not have
+    assert obj.loss() == pytest.approx(expected, rel=1e-12)
+    H = obj.hessian().dense()
+    assert torch.allclose(H, H.T, atol=1e-12)
+
+
+def test_float64_analyses_a_copy():
+    X, y = make_data()
+    model = mlp().float()
+    obj = cp.Objective(model, F.cross_entropy, (X.float(), y), dtype=torch.float64)
+    assert obj.theta.dtype == torch.float64
+    assert next(model.parameters()).dtype == torch.float32
+    ref = reference_hessian(model.double(), F.cross_entropy, X.double(), y)
+    model.float()
+    assert (
+        rel(obj.hessian().dense(), ref) < 1e-6
+    )  # parameters were rounded to float32 once
+    theta = obj.theta + 0.01
+    obj.set_theta(theta)
+    assert torch.allclose(
+        torch.cat([p.reshape(-1) for p in model.parameters()]).double(),
+        theta,
+        atol=1e-6,
+    )
+
+
+def test_set_theta_and_explicit_theta():
+    X, y = make_data()
+    model = mlp()
+    obj = cp.Objective(model, F.cross_entropy, (X, y))
+    theta0 = obj.theta
+    theta1 = theta0 + 0.1
+    loss1 = obj.loss(theta1)
+    assert obj.loss() != pytest.approx(loss1)  # explicit θ does not move the model
+    assert torch.equal(obj.theta, theta0)
+    obj.set_theta(theta1)
+    assert obj.loss() == pytest.approx(loss1, rel=1e-14)
+    assert torch.equal(obj.theta, theta1)
+    parts = obj.unflatten(theta1)
+    assert parts["0.weight"].shape == model[0].weight.shape
+
+
+class WithUnused(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.used = nn.Linear(5, 3)
+        self.unused = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.used(x)
+
+
+def test_unused_parameters_give_zero_rows():
+    X, y = make_data()
+    model = WithUnused().double()
+    obj = cp.Objective(model, F.cross_entropy, (X, y))
+    H = obj.hessian().dense()
+    n_used = 18
+    assert torch.count_nonzero(H[n_used:]) == 0
+    assert torch.count_nonzero(obj.grad()[n_used:]) == 0
+    assert torch.count_nonzero(H[:n_used, :n_used]) > 0
+
+
+def test_nan_names_batch_and_parameter():
+    X, y = make_data()
+    X = X.clone()
+    X[25, 2] = float("nan")
+    model = mlp()
+    obj_ok = cp.Objective(model, F.cross_entropy, (X[:10], y[:10]))
+    assert obj_ok.loss() > 0
+    with pytest.raises(cp.NonFiniteError, match="batch 2"):
+        cp.Objective(model, F.cross_entropy, (X, y), batch_size=10).loss()
+    with pytest.raises(
+        cp.NonFiniteError, match=r"batch 2, first in parameter '0.weight'"
+    ):
+        cp.Objective(model, F.cross_entropy, (X, y), batch_size=10).grad()
+    obj = cp.Objective(model, F.cross_entropy, (X, y), batch_size=10)
+    with pytest.raises(
+        cp.NonFiniteError, match="Hessian-vector product has NaN/Inf on batch 2"
+    ):
+        obj.hvp(torch.ones(obj.num_params, dtype=torch.float64))
+
+
+def test_bad_input_errors():
+    X, y = make_data()
+    model = mlp()
+    with pytest.raises(cp.InputError, match=r"first batch \(inputs \(37, 4\)"):
+        cp.Objective(model, F.cross_entropy, (X[:, :4], y))
+    with pytest.raises(cp.InputError, match="same number of samples"):
+        cp.Objective(model, F.cross_entropy, (X, y[:5]))
+    with pytest.raises(cp.InputError, match="batch_loss"):
+        cp.Objective(model, F.cross_entropy, [{"x": X, "y": y}])
+    with pytest.raises(cp.InputError, match="one-shot iterator"):
+        cp.Objective(model, F.cross_entropy, ((X, y) for _ in range(2)))
+    with pytest.raises(cp.InputError, match=r"selects no trainable parameter.*0\.weight"):
+        cp.Objective(model, F.cross_entropy, (X, y), params="decoder.*")
+    with pytest.raises(cp.InputError, match="must be a scalar"):
+        cp.Objective(
+            model, lambda o, t: F.cross_entropy(o, t, reduction="none"), (X, y)
+        )
+    with pytest.raises(cp.InputError, match="neither was given"):
+        cp.Objective(model, data=(X, y))
+    with pytest.raises(cp.InputError, match="empty"):
+        cp.Objective(model, F.cross_entropy, (X[:0], y[:0]))
+    with pytest.raises(cp.InputError, match=r"float32 or torch\.float64"):
+        cp.Objective(model, F.cross_entropy, (X, y), dtype=torch.float16)
+    obj = cp.Objective(model, F.cross_entropy, (X, y))
+    with pytest.raises(cp.InputError, match=r"v must have shape \(57,\) or \(57, k\)"):
+        obj.hvp(torch.ones(56, dtype=torch.float64))
+    with pytest.raises(cp.InputError, match="theta must have shape"):
+        obj.loss(torch.ones(3, dtype=torch.float64))
+
+
+def test_inputs_cast_when_dtype_is_given():
+    X, y = make_data()
+    model = mlp().float()
+    obj = cp.Objective(model, F.cross_entropy, (X.float(), y), dtype=torch.float64)
+    assert obj.loss() == pytest.approx(
+        F.cross_entropy(model.double()(X), y).item(), rel=1e-6
+    )

@@ -6,6 +6,7 @@ set, and a diagnosis of the point (minimum, saddle, maximum or degenerate) with
 error bounds.
 """
 
+from critpoint.analysis import Diagnosis, classify, diagnose
 from critpoint.errors import (
     CheckpointError,
     ConvergenceError,
@@ -19,6 +20,7 @@ from critpoint.errors import (
 from critpoint.linalg.lanczos import EigenResult, eigsh
 from critpoint.linalg.slq import SpectralDensity, spectral_density
 from critpoint.linalg.trace import TraceEstimate, trace
+from critpoint.escape import EscapeStep, SaddleEscape, escape_saddle
 from critpoint.objective import Objective
 from critpoint.operator import HessianOperator
 
@@ -29,17 +31,23 @@ __all__ = [
     "ConvergenceError",
     "CritpointError",
     "DenseTooLargeError",
+    "Diagnosis",
     "EigenResult",
+    "EscapeStep",
     "HessianOperator",
     "InputError",
     "NonDeterministicError",
     "NonFiniteError",
+    "SaddleEscape",
     "Objective",
     "SpectralDensity",
     "TraceEstimate",
     "UnsafeCheckpointError",
     "__version__",
+    "classify",
+    "diagnose",
     "eigsh",
+    "escape_saddle",
     "spectral_density",
     "trace",
 ]

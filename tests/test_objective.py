@@ -278,7 +278,9 @@ def test_bad_input_errors():
         cp.Objective(model, F.cross_entropy, [{"x": X, "y": y}])
     with pytest.raises(cp.InputError, match="one-shot iterator"):
         cp.Objective(model, F.cross_entropy, ((X, y) for _ in range(2)))
-    with pytest.raises(cp.InputError, match=r"selects no trainable parameter.*0\.weight"):
+    with pytest.raises(
+        cp.InputError, match=r"selects no trainable parameter.*0\.weight"
+    ):
         cp.Objective(model, F.cross_entropy, (X, y), params="decoder.*")
     with pytest.raises(cp.InputError, match="must be a scalar"):
         cp.Objective(

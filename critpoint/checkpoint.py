@@ -1,0 +1,794 @@
+"""Safe checkpoint save and load: the only module that calls ``torch.load``.
+
+A critpoint checkpoint is a plain dict that ``torch.load(weights_only=True)``
+reads without running code::
+
+    {"format": "critpoint-checkpoint", "version": 1,
+     "state_dict": {name: tensor}, "model_spec": {"name": ..., "kwargs": {...}},
+     "data_spec": ..., "loss": "cross_entropy", "history": {"loss": [...]},
+     "meta": {...}, "critpoint_version": "...", "torch_version": "..."}
+
+or, for a path ending in ``.safetensors``, the tensors in a safetensors file
+with everything else as JSON in its metadata under the key ``"critpoint"``.
+
+:func:`load_checkpoint` also reads what others save: a plain state dict (flat,
+or under ``"state_dict"`` / ``"model_state_dict"`` / ``"model"``), a plain
+safetensors file, and — only with ``trust=True``, because they are pickles
+that can run code — whole pickled modules and ``torch.export`` programs
+(``.pt2``). TorchScript is refused: it is deprecated and ``torch.func``
+cannot run it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import pickletools
+import struct
+import tempfile
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from critpoint.errors import CheckpointError, InputError, UnsafeCheckpointError
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "Checkpoint",
+    "load_checkpoint",
+    "load_state_dict_strict",
+    "load_tensor_dict",
+    "save_checkpoint",
+]
+
+FORMAT = "critpoint-checkpoint"
+VERSION = 1
+_SAFETENSORS_KEY = "critpoint"
+_STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
+
+CheckpointFormat = Literal["critpoint", "state_dict", "safetensors", "module", "export"]
+PathLike = str | os.PathLike[str]
+
+
+# ------------------------------------------------------------------ the result
+
+
+@dataclass(frozen=True, eq=False)
+class Checkpoint:
+    """What a checkpoint file holds.
+
+    Attributes
+    ----------
+    state_dict : dict of str to Tensor
+        Parameter and buffer tensors by name, on ``map_location``.
+    model_spec : dict or None
+        ``{"name": ..., "kwargs": {...}}`` for :func:`critpoint.models.model_from_spec`.
+    data_spec : object or None
+        How the data was made (a name, a path or a dict), as saved.
+    loss : str or None
+        Loss name (``"cross_entropy"``, ``"mse"``, ``"bce"``, ``"module:function"``).
+    history : dict or None
+        Training curves, e.g. ``{"loss": [...], "lr": [...]}``.
+    meta : dict
+        Free-form metadata; for a plain state dict, its other primitive entries.
+    format : {"critpoint", "state_dict", "safetensors", "module", "export"}
+        ``"critpoint"``: written by :func:`save_checkpoint` (either file type);
+        ``"state_dict"``: a plain ``torch.save`` of tensors; ``"safetensors"``:
+        a safetensors file without critpoint metadata; ``"module"``: a whole
+        pickled ``nn.Module`` (trusted); ``"export"``: a ``torch.export``
+        program (trusted).
+    module : nn.Module or None
+        The unpickled module for ``"module"`` and ``"export"`` files.
+    path : str
+        The file read.
+    critpoint_version, torch_version : str or None
+        Versions that wrote a critpoint checkpoint.
+    """
+
+    state_dict: dict[str, torch.Tensor]
+    model_spec: dict[str, Any] | None = None
+    data_spec: Any = None
+    loss: str | None = None
+    history: dict[str, Any] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    format: CheckpointFormat = "state_dict"
+    module: nn.Module | None = None
+    path: str = ""
+    critpoint_version: str | None = None
+    torch_version: str | None = None
+
+    def build_model(
+        self, model_spec: Mapping[str, Any] | str | None = None
+    ) -> nn.Module:
+        """Rebuild the model and load the weights strictly.
+
+        Parameters
+        ----------
+        model_spec : dict or str, optional
+            Overrides the stored spec (needed for plain state dicts). Without
+            either, a trusted module (``format`` ``"module"`` / ``"export"``)
+            is returned as it is.
+
+        Returns
+        -------
+        nn.Module
+            A fresh model holding the checkpoint's weights. When the floating
+            tensors of the state dict have another dtype than the built model
+            (e.g. float64 weights, spec without ``dtype``), the model is cast to
+            the state dict's dtype so no precision is lost.
+
+        Raises
+        ------
+        CheckpointError
+            No spec is known, or the keys or shapes do not match the model.
+        """
+        from critpoint.models import model_from_spec
+
+        spec = model_spec if model_spec is not None else self.model_spec
+        if spec is None:
+            if self.module is not None:
+                return self.module
+            msg = (
+                f"checkpoint {self.path!r} has no model spec; pass one, e.g. "
+                "build_model({'name': 'mlp', 'kwargs': {'widths': [32]}}) or --model "
+                "package.module:factory"
+            )
+            raise CheckpointError(msg)
+        model = model_from_spec(spec)
+        dtypes = {t.dtype for t in self.state_dict.values() if t.is_floating_point()}
+        params = {p.dtype for p in model.parameters() if p.is_floating_point()}
+        if len(dtypes) == 1 and params and params != dtypes:
+            model = model.to(dtypes.pop())
+        load_state_dict_strict(model, self.state_dict, source=self.path)
+        return model
+
+    def load_into(self, model: nn.Module) -> nn.Module:
+        """Load the weights into ``model`` strictly (see :func:`load_state_dict_strict`)."""
+        load_state_dict_strict(model, self.state_dict, source=self.path)
+        return model
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the tensors, plus their shapes and dtypes (JSON-able)."""
+        return {
+            "path": self.path,
+            "format": self.format,
+            "model_spec": self.model_spec,
+            "data_spec": self.data_spec,
+            "loss": self.loss,
+            "history": self.history,
+            "meta": self.meta,
+            "critpoint_version": self.critpoint_version,
+            "torch_version": self.torch_version,
+            "tensors": {
+                k: {
+                    "shape": list(v.shape),
+                    "dtype": str(v.dtype).removeprefix("torch."),
+                }
+                for k, v in self.state_dict.items()
+            },
+            "num_parameters": sum(v.numel() for v in self.state_dict.values()),
+        }
+
+
+def load_state_dict_strict(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"
+) -> None:
+    """Load ``state_dict`` into ``model``, or explain exactly what does not fit.
+
+    A ``module.`` prefix on every key (from ``DataParallel`` /
+    ``DistributedDataParallel``) is removed when the model's keys lack it.
+
+    Raises
+    ------
+    CheckpointError
+        Listing the missing keys, the unexpected keys and the keys whose
+        shapes differ (checkpoint shape versus model shape).
+    """
+    expected = model.state_dict()
+    sd = dict(state_dict)
+    prefix = "module."
+    if (
+        sd
+        and all(k.startswith(prefix) for k in sd)
+        and not any(k.startswith(prefix) for k in expected)
+    ):
+        sd = {k[len(prefix) :]: v for k, v in sd.items()}
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    mismatched = sorted(
+        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(sd) & set(expected)
+        if tuple(sd[k].shape) != tuple(expected[k].shape)
+    )
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing keys (in the model, not the file): {missing}")
+        if unexpected:
+            parts.append(f"unexpected keys (in the file, not the model): {unexpected}")
+        if mismatched:
+            parts.append(f"shape mismatches: {mismatched}")
+        msg = (
+            f"the weights in {source!r} do not fit the model ({type(model).__name__}): "
+            + "; ".join(parts)
+            + ". Build the model with the spec it was trained with (widths, channels, "
+            "batchnorm...)"
+        )
+        raise CheckpointError(msg)
+    model.load_state_dict(sd, strict=True)
+
+
+# ---------------------------------------------------------------------- saving
+
+
+def _plain(value: Any, where: str) -> Any:
+    """Convert to the types weights_only loading and JSON both accept."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, torch.dtype):
+        return str(value).removeprefix("torch.")
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().tolist()
+    if (
+        hasattr(value, "item")
+        and hasattr(value, "dtype")
+        and getattr(value, "ndim", None) == 0
+    ):
+        return value.item()  # NumPy scalars
+    if hasattr(value, "tolist") and hasattr(value, "dtype"):
+        return value.tolist()  # NumPy arrays
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, where) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, where) for k, v in value.items()}
+    if hasattr(value, "to_dict") and callable(value.to_dict):
+        return _plain(value.to_dict(), where)
+    msg = (
+        f"{where}: {type(value).__name__} cannot be stored safely in a checkpoint; use "
+        "numbers, strings, booleans, None, lists and dicts"
+    )
+    raise InputError(msg)
+
+
+def _loss_to_str(loss: Any) -> str | None:
+    if loss is None or isinstance(loss, str):
+        return loss
+    from critpoint.data import _loss_name
+
+    name = _loss_name(loss)
+    from critpoint.data import LOSSES
+
+    if name in LOSSES:
+        return name
+    module = getattr(loss, "__module__", None)
+    qualname = getattr(loss, "__qualname__", None)
+    if module and qualname and "<" not in qualname:
+        return f"{module}:{qualname}"
+    msg = f"loss {loss!r} has no importable name; pass its name ('mse', 'package.module:function')"
+    raise InputError(msg)
+
+
+def _critpoint_version() -> str:
+    import sys
+
+    pkg = sys.modules.get("critpoint")
+    version = getattr(pkg, "__version__", None)
+    if isinstance(version, str):
+        return version
+    try:
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as dist_version
+
+        return dist_version("critpoint")
+    except (ImportError, PackageNotFoundError):
+        return "unknown"
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Write through ``write(tmp_name)`` to a temporary file, then rename it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        # Atomic on POSIX and Windows: readers see the old file or the new one.
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(
+    path: PathLike,
+    model: nn.Module | Mapping[str, torch.Tensor],
+    model_spec: Mapping[str, Any] | None = None,
+    data_spec: Any = None,
+    loss: str | Callable[..., Any] | None = None,
+    history: Any = None,
+    meta: Mapping[str, Any] | None = None,
+) -> Path:
+    """Save a model's weights with everything needed to rebuild it.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Target file. A ``.safetensors`` suffix writes safetensors (tensors, and
+        the rest as JSON metadata under ``"critpoint"``); anything else writes a
+        ``torch.save`` dict of primitive types and tensors. The file is written
+        to a temporary name in the same folder and renamed, so it is never seen
+        half-written.
+    model : nn.Module or dict of str to Tensor
+        The model (its ``state_dict()`` is saved) or a state dict.
+    model_spec : dict, optional
+        ``{"name": ..., "kwargs": {...}}``; by default the spec that
+        :func:`critpoint.models.build_model` recorded on the model, if any.
+    data_spec : object, optional
+        A data name, path or dict (JSON-able).
+    loss : str or callable, optional
+        The loss name; a built-in or importable function is stored by name.
+    history : dict or object with ``to_dict()``, optional
+        Training curves (lists of numbers).
+    meta : dict, optional
+        Anything else JSON-able (step, seed, optimizer settings...).
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    path = Path(path)
+    if isinstance(model, nn.Module):
+        state = model.state_dict()
+        if model_spec is None:
+            model_spec = getattr(model, "critpoint_spec", None)
+    elif isinstance(model, Mapping):
+        state = model
+    else:
+        msg = f"save_checkpoint needs an nn.Module or a state dict; got {type(model).__name__}"
+        raise InputError(msg)
+    tensors: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            msg = f"state dict entry {k!r} is {type(v).__name__}, not a tensor"
+            raise InputError(msg)
+        # A detached CPU copy: no autograd history, no shared storage (safetensors
+        # refuses tied tensors), nothing that changes if training goes on.
+        tensors[str(k)] = v.detach().to("cpu", copy=True).contiguous()
+
+    header = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model_spec": _plain(model_spec, "model_spec"),
+        "data_spec": _plain(data_spec, "data_spec"),
+        "loss": _loss_to_str(loss),
+        "history": _plain(history, "history"),
+        "meta": _plain(dict(meta) if meta is not None else {}, "meta"),
+        "critpoint_version": _critpoint_version(),
+        "torch_version": str(torch.__version__),
+    }
+    if path.suffix.lower() == ".safetensors":
+        save_file = _safetensors().save_file
+        metadata = {_SAFETENSORS_KEY: json.dumps(header)}
+        _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    else:
+        obj = {**header, "state_dict": tensors}
+        _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    return path
+
+
+def _safetensors() -> Any:
+    try:
+        import safetensors.torch
+    except ImportError:
+        msg = "safetensors files need the safetensors package: pip install 'critpoint[safetensors]'"
+        raise CheckpointError(msg) from None
+    return safetensors.torch
+
+
+# --------------------------------------------------------------------- loading
+
+
+def _sniff(path: Path) -> tuple[str, list[str]]:
+    """Return ``(kind, zip entry names)``; kind is zip, safetensors or other."""
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                return "zip", zf.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            msg = f"checkpoint {str(path)!r} is a damaged zip archive ({exc}); save it again"
+            raise CheckpointError(msg) from None
+    with open(path, "rb") as f:
+        head = f.read(9)
+    size = path.stat().st_size
+    if len(head) == 9 and head[8:9] == b"{":
+        (n,) = struct.unpack("<Q", head[:8])
+        if 0 < n <= size - 8:
+            return "safetensors", []
+    return "other", []
+
+
+def _check_file(path: Path, what: str, error: type[Exception]) -> None:
+    if not path.exists():
+        msg = (
+            f"{what} {str(path)!r} not found; check the path (relative to {Path.cwd()})"
+        )
+        raise error(msg)
+    if not path.is_file():
+        msg = f"{what} {str(path)!r} is not a file"
+        raise error(msg)
+    if path.stat().st_size == 0:
+        msg = f"{what} {str(path)!r} is empty (0 bytes); the save was probably interrupted — save it again"
+        raise error(msg)
+
+
+def _unsafe_globals(path: Path, is_zip: bool) -> list[str]:
+    """Name the code objects a pickle needs, without running it."""
+    if is_zip:
+        try:
+            return sorted(
+                torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+            )
+        except Exception:
+            return []
+    return _scan_legacy_pickle(path)
+
+
+def _scan_legacy_pickle(path: Path) -> list[str]:
+    """Globals in a legacy (non-zip) ``torch.save`` stream, found statically.
+
+    The legacy format is several pickles in a row (magic number, protocol,
+    system info, the object); :mod:`pickletools` disassembles them without
+    executing anything.
+    """
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        allowed = set(_get_allowed_globals())
+    except Exception:  # private API: fall back to "anything outside torch"
+        allowed = None
+    found: set[str] = set()
+    with open(path, "rb") as f:
+        for _ in range(4):
+            strings: list[str] = []
+            memo: dict[int, Any] = {}
+            try:
+                for op, arg, _pos in pickletools.genops(f):
+                    if op.name == "GLOBAL":
+                        found.add(".".join(str(arg).split(" ", 1)))
+                    elif isinstance(arg, str) and "UNICODE" in op.name:
+                        strings.append(arg)
+                    elif op.name == "MEMOIZE" and strings:
+                        memo[len(memo)] = strings[-1]
+                    elif op.name in ("BINPUT", "LONG_BINPUT", "PUT") and strings:
+                        memo[int(arg)] = strings[-1]
+                    elif op.name in ("BINGET", "LONG_BINGET", "GET") and isinstance(
+                        memo.get(int(arg)), str
+                    ):
+                        strings.append(memo[int(arg)])
+                    elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                        found.add(f"{strings[-2]}.{strings[-1]}")
+            except Exception:
+                break
+    found = {_py3_name(g) for g in found}
+    if allowed is None:
+        return sorted(
+            g for g in found if not g.startswith(("torch.", "collections.OrderedDict"))
+        )
+    return sorted(found - allowed)
+
+
+def _py3_name(name: str) -> str:
+    """Map Python 2 names of protocol-2 pickles (``__builtin__.set``) to Python 3."""
+    module, _, attr = name.rpartition(".")
+    try:
+        from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
+    except ImportError:
+        return name
+    if (module, attr) in NAME_MAPPING:
+        module, attr = NAME_MAPPING[(module, attr)]
+    else:
+        module = IMPORT_MAPPING.get(module, module)
+    return f"{module}.{attr}"
+
+
+def _refuse_unsafe(path: Path, names: list[str]) -> UnsafeCheckpointError:
+    listed = ", ".join(names) if names else "(objects that could not be listed)"
+    msg = (
+        f"checkpoint {str(path)!r} needs code to unpickle — {listed} — and unpickling "
+        "can run arbitrary code, so it was not loaded. Fixes: (1) re-save only the "
+        "weights: torch.save(model.state_dict(), path) or critpoint.save_checkpoint(path, "
+        "model); (2) save as safetensors (path ending in .safetensors); (3) if you made this "
+        "file yourself and trust it, pass trust=True (--trust-checkpoint on the command line)"
+    )
+    return UnsafeCheckpointError(msg)
+
+
+def _torchscript_error(path: Path) -> CheckpointError:
+    msg = (
+        f"checkpoint {str(path)!r} is a TorchScript archive. TorchScript is deprecated and "
+        "torch.func (which critpoint uses for Hessian-vector products) cannot run scripted "
+        "modules. Re-save the weights of the original model: "
+        "torch.save(model.state_dict(), 'model.pt') or save it as safetensors"
+    )
+    return CheckpointError(msg)
+
+
+def _torch_load(path: Path, map_location: Any, weights_only: bool) -> Any:
+    return torch.load(path, map_location=map_location, weights_only=weights_only)
+
+
+def load_checkpoint(
+    path: PathLike, trust: bool = False, map_location: Any = "cpu"
+) -> Checkpoint:
+    """Read a checkpoint without running code from it (unless ``trust=True``).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A critpoint checkpoint, a plain state dict (``torch.save``), a
+        safetensors file, or — with ``trust=True`` — a pickled module or a
+        ``torch.export`` program (``.pt2``).
+    trust : bool
+        Allow unpickling code objects. Only for files you made yourself:
+        unpickling can run arbitrary code. Files that load safely are always
+        loaded the safe way, whatever ``trust`` says.
+    map_location : str or torch.device
+        Where to put the tensors (``"cpu"`` by default: no GPU memory spike).
+
+    Returns
+    -------
+    Checkpoint
+
+    Raises
+    ------
+    UnsafeCheckpointError
+        The file needs code to unpickle and ``trust`` is False; the message
+        names the objects and the fixes.
+    CheckpointError
+        Missing, empty, damaged or unrecognised file, TorchScript, a newer
+        checkpoint version, or no state dict inside.
+    """
+    path = Path(path)
+    _check_file(path, "checkpoint", CheckpointError)
+    kind, names = _sniff(path)
+
+    if kind == "zip" and any(
+        "/code/" in n or n.endswith("constants.pkl") for n in names
+    ):
+        raise _torchscript_error(path)
+    is_export = path.suffix.lower() == ".pt2" or (
+        kind == "zip" and any(n.endswith("archive_format") for n in names)
+    )
+    if is_export:
+        return _load_export(path, trust)
+    if path.suffix.lower() == ".safetensors" or kind == "safetensors":
+        return _load_safetensors(path, map_location)
+
+    try:
+        obj = _torch_load(path, map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        unsafe = _unsafe_globals(path, kind == "zip")
+        if not unsafe and kind != "zip":
+            with open(path, "rb") as f:
+                head = f.read(8)
+            msg = (
+                f"{str(path)!r} is not a checkpoint: it is neither a torch.save file nor "
+                f"safetensors (it starts with bytes {head!r}). Point to the right file, "
+                "or save it again with critpoint.save_checkpoint or torch.save(state_dict)"
+            )
+            raise CheckpointError(msg) from None
+        if not trust:
+            raise _refuse_unsafe(path, unsafe) from None
+        try:
+            obj = _torch_load(path, map_location, weights_only=False)
+        except Exception as exc2:
+            msg = f"checkpoint {str(path)!r} could not be loaded even with trust=True: {exc2}"
+            raise CheckpointError(msg) from exc2
+    except (RuntimeError, EOFError, OSError, ValueError, struct.error) as exc:
+        msg = f"checkpoint {str(path)!r} is damaged or not a checkpoint: {_first_line(exc)}"
+        raise CheckpointError(msg) from None
+    return _interpret(obj, path)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def _is_tensor_mapping(obj: Any) -> bool:
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+        )
+    )
+
+
+def _primitive_meta(obj: Mapping[Any, Any], skip: str) -> dict[str, Any]:
+    meta = {}
+    for k, v in obj.items():
+        if k == skip:
+            continue
+        try:
+            meta[str(k)] = _plain(v, "meta")
+        except InputError:
+            continue  # optimizer states, modules...: not metadata
+    return meta
+
+
+def _interpret(obj: Any, path: Path) -> Checkpoint:
+    where = str(path)
+    if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
+        version = obj.get("version")
+        if not isinstance(version, int) or version > VERSION:
+            msg = (
+                f"checkpoint {where!r} has format version {version!r}; this critpoint reads "
+                f"version {VERSION}. Upgrade critpoint"
+            )
+            raise CheckpointError(msg)
+        state = obj.get("state_dict")
+        if not isinstance(state, Mapping):
+            msg = f"checkpoint {where!r} has no 'state_dict'; it is damaged — save it again"
+            raise CheckpointError(msg)
+        return Checkpoint(
+            state_dict=dict(state),
+            model_spec=obj.get("model_spec"),
+            data_spec=obj.get("data_spec"),
+            loss=obj.get("loss"),
+            history=obj.get("history"),
+            meta=dict(obj.get("meta") or {}),
+            format="critpoint",
+            path=where,
+            critpoint_version=obj.get("critpoint_version"),
+            torch_version=obj.get("torch_version"),
+        )
+    if isinstance(obj, nn.Module):  # only reachable with trust=True
+        return Checkpoint(
+            state_dict=dict(obj.state_dict()), format="module", module=obj, path=where
+        )
+    if _is_tensor_mapping(obj):
+        return Checkpoint(state_dict=dict(obj), format="state_dict", path=where)
+    if isinstance(obj, Mapping):
+        for key in _STATE_DICT_KEYS:
+            value = obj.get(key)
+            if isinstance(value, nn.Module):
+                return Checkpoint(
+                    state_dict=dict(value.state_dict()),
+                    meta=_primitive_meta(obj, key),
+                    format="module",
+                    module=value,
+                    path=where,
+                )
+            if _is_tensor_mapping(value):
+                return Checkpoint(
+                    state_dict=dict(value),
+                    meta=_primitive_meta(obj, key),
+                    format="state_dict",
+                    path=where,
+                )
+        keys = sorted(map(str, obj))
+        msg = (
+            f"no state dict found in {where!r}: expected a mapping of names to tensors, or one "
+            f"under {list(_STATE_DICT_KEYS)}; top-level keys are {keys}"
+        )
+        raise CheckpointError(msg)
+    msg = (
+        f"no state dict found in {where!r}: it holds a {type(obj).__name__}; save "
+        "model.state_dict() instead"
+    )
+    raise CheckpointError(msg)
+
+
+def _load_safetensors(path: Path, map_location: Any) -> Checkpoint:
+    st = _safetensors()
+    from safetensors import safe_open
+
+    device = str(map_location) if map_location is not None else "cpu"
+    try:
+        state = st.load_file(str(path), device=device)
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as exc:  # SafetensorError is not exported under a stable name
+        msg = f"{str(path)!r} is not a readable safetensors file: {_first_line(exc)}"
+        raise CheckpointError(msg) from None
+    text = metadata.get(_SAFETENSORS_KEY)
+    if text is None:
+        meta = {k: v for k, v in metadata.items() if k != "format"}
+        return Checkpoint(
+            state_dict=dict(state), meta=meta, format="safetensors", path=str(path)
+        )
+    try:
+        header = json.loads(text)
+    except json.JSONDecodeError as exc:
+        msg = f"safetensors file {str(path)!r} has damaged critpoint metadata: {exc}"
+        raise CheckpointError(msg) from None
+    return _interpret({**header, "state_dict": state}, path)
+
+
+def _load_export(path: Path, trust: bool) -> Checkpoint:
+    if not trust:
+        msg = (
+            f"{str(path)!r} is a torch.export program (.pt2); loading it unpickles objects and "
+            "can run code, so it was not loaded. Fixes: (1) re-save the weights: "
+            "torch.save(model.state_dict(), path) and pass the model spec; (2) save as "
+            "safetensors; (3) if you made this file yourself and trust it, pass trust=True "
+            "(--trust-checkpoint on the command line)"
+        )
+        raise UnsafeCheckpointError(msg)
+    try:
+        module = torch.export.load(str(path)).module()
+    except Exception as exc:
+        msg = f"torch.export program {str(path)!r} could not be loaded: {_first_line(exc)}"
+        raise CheckpointError(msg) from exc
+    return Checkpoint(
+        state_dict=dict(module.state_dict()),
+        format="export",
+        module=module,
+        path=str(path),
+    )
+
+
+# ------------------------------------------------------------------ data files
+
+
+def load_tensor_dict(path: PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a ``torch.save``-d dict (e.g. ``{"inputs": ..., "targets": ...}``) safely.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A file written by ``torch.save`` of a dict of tensors.
+    map_location : str or torch.device
+        Where to put the tensors.
+
+    Returns
+    -------
+    dict
+        The dict as stored (values: tensors or primitive types).
+
+    Raises
+    ------
+    InputError
+        Missing, empty or damaged file; a file that needs code to unpickle
+        (never loaded); or an object that is not a dict.
+    """
+    path = Path(path)
+    _check_file(path, "data file", InputError)
+    hint = "save it with torch.save({'inputs': x, 'targets': y}, path)"
+    try:
+        obj = _torch_load(path, map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        names = _unsafe_globals(path, zipfile.is_zipfile(path))
+        what = (
+            f"needs code to unpickle ({', '.join(names)})"
+            if names
+            else f"is not readable ({_first_line(exc)})"
+        )
+        msg = f"data file {str(path)!r} {what}, so it was not loaded; {hint} with plain tensors"
+        raise InputError(msg) from None
+    except (RuntimeError, EOFError, OSError, ValueError, struct.error) as exc:
+        msg = f"data file {str(path)!r} is damaged or not a torch.save file ({_first_line(exc)}); {hint}"
+        raise InputError(msg) from None
+    if not isinstance(obj, Mapping):
+        msg = (
+            f"data file {str(path)!r} holds a {type(obj).__name__}, not a dict; {hint}"
+        )
+        raise InputError(msg)
+    return {str(k): v for k, v in obj.items()}

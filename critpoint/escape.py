@@ -1,0 +1,368 @@
+"""Leaving a saddle: steps along negative curvature, and an optimizer wrapper that takes them.
+
+If ``u`` is a unit eigenvector with eigenvalue ``λ < 0``, then
+``L(θ + αu) ≈ L(θ) + gᵀu·α + ½λα²``: a direction that lowers the loss even
+where the gradient vanishes. :func:`escape_saddle` takes one such step, sized
+by backtracking on the real loss; :class:`SaddleEscape` wraps any
+``torch.optim`` optimizer and takes these steps when training has stalled.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from critpoint.errors import InputError
+from critpoint.linalg.lanczos import eigsh
+
+if TYPE_CHECKING:
+    from critpoint.objective import Objective
+
+
+@dataclass(frozen=True)
+class EscapeStep:
+    """One step along negative curvature (or the reason none was taken).
+
+    Attributes
+    ----------
+    taken : bool
+        Whether the parameters were moved.
+    reason : str
+        Why (or why not), with the numbers.
+    direction : torch.Tensor or None
+        Unit direction ``u`` oriented downhill (``gᵀu ≤ 0``), shape ``(n,)``.
+    step_size : float
+        ``α``: the parameters moved by ``α·u`` (0 when not taken).
+    eigenvalue : float
+        ``λ_min``, the curvature along ``u``.
+    eigenvalue_error : float
+        Its rigorous error bound (residual norm).
+    loss_before, loss_after : float
+        Mean loss before and after the step.
+    predicted_change : float
+        ``gᵀu·α + ½λα²`` of the accepted step.
+    actual_change : float
+        ``loss_after − loss_before``.
+    backtracks : int
+        Halvings of the step before acceptance.
+    num_matvecs : int
+        Hessian-vector products spent.
+    """
+
+    taken: bool
+    reason: str
+    direction: torch.Tensor | None = field(repr=False)
+    step_size: float
+    eigenvalue: float
+    eigenvalue_error: float
+    loss_before: float
+    loss_after: float
+    predicted_change: float
+    actual_change: float
+    backtracks: int
+    num_matvecs: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dictionary (the direction left out)."""
+        return {
+            "taken": self.taken,
+            "reason": self.reason,
+            "step_size": self.step_size,
+            "eigenvalue": self.eigenvalue,
+            "eigenvalue_error": self.eigenvalue_error,
+            "loss_before": self.loss_before,
+            "loss_after": self.loss_after,
+            "predicted_change": self.predicted_change,
+            "actual_change": self.actual_change,
+            "backtracks": self.backtracks,
+            "num_matvecs": self.num_matvecs,
+        }
+
+
+def escape_saddle(
+    obj: Objective,
+    max_step: float | None = None,
+    seed: int = 0,
+    *,
+    tol: float = 1e-4,
+    eig_rtol: float = 1e-3,
+    accept: float = 0.5,
+    max_backtracks: int = 30,
+    maxiter: int | None = None,
+) -> EscapeStep:
+    """Take one step along the most negative curvature direction, in place.
+
+    The eigenvector ``u`` of the most negative eigenvalue is oriented downhill
+    (``gᵀu ≤ 0``). The first trial step is ``max_step`` or, by default, the
+    length ``√(2·L/|λ|)`` at which the quadratic model predicts the loss to
+    fall by its whole value. A step is accepted when the real loss falls by at
+    least ``accept`` times the predicted change ``gᵀu·α + ½λα²``; otherwise
+    it is halved. Only the selected parameters change (through
+    :meth:`Objective.set_theta`); buffers and train/eval mode are untouched.
+
+    With no clearly negative eigenvalue (the rule of
+    :func:`critpoint.analysis.classify`: below ``−(error bound + eig_rtol·scale)``)
+    nothing changes and the result says so.
+
+    Parameters
+    ----------
+    obj : Objective
+        The model (moved in place), loss and data.
+    max_step : float, optional
+        Longest step ``α`` (Euclidean norm in parameter space).
+    seed : int
+        Seed of the Lanczos start vector.
+    tol : float
+        Relative residual tolerance of the eigensolver.
+    eig_rtol : float
+        Relative zero tolerance for "clearly negative".
+    accept : float
+        Fraction of the predicted decrease the real loss must achieve.
+    max_backtracks : int
+        Most halvings of the step.
+    maxiter : int, optional
+        HVP budget of the eigensolver.
+
+    Returns
+    -------
+    EscapeStep
+    """
+    if max_step is not None and not (max_step > 0 and math.isfinite(max_step)):
+        msg = f"max_step must be a positive finite number or None, got {max_step!r}"
+        raise InputError(msg)
+    if not 0 < accept < 1:
+        msg = f"accept must lie in (0, 1), got {accept!r}"
+        raise InputError(msg)
+    theta = obj.theta
+    loss0, g = obj.loss_and_grad(theta)
+    H = obj.hessian(theta)
+    n = obj.num_params
+    if n == 1:
+        lam = float(H.matvec(torch.ones(1, dtype=obj.dtype, device=obj.device))[0])
+        err, scale = 0.0, abs(lam)
+        u = torch.ones(1, dtype=obj.dtype, device=obj.device)
+    else:
+        r = eigsh(H, k=1, which="SA", tol=tol, seed=seed, maxiter=maxiter)
+        assert r.eigenvectors is not None
+        lam, err, scale = (
+            float(r.eigenvalues[0]),
+            float(r.residuals[0]),
+            r.spectral_scale,
+        )
+        u = r.eigenvectors[:, 0].clone()
+    threshold = eig_rtol * scale
+    if not lam + err < -threshold:
+        return EscapeStep(
+            taken=False,
+            reason=(
+                f"no clearly negative curvature: λ_min = {lam:.4g} ± {err:.2g} is not below "
+                f"−{threshold:.2g}; nothing was changed"
+            ),
+            direction=None,
+            step_size=0.0,
+            eigenvalue=lam,
+            eigenvalue_error=err,
+            loss_before=loss0,
+            loss_after=loss0,
+            predicted_change=0.0,
+            actual_change=0.0,
+            backtracks=0,
+            num_matvecs=H.num_matvecs,
+        )
+    slope = float(g.double() @ u.double())
+    if slope > 0:
+        u, slope = -u, -slope
+    alpha = math.sqrt(2 * max(abs(loss0), torch.finfo(obj.dtype).eps) / abs(lam))
+    if max_step is not None:
+        alpha = min(alpha, max_step)
+    best: tuple[float, float, float] | None = None  # (change, alpha, predicted)
+    backtracks = 0
+    accepted = False
+    for backtracks in range(max_backtracks + 1):  # noqa: B007 (the count is reported)
+        predicted = slope * alpha + 0.5 * lam * alpha**2
+        change = obj.loss(theta + alpha * u) - loss0
+        if best is None or change < best[0]:
+            best = (change, alpha, predicted)
+        if change <= accept * predicted:
+            accepted = True
+            best = (change, alpha, predicted)
+            break
+        alpha /= 2
+    assert best is not None
+    change, alpha, predicted = best
+    if not accepted and change >= 0:
+        return EscapeStep(
+            taken=False,
+            reason=(
+                f"λ_min = {lam:.4g} but no step along its eigenvector lowered the loss "
+                f"after {max_backtracks} halvings (higher-order terms dominate); nothing was changed"
+            ),
+            direction=u,
+            step_size=0.0,
+            eigenvalue=lam,
+            eigenvalue_error=err,
+            loss_before=loss0,
+            loss_after=loss0,
+            predicted_change=0.0,
+            actual_change=0.0,
+            backtracks=backtracks,
+            num_matvecs=H.num_matvecs,
+        )
+    obj.set_theta(theta + alpha * u)
+    how = (
+        "accepted"
+        if accepted
+        else "the best decrease found (below the acceptance fraction)"
+    )
+    return EscapeStep(
+        taken=True,
+        reason=f"stepped {alpha:.4g} along the eigenvector of λ_min = {lam:.4g}: {how}",
+        direction=u,
+        step_size=alpha,
+        eigenvalue=lam,
+        eigenvalue_error=err,
+        loss_before=loss0,
+        loss_after=loss0 + change,
+        predicted_change=predicted,
+        actual_change=change,
+        backtracks=backtracks,
+        num_matvecs=H.num_matvecs,
+    )
+
+
+@dataclass
+class EscapeEvent:
+    """What :class:`SaddleEscape` did at one stalled step."""
+
+    step: int
+    grad_norm: float
+    result: EscapeStep
+
+
+class SaddleEscape:
+    """Wrap a ``torch.optim`` optimizer; leave saddles when training stalls.
+
+    Use it exactly like the optimizer it wraps: ``zero_grad()``, compute the
+    loss, ``backward()``, ``step()``. At each ``step()`` it reads the gradient
+    norm of the objective's parameters from their ``.grad``. When the user's
+    stall rule says training has stalled, it checks for negative curvature
+    with a few HVPs (:func:`escape_saddle`) and, if there is some, takes an
+    escape step instead of the optimizer's step. Otherwise it leaves the
+    optimizer alone. Every check is recorded in :attr:`events`.
+
+    Parameters
+    ----------
+    optimizer : torch.optim.Optimizer
+        Any optimizer over (at least) the objective's parameters.
+    objective : Objective
+        Full-data objective of the same model (``set_theta`` moves it).
+    grad_tol : float
+        Default stall rule: the gradient norm is at most ``grad_tol`` for
+        ``patience`` consecutive steps.
+    patience : int
+        Consecutive small-gradient steps before a check.
+    stalled : callable, optional
+        Custom rule ``stalled(step, grad_norm) -> bool``; replaces the default.
+    cooldown : int
+        Steps after a check before the next one.
+    max_step : float, optional
+        Passed to :func:`escape_saddle`.
+    seed : int
+        Seed of the eigensolver (incremented at each check).
+
+    Attributes
+    ----------
+    events : list of EscapeEvent
+        Every curvature check, with its outcome.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        objective: Objective,
+        grad_tol: float = 1e-6,
+        patience: int = 1,
+        stalled: Callable[[int, float], bool] | None = None,
+        cooldown: int = 10,
+        max_step: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            msg = f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+            raise InputError(msg)
+        self.optimizer = optimizer
+        self.objective = objective
+        self.grad_tol = float(grad_tol)
+        self.patience = int(patience)
+        self.stalled = stalled
+        self.cooldown = int(cooldown)
+        self.max_step = max_step
+        self.seed = int(seed)
+        self.events: list[EscapeEvent] = []
+        self.num_steps = 0
+        self._small = 0
+        self._last_check = -(10**9)
+        named = dict(objective.model.named_parameters())
+        self._params = [named[name] for name in objective.param_names]
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The wrapped optimizer's parameter groups (for schedulers)."""
+        return self.optimizer.param_groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear the gradients, as the wrapped optimizer does."""
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The wrapped optimizer's state."""
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Load the wrapped optimizer's state."""
+        self.optimizer.load_state_dict(state)
+
+    def _grad_norm(self) -> float:
+        total = 0.0
+        for p in self._params:
+            if p.grad is not None:
+                total += float(p.grad.detach().double().pow(2).sum())
+        return math.sqrt(total)
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One step: the optimizer's, or an escape step when training has stalled."""
+        step = self.num_steps
+        self.num_steps += 1
+        grad_norm = self._grad_norm()
+        if self.stalled is not None:
+            is_stalled = bool(self.stalled(step, grad_norm))
+        else:
+            self._small = self._small + 1 if grad_norm <= self.grad_tol else 0
+            is_stalled = self._small >= self.patience
+        if is_stalled and step - self._last_check >= self.cooldown:
+            self._last_check = step
+            self._small = 0
+            result = escape_saddle(
+                self.objective,
+                max_step=self.max_step,
+                seed=self.seed + len(self.events),
+            )
+            self.events.append(
+                EscapeEvent(step=step, grad_norm=grad_norm, result=result)
+            )
+            if result.taken:
+                return None
+        return (
+            self.optimizer.step(closure)
+            if closure is not None
+            else self.optimizer.step()
+        )
+
+    @property
+    def num_escapes(self) -> int:
+        """Escape steps taken so far."""
+        return sum(1 for e in self.events if e.result.taken)

@@ -1,0 +1,290 @@
+"""diagnose / classify: closed-form points, planted spectra, a real MLP on digits."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import critpoint as cp
+from critpoint.analysis import default_grad_tol
+from critpoint.testing import (
+    Quadratic,
+    planted_matrix,
+    quadratic_batch_loss,
+    quadratic_data,
+)
+
+
+class TwoWeight(nn.Module):
+    def __init__(self, w1=0.0, w2=0.0):
+        super().__init__()
+        self.w1 = nn.Parameter(torch.tensor(w1, dtype=torch.float64))
+        self.w2 = nn.Parameter(torch.tensor(w2, dtype=torch.float64))
+
+    def forward(self, x):
+        return self.w1 * self.w2 * x
+
+
+def two_weight_objective(w1=0.0, w2=0.0):
+    one = torch.ones(1, 1, dtype=torch.float64)
+    model = TwoWeight(w1, w2)
+    return model, cp.Objective(model, F.mse_loss, (one, one))
+
+
+def quadratic_objective(eigenvalues, seed=0):
+    A, Q = planted_matrix(eigenvalues, seed=seed)
+    model = Quadratic(A)
+    return cp.Objective(
+        model, data=quadratic_data(), batch_loss=quadratic_batch_loss
+    ), Q
+
+
+def test_two_weight_origin_is_a_saddle_with_eigenvalues_pm2():
+    _, obj = two_weight_objective()
+    d = cp.diagnose(obj, k=2)
+    assert d.grad_norm == 0.0
+    assert d.critical
+    assert d.kind == "saddle"
+    assert d.lambda_min == pytest.approx(-2.0, abs=1e-12)
+    assert d.lambda_max == pytest.approx(2.0, abs=1e-12)
+    assert d.loss == pytest.approx(1.0)
+    u = d.escape_direction
+    assert u is not None
+    assert abs(float(u[0])) == pytest.approx(1 / math.sqrt(2), abs=1e-12)
+    assert float(u[0]) == pytest.approx(float(u[1]), abs=1e-12)  # ±(1, 1)/√2
+    assert d.escape_prediction == pytest.approx(-1.0)
+    assert d.minimum_ratio == pytest.approx(0.5, abs=1e-12)
+    assert d.trace.value == pytest.approx(0.0, abs=1e-12)
+
+
+def test_two_weight_valley_at_one_one():
+    _, obj = two_weight_objective(1.0, 1.0)
+    H = obj.hessian().dense()
+    assert torch.allclose(
+        H, torch.tensor([[2.0, 2.0], [2.0, 2.0]], dtype=torch.float64)
+    )
+    d = cp.diagnose(obj, k=2)
+    assert d.kind == "degenerate"
+    assert d.side == "positive"
+    assert d.critical
+    assert "flat minimum" in d.headline()
+    assert d.escape_direction is None
+
+
+def linear_regression(seed=0, negate=False):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(60, 4, generator=g, dtype=torch.float64)
+    y = X @ torch.tensor(
+        [[1.0], [-2.0], [0.5], [3.0]], dtype=torch.float64
+    ) + 0.3 * torch.randn(60, 1, generator=g, dtype=torch.float64)
+    model = nn.Linear(4, 1).double()
+    A = torch.cat([X, torch.ones(60, 1, dtype=torch.float64)], dim=1)
+    sol = torch.linalg.lstsq(A, y).solution
+    with torch.no_grad():
+        model.weight.copy_(sol[:4].T)
+        model.bias.copy_(sol[4])
+    sign = -1.0 if negate else 1.0
+    obj = cp.Objective(model, lambda o, t: sign * F.mse_loss(o, t), (X, y))
+    return obj, sign * 2 * A.T @ A / 60
+
+
+def test_least_squares_solution_is_a_minimum_and_its_negation_a_maximum():
+    obj, H = linear_regression()
+    ev = torch.linalg.eigvalsh(H)
+    d = cp.diagnose(obj, k=2, tol=1e-10)
+    assert d.kind == "minimum"
+    assert d.critical
+    assert d.grad_norm < 1e-12
+    assert d.lambda_min == pytest.approx(float(ev[0]), rel=1e-8)
+    assert d.lambda_max == pytest.approx(float(ev[-1]), rel=1e-8)
+    assert d.trace.value == pytest.approx(float(ev.sum()), rel=1e-10)  # n = 5: exact
+    assert d.minimum_ratio == pytest.approx(1.0)
+    neg, Hn = linear_regression(negate=True)
+    dn = cp.diagnose(neg, k=2, tol=1e-10)
+    assert dn.kind == "maximum"
+    assert dn.lambda_max == pytest.approx(
+        float(torch.linalg.eigvalsh(Hn)[-1]), rel=1e-8
+    )
+
+
+def test_deep_linear_chain_at_origin_is_degenerate():
+    model = nn.Sequential(
+        nn.Linear(1, 1, bias=False),
+        nn.Linear(1, 1, bias=False),
+        nn.Linear(1, 1, bias=False),
+    )
+    model = model.double()
+    for p in model.parameters():
+        nn.init.zeros_(p)
+    one = torch.ones(1, 1, dtype=torch.float64)
+    d = cp.diagnose(cp.Objective(model, F.mse_loss, (one, one)), k=2)
+    assert d.grad_norm == 0.0
+    assert d.lambda_min == 0.0
+    assert d.lambda_max == 0.0
+    assert d.kind == "degenerate"
+    assert d.side == "none"
+
+
+@pytest.mark.parametrize(
+    ("negatives", "positives", "kind", "side"),
+    [
+        ([], [1.0, 5.0, 10.0], "minimum", "positive"),
+        ([-10.0, -5.0, -1.0], [], "maximum", "negative"),
+        ([-3.0], [1.0, 10.0], "saddle", "both"),
+        ([-0.05], [10.0], "saddle", "both"),  # tiny next to the top, clearly resolved
+        ([-1e-6], [10.0], "degenerate", "positive"),  # within the zero tolerance
+        ([], [0.0, 10.0], "degenerate", "positive"),
+        ([-10.0], [0.0], "degenerate", "negative"),
+    ],
+)
+def test_planted_spectra(negatives, positives, kind, side):
+    bulk = (
+        torch.linspace(1.0, 2.0, 40).tolist() if kind in ("minimum", "saddle") else []
+    )
+    if kind == "maximum":
+        bulk = torch.linspace(-2.0, -1.0, 40).tolist()
+    if kind == "degenerate" and side == "positive":
+        bulk = torch.linspace(1.0, 2.0, 40).tolist()
+    if kind == "degenerate" and side == "negative":
+        bulk = torch.linspace(-2.0, -1.0, 40).tolist()
+    eigenvalues = sorted(negatives + bulk + positives)
+    obj, Q = quadratic_objective(eigenvalues)
+    d = cp.diagnose(obj, k=4, tol=1e-10)
+    assert d.kind == kind
+    assert d.side == side
+    assert d.lambda_min == pytest.approx(eigenvalues[0], abs=1e-8)
+    assert d.lambda_max == pytest.approx(eigenvalues[-1], abs=1e-8)
+    if kind == "saddle":
+        u = d.escape_direction
+        q = Q[:, 0]
+        assert abs(float(u @ q)) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_negative_eigenvalue_within_its_error_bound_is_degenerate():
+    # a loose solve: the bound, not the value, decides
+    v = cp.classify(-0.02, 0.05, 10.0, 0.01, eig_rtol=1e-3)
+    assert v.kind == "degenerate"
+    assert v.side == "positive"
+    v = cp.classify(-0.02, 0.001, 10.0, 0.01, eig_rtol=1e-3)
+    assert v.kind == "saddle"
+    # the tolerance is relative to the spectrum's scale
+    assert cp.classify(-0.02, 0.0, 100.0, 0.0, eig_rtol=1e-3).kind == "degenerate"
+    assert cp.classify(-0.02, 0.0, 10.0, 0.0, eig_rtol=1e-3).kind == "saddle"
+    assert cp.classify(0.0, 0.0, 0.0, 0.0).side == "none"
+
+
+def test_unconverged_solve_gives_a_marked_verdict():
+    g = torch.Generator().manual_seed(0)
+    eigenvalues = torch.sort(
+        torch.rand(300, generator=g, dtype=torch.float64) * 2 - 0.5
+    ).values.tolist()
+    obj, _ = quadratic_objective(eigenvalues)
+    d = cp.diagnose(obj, k=4, tol=1e-12, maxiter=25, density=False, trace=False)
+    assert not d.converged
+    assert "unconverged" in d.headline()
+    assert d.kind in ("saddle", "degenerate")
+    # the bounds still hold, loose as they are
+    assert d.lambda_min - d.lambda_min_error <= eigenvalues[0] + 1e-12
+
+
+def test_grad_tol_rule_and_override():
+    assert default_grad_tol(1.0, 2.0, torch.float64) == pytest.approx(
+        math.sqrt(2 * 2 * 1e-3)
+    )
+    _, obj = two_weight_objective(0.3, 0.2)
+    d = cp.diagnose(obj, k=2, density=False, trace=False)
+    assert not d.critical
+    assert d.grad_tol == pytest.approx(
+        default_grad_tol(
+            d.loss, max(abs(d.lambda_min), abs(d.lambda_max)), torch.float64
+        )
+    )
+    d2 = cp.diagnose(obj, k=2, grad_tol=10.0, density=False, trace=False)
+    assert d2.critical
+    assert d2.settings["grad_tol"] == 10.0
+
+
+def test_exports_roundtrip_and_plot():
+    _, obj = two_weight_objective()
+    d = cp.diagnose(obj, k=2, seed=3)
+    doc = json.loads(d.to_json())
+    assert doc["schema"] == "critpoint.diagnosis"
+    assert doc["kind"] == "saddle"
+    assert doc["settings"]["seed"] == 3
+    assert doc["lambda_min"] == pytest.approx(-2.0)
+    back = cp.Diagnosis.from_dict(doc)
+    assert back.kind == d.kind
+    assert back.lambda_max == d.lambda_max
+    assert back.density.fraction_positive() == pytest.approx(
+        d.density.fraction_positive()
+    )
+    text = d.summary()
+    assert "saddle" in text
+    assert "-2" in text
+    assert "escape" in text
+    fig = d.plot()
+    assert fig.axes[0].get_xlabel().startswith("eigenvalue")
+    with pytest.raises(cp.InputError, match="not a critpoint diagnosis"):
+        cp.Diagnosis.from_dict({"schema": "other"})
+
+
+def test_bad_arguments():
+    _, obj = two_weight_objective()
+    with pytest.raises(cp.InputError, match="k must be an int >= 2"):
+        cp.diagnose(obj, k=1)
+    with pytest.raises(cp.InputError, match="eig_rtol"):
+        cp.diagnose(obj, eig_rtol=float("nan"))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    X = torch.tensor(data.data[:300], dtype=torch.float64)
+    X = (X - X.mean(0)) / X.std(0).clamp_min(1e-8)
+    y = torch.tensor(data.target[:300])
+    return X, y
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_digits_mlp_from_init_to_a_stalled_point(digits, seed):
+    # A narrow tanh net with the square loss stalls at a genuine critical point
+    # (cross-entropy on a wide net drifts on towards zero loss instead).
+    X, y = digits
+    Y = F.one_hot(y, 10).double()
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(64, 4), nn.Tanh(), nn.Linear(4, 10)).double()
+    obj = cp.Objective(model, F.mse_loss, (X, Y))
+    d0 = cp.diagnose(obj, k=4, num_steps=40, trace=False)
+    assert not d0.critical
+    assert d0.kind == "saddle"
+    opt = torch.optim.LBFGS(
+        model.parameters(),
+        lr=1,
+        max_iter=2000,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-15,
+        history_size=50,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure():
+        opt.zero_grad()
+        loss = F.mse_loss(model(X), Y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    d = cp.diagnose(obj, k=4, num_steps=40, trace=False)
+    assert d.loss < d0.loss
+    assert d.critical
+    assert d.kind in ("minimum", "degenerate")
+    assert d.side == "positive"  # digits has constant pixels: exact flat directions
+    # the minimum ratio rises as the loss falls
+    assert d.minimum_ratio > 0.99
+    assert d0.minimum_ratio < 0.9

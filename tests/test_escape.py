@@ -1,0 +1,181 @@
+"""escape_saddle and SaddleEscape against closed forms."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import critpoint as cp
+
+
+class TwoWeight(nn.Module):
+    def __init__(self, w1=0.0, w2=0.0):
+        super().__init__()
+        self.w1 = nn.Parameter(torch.tensor(w1, dtype=torch.float64))
+        self.w2 = nn.Parameter(torch.tensor(w2, dtype=torch.float64))
+
+    def forward(self, x):
+        return self.w1 * self.w2 * x
+
+
+ONE = torch.ones(1, 1, dtype=torch.float64)
+
+
+def test_escape_from_the_origin_moves_along_the_diagonal():
+    model = TwoWeight()
+    obj = cp.Objective(model, F.mse_loss, (ONE, ONE))
+    s = cp.escape_saddle(obj)
+    assert s.taken
+    assert s.loss_before == 1.0
+    assert s.loss_after < 1.0
+    assert s.eigenvalue == pytest.approx(-2.0)
+    w1, w2 = model.w1.item(), model.w2.item()
+    assert w1 == pytest.approx(w2, abs=1e-12)  # along ±(1, 1)/√2
+    assert math.hypot(w1, w2) == pytest.approx(s.step_size)
+    # L(t) = (1 − t²/2)² along the unit diagonal
+    assert s.loss_after == pytest.approx((1 - s.step_size**2 / 2) ** 2, rel=1e-12)
+    assert obj.loss() == pytest.approx(s.loss_after)
+
+
+@pytest.mark.parametrize("alpha", [1e-1, 1e-2, 1e-3])
+def test_predicted_change_is_right_to_second_order(alpha):
+    model = TwoWeight()
+    obj = cp.Objective(model, F.mse_loss, (ONE, ONE))
+    s = cp.escape_saddle(obj, max_step=alpha)
+    assert s.step_size == alpha
+    # exact: actual = −α² + α⁴/4, predicted = −α²
+    assert s.predicted_change == pytest.approx(-(alpha**2), rel=1e-12)
+    assert abs(s.actual_change - s.predicted_change) == pytest.approx(
+        alpha**4 / 4, rel=1e-6
+    )
+
+
+def test_predicted_change_off_the_critical_point():
+    # a non-critical point with negative curvature: gᵀuα enters the prediction
+    torch.manual_seed(1)
+    X = torch.randn(30, 3, dtype=torch.float64)
+    y = torch.randn(30, 1, dtype=torch.float64)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+    with torch.no_grad():
+        model[0].weight.mul_(3.0)
+    errors = []
+    for alpha in (1e-2, 1e-3):
+        clone = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+        clone.load_state_dict(model.state_dict())
+        obj = cp.Objective(clone, F.mse_loss, (X, y))
+        s = cp.escape_saddle(obj, max_step=alpha, tol=1e-12)
+        assert s.taken
+        errors.append(abs(s.actual_change - s.predicted_change))
+    # third-order remainder: ten times shorter step, ~1000 times smaller error
+    assert errors[1] < errors[0] / 300
+
+
+def test_escape_keeps_other_state():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(3, 5), nn.BatchNorm1d(5), nn.Tanh(), nn.Linear(5, 1)
+    ).double()
+    model.train()
+    X = torch.randn(20, 3, dtype=torch.float64)
+    y = torch.randn(20, 1, dtype=torch.float64)
+    with torch.no_grad():
+        model[1].running_mean.fill_(0.3)
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    obj = cp.Objective(model, F.mse_loss, (X, y), params="0.*")
+    frozen = model[3].weight.detach().clone()
+    s = cp.escape_saddle(obj)
+    assert model.training
+    for k, v in model.named_buffers():
+        assert torch.equal(v, buffers[k]), k
+    assert torch.equal(model[3].weight, frozen)  # outside the selected parameters
+    if s.taken:
+        assert obj.loss() < s.loss_before
+
+
+def test_escape_at_a_minimum_is_refused():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(40, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(40, 1, generator=g, dtype=torch.float64)
+    model = nn.Linear(3, 1).double()
+    A = torch.cat([X, torch.ones(40, 1, dtype=torch.float64)], 1)
+    sol = torch.linalg.lstsq(A, y).solution
+    with torch.no_grad():
+        model.weight.copy_(sol[:3].T)
+        model.bias.copy_(sol[3])
+    before = [p.detach().clone() for p in model.parameters()]
+    s = cp.escape_saddle(cp.Objective(model, F.mse_loss, (X, y)))
+    assert not s.taken
+    assert "no clearly negative curvature" in s.reason
+    assert all(
+        torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True)
+    )
+
+
+def test_plain_gradient_descent_never_leaves_the_origin():
+    model = TwoWeight()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(200):
+        opt.zero_grad()
+        F.mse_loss(model(ONE), ONE).backward()
+        opt.step()
+    assert model.w1.item() == 0.0
+    assert model.w2.item() == 0.0
+
+
+def test_saddle_escape_around_sgd_reaches_zero_loss():
+    model = TwoWeight()
+    obj = cp.Objective(model, F.mse_loss, (ONE, ONE))
+    opt = cp.SaddleEscape(
+        torch.optim.SGD(model.parameters(), lr=0.1), obj, grad_tol=1e-8
+    )
+    for _ in range(200):
+        opt.zero_grad()
+        loss = F.mse_loss(model(ONE), ONE)
+        loss.backward()
+        opt.step()
+    assert F.mse_loss(model(ONE), ONE).item() < 1e-6
+    assert opt.num_escapes == 1
+    assert opt.events[0].step == 0
+    assert opt.events[0].result.eigenvalue == pytest.approx(-2.0)
+
+
+def test_saddle_escape_leaves_the_optimizer_alone_when_not_stalled():
+    model = TwoWeight(0.5, 0.5)
+    obj = cp.Objective(model, F.mse_loss, (ONE, ONE))
+    inner = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt = cp.SaddleEscape(inner, obj, grad_tol=1e-12, stalled=None)
+    reference = TwoWeight(0.5, 0.5)
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1)
+    for _ in range(20):
+        for m, o in ((model, opt), (reference, ref_opt)):
+            o.zero_grad()
+            F.mse_loss(m(ONE), ONE).backward()
+            o.step()
+    assert opt.events == []
+    assert model.w1.item() == reference.w1.item()
+
+
+def test_custom_stall_rule_and_bad_args():
+    model = TwoWeight()
+    obj = cp.Objective(model, F.mse_loss, (ONE, ONE))
+    calls = []
+
+    def rule(step, grad_norm):
+        calls.append((step, grad_norm))
+        return step == 3
+
+    opt = cp.SaddleEscape(
+        torch.optim.SGD(model.parameters(), lr=0.1), obj, stalled=rule
+    )
+    for _ in range(5):
+        opt.zero_grad()
+        F.mse_loss(model(ONE), ONE).backward()
+        opt.step()
+    assert [e.step for e in opt.events] == [3]
+    assert len(calls) == 5
+    with pytest.raises(cp.InputError, match="torch.optim.Optimizer"):
+        cp.SaddleEscape("sgd", obj)
+    with pytest.raises(cp.InputError, match="max_step"):
+        cp.escape_saddle(obj, max_step=-1.0)

@@ -17,10 +17,10 @@ from critpoint.errors import (
     NonFiniteError,
     UnsafeCheckpointError,
 )
+from critpoint.escape import EscapeStep, SaddleEscape, escape_saddle
 from critpoint.linalg.lanczos import EigenResult, eigsh
 from critpoint.linalg.slq import SpectralDensity, spectral_density
 from critpoint.linalg.trace import TraceEstimate, trace
-from critpoint.escape import EscapeStep, SaddleEscape, escape_saddle
 from critpoint.objective import Objective
 from critpoint.operator import HessianOperator
 
@@ -38,8 +38,8 @@ __all__ = [
     "InputError",
     "NonDeterministicError",
     "NonFiniteError",
-    "SaddleEscape",
     "Objective",
+    "SaddleEscape",
     "SpectralDensity",
     "TraceEstimate",
     "UnsafeCheckpointError",

@@ -175,7 +175,7 @@ def test_custom_stall_rule_and_bad_args():
         opt.step()
     assert [e.step for e in opt.events] == [3]
     assert len(calls) == 5
-    with pytest.raises(cp.InputError, match="torch.optim.Optimizer"):
+    with pytest.raises(cp.InputError, match=r"torch\.optim\.Optimizer"):
         cp.SaddleEscape("sgd", obj)
     with pytest.raises(cp.InputError, match="max_step"):
         cp.escape_saddle(obj, max_step=-1.0)

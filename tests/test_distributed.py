@@ -1,0 +1,85 @@
+"""Two gloo processes on loopback with uneven shards give the one-process answer."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import critpoint as cp
+from critpoint.distributed import allreduce_bytes_per_hvp, shard, shard_range
+
+WORKER = Path(__file__).with_name("_distributed_worker.py")
+
+
+def load_worker():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_distributed_worker", WORKER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.distributed
+def test_two_gloo_ranks_match_one_process(tmp_path):
+    init_file = tmp_path / "store"
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    import os
+
+    env = {**os.environ, **env}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(WORKER),
+                str(rank),
+                "2",
+                str(init_file),
+                str(tmp_path),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for rank in range(2)
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()[-2000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert ranks[0]["local_samples"].item() == 12
+    assert ranks[1]["local_samples"].item() == 11
+    # every rank agrees bit for bit
+    for key in ranks[0]:
+        if key == "local_samples":
+            continue
+        assert torch.equal(ranks[0][key], ranks[1][key]), key
+    # and matches one process holding all the data
+    worker = load_worker()
+    model, X, y = worker.problem()
+    single = worker.analyse(cp.Objective(model, F.cross_entropy, (X, y), batch_size=5))
+    dist = ranks[0]
+    assert dist["num_samples"].item() == 23
+    for key in ("eigenvalues", "trace", "loss", "grad", "nodes"):
+        assert torch.allclose(dist[key], single[key], rtol=0, atol=1e-12), key
+    assert torch.allclose(dist["weights"], single["weights"], rtol=0, atol=1e-12)
+
+
+def test_shard_ranges_cover_the_data_unevenly():
+    ranges = [shard_range(23, r, 3) for r in range(3)]
+    assert ranges == [(0, 8), (8, 16), (16, 23)]
+    X = torch.arange(10.0).reshape(10, 1)
+    y = torch.arange(10)
+    parts = [shard((X, y), r, 4) for r in range(4)]
+    assert [len(p[0]) for p in parts] == [3, 3, 2, 2]
+    assert torch.equal(torch.cat([p[1] for p in parts]), y)
+    with pytest.raises(cp.InputError, match="at least one"):
+        shard_range(2, 0, 3)
+    with pytest.raises(cp.InputError, match="rank must lie"):
+        shard_range(10, 3, 3)
+    with pytest.raises(cp.InputError, match="not initialised"):
+        shard((X, y))
+    assert allreduce_bytes_per_hvp(85002, torch.float32) == 340008

@@ -1,0 +1,65 @@
+"""GPU paths: the same answers on CUDA as on the CPU (skipped without CUDA)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import critpoint as cp
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+]
+
+
+def problem(device, dtype):
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(300, 20, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 4, (300,), generator=g)
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(20, 32), nn.BatchNorm1d(32), nn.Tanh(), nn.Linear(32, 4)
+    ).double()
+    return cp.Objective(
+        model, F.cross_entropy, (X, y), batch_size=128, device=device, dtype=dtype
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cuda_matches_cpu(dtype):
+    cpu = problem("cpu", torch.float64)
+    gpu = problem("cuda", dtype)
+    assert gpu.theta.device.type == "cuda"
+    tol = 1e-10 if dtype == torch.float64 else 1e-4
+    r_cpu = cp.eigsh(cpu.hessian(), k=4, which="BE", tol=1e-8, seed=1)
+    r_gpu = cp.eigsh(
+        gpu.hessian(),
+        k=4,
+        which="BE",
+        tol=1e-8 if dtype == torch.float64 else 1e-5,
+        seed=1,
+    )
+    scale = r_cpu.eigenvalues.abs().max()
+    assert torch.allclose(
+        r_gpu.eigenvalues, r_cpu.eigenvalues, rtol=0, atol=tol * scale * 10
+    )
+    assert r_gpu.eigenvectors.device.type == "cuda"
+    t_cpu = cp.trace(cpu.hessian(), num_matvecs=30, seed=2)
+    t_gpu = cp.trace(gpu.hessian(), num_matvecs=30, seed=2)
+    assert t_gpu.value == pytest.approx(t_cpu.value, rel=tol * 100)
+    d_cpu = cp.spectral_density(cpu.hessian(), num_probes=4, num_steps=20, seed=3)
+    d_gpu = cp.spectral_density(gpu.hessian(), num_probes=4, num_steps=20, seed=3)
+    assert torch.allclose(d_gpu.nodes, d_cpu.nodes, rtol=0, atol=tol * scale * 1e3)
+
+
+def test_cuda_diagnose_and_escape():
+    gpu = problem("cuda", torch.float32)
+    d = cp.diagnose(gpu, k=4, num_steps=20, trace_matvecs=20)
+    assert d.kind in ("saddle", "degenerate", "minimum", "maximum")
+    assert d.settings["device"].startswith("cuda")
+
+
+def test_half_precision_is_refused():
+    with pytest.raises(cp.InputError, match="float32 or torch.float64"):
+        problem("cuda", torch.bfloat16)

@@ -52,7 +52,7 @@ def shard_range(num_samples: int, rank: int, world_size: int) -> tuple[int, int]
 
 
 def shard(data: Any, rank: int | None = None, world_size: int | None = None) -> Any:
-    """This rank's part of ``(inputs, targets)`` tensors (or of a ``Data``).
+    """Return this rank's part of ``(inputs, targets)`` tensors (or of a ``Data``).
 
     Parameters
     ----------

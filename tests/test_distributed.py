@@ -47,7 +47,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
         for rank in range(2)
     ]
     for p in procs:
-        out, err = p.communicate(timeout=300)
+        _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err.decode()[-2000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     assert ranks[0]["local_samples"].item() == 12

@@ -61,5 +61,5 @@ def test_cuda_diagnose_and_escape():
 
 
 def test_half_precision_is_refused():
-    with pytest.raises(cp.InputError, match="float32 or torch.float64"):
+    with pytest.raises(cp.InputError, match=r"float32 or torch\.float64"):
         problem("cuda", torch.bfloat16)

@@ -7,6 +7,8 @@ error bounds.
 """
 
 from critpoint.analysis import Diagnosis, classify, diagnose
+from critpoint.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from critpoint.data import Data, get_loss, load_data
 from critpoint.errors import (
     CheckpointError,
     ConvergenceError,
@@ -21,15 +23,18 @@ from critpoint.escape import EscapeStep, SaddleEscape, escape_saddle
 from critpoint.linalg.lanczos import EigenResult, eigsh
 from critpoint.linalg.slq import SpectralDensity, spectral_density
 from critpoint.linalg.trace import TraceEstimate, trace
+from critpoint.models import build_model
 from critpoint.objective import Objective
 from critpoint.operator import HessianOperator
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Checkpoint",
     "CheckpointError",
     "ConvergenceError",
     "CritpointError",
+    "Data",
     "DenseTooLargeError",
     "Diagnosis",
     "EigenResult",
@@ -44,10 +49,15 @@ __all__ = [
     "TraceEstimate",
     "UnsafeCheckpointError",
     "__version__",
+    "build_model",
     "classify",
     "diagnose",
     "eigsh",
     "escape_saddle",
+    "get_loss",
+    "load_checkpoint",
+    "load_data",
+    "save_checkpoint",
     "spectral_density",
     "trace",
 ]

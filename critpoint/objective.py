@@ -110,6 +110,12 @@ class _Batches:
             raise InputError(msg)
         self._pair: tuple[torch.Tensor, torch.Tensor] | None = None
         self._iterable: Iterable[Any] | None = None
+        if callable(getattr(data, "as_tuple", None)):  # critpoint.data.Data
+            data = data.as_tuple()
+        elif hasattr(data, "kind") and hasattr(
+            data, "obj"
+        ):  # critpoint.data.DataSource
+            data = data.obj
         if _is_tensor_pair(data):
             inputs, targets = data
             if inputs.shape[0] != targets.shape[0]:
@@ -174,8 +180,9 @@ class Objective:
         ``loss_fn(outputs, targets)`` returning the *mean* loss of a batch
         (torch's default ``reduction="mean"``). Needed unless ``batch_loss``
         is given.
-    data : tuple of tensors, Dataset or iterable of batches
-        ``(inputs, targets)`` tensors with a leading sample dimension, a
+    data : tuple of tensors, Data, Dataset or iterable of batches
+        ``(inputs, targets)`` tensors with a leading sample dimension (or a
+        :class:`critpoint.data.Data` from :func:`~critpoint.data.load_data`), a
         ``torch.utils.data.Dataset``, or a re-iterable of batches such as a
         ``DataLoader``. The objective is the exact mean over all samples: each
         batch is weighted by its size, so a short last batch counts exactly.

@@ -36,9 +36,13 @@ lint: $(STAMP)
 test: lint
 	OMP_NUM_THREADS=1 MPLBACKEND=Agg CRITPOINT_SMOKE=1 $(BIN)/python -m pytest
 
+# The peers are installed without their dependencies: curvlinops -> backpack ->
+# torchvision would replace the CPU torch by a multi-GB CUDA build.
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[bench]"
-	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/run.py
+	$(BIN)/python -m pip install --quiet --no-deps "pyhessian==0.1" "hessian-eigenthings==1.0.0a5" \
+		"curvlinops-for-pytorch==3.0.1" "einops>=0.8" "einconv>=0.1" "linear-operator>=0.6" "opt-einsum>=3.3"
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/engine.py --write
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/run.py --write
 
 clean:
 	rm -rf $(VENV) critpoint-demo build *.egg-info

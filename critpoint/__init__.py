@@ -20,12 +20,15 @@ from critpoint.errors import (
     UnsafeCheckpointError,
 )
 from critpoint.escape import EscapeStep, SaddleEscape, escape_saddle
+from critpoint.landscape import Landscape, landscape, loss_plane, loss_slice
 from critpoint.linalg.lanczos import EigenResult, eigsh
 from critpoint.linalg.slq import SpectralDensity, spectral_density
 from critpoint.linalg.trace import TraceEstimate, trace
 from critpoint.models import build_model
 from critpoint.objective import Objective
 from critpoint.operator import HessianOperator
+from critpoint.report import build_report, render_report
+from critpoint.training import History, train
 
 __version__ = "0.1.0"
 
@@ -40,7 +43,9 @@ __all__ = [
     "EigenResult",
     "EscapeStep",
     "HessianOperator",
+    "History",
     "InputError",
+    "Landscape",
     "NonDeterministicError",
     "NonFiniteError",
     "Objective",
@@ -50,14 +55,20 @@ __all__ = [
     "UnsafeCheckpointError",
     "__version__",
     "build_model",
+    "build_report",
     "classify",
     "diagnose",
     "eigsh",
     "escape_saddle",
     "get_loss",
+    "landscape",
     "load_checkpoint",
     "load_data",
+    "loss_plane",
+    "loss_slice",
+    "render_report",
     "save_checkpoint",
     "spectral_density",
     "trace",
+    "train",
 ]

@@ -439,6 +439,14 @@ class Diagnosis:
             settings=dict(data.get("settings", {})),
         )
 
+    def _repr_png_(self) -> bytes:
+        """Show the spectrum figure when a notebook displays the diagnosis."""
+        import io
+
+        buffer = io.BytesIO()
+        self.plot().savefig(buffer, format="png", dpi=90)
+        return buffer.getvalue()
+
     # ------------------------------------------------------------------ plot
     def plot(self, ax: Axes | None = None) -> Figure:
         """The spectrum: SLQ density (log scale) with the extreme eigenvalues and error bars.

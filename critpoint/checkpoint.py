@@ -230,8 +230,10 @@ def load_state_dict_strict(
 
 def _plain(value: Any, where: str) -> Any:
     """Convert to the types weights_only loading and JSON both accept."""
-    if value is None or isinstance(value, (bool, str)):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return str(value)  # str subclasses (torch.__version__) would need unpickling
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
@@ -302,6 +304,9 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; match a plain open()
     try:
         write(tmp)
         with open(tmp, "rb") as f:

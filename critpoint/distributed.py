@@ -7,9 +7,12 @@ product, divided by the global sample count (all-reduced once). Every rank runs
 the same solver with the same seed, so all ranks agree bit for bit; only rank 0
 should print or write (:func:`is_main`).
 
-Launch with ``torchrun`` (gloo on CPU, NCCL on GPU)::
+Launch a script with ``torchrun`` (gloo on CPU, NCCL on GPU)::
 
-    torchrun --nproc-per-node=2 -m critpoint_cli diagnose model.ckpt
+    torchrun --nproc-per-node=2 my_analysis.py
+
+where the script calls :func:`init_from_env`, takes its part of the data with
+:func:`shard` and builds ``Objective(..., process_group=dist.group.WORLD)``.
 """
 
 from __future__ import annotations

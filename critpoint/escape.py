@@ -268,7 +268,9 @@ class SaddleEscape:
     stalled : callable, optional
         Custom rule ``stalled(step, grad_norm) -> bool``; replaces the default.
     cooldown : int
-        Steps after a check before the next one.
+        Steps after a check before the next one; doubled after each check
+        that finds no negative curvature (so a converged run is not checked
+        over and over), reset after an escape.
     max_step : float, optional
         Passed to :func:`escape_saddle`.
     seed : int
@@ -306,6 +308,7 @@ class SaddleEscape:
         self.num_steps = 0
         self._small = 0
         self._last_check = -(10**9)
+        self._wait = self.cooldown
         named = dict(objective.model.named_parameters())
         self._params = [named[name] for name in objective.param_names]
 

@@ -198,8 +198,8 @@ class Objective:
     device : str or torch.device, optional
         Where to compute. Defaults to the device of the model's parameters. A
         different device analyses a copy of the model.
-    dtype : torch.dtype, optional
-        Floating dtype of the analysis, e.g. ``torch.float64``. A dtype other
+    dtype : torch.dtype or str, optional
+        Floating dtype of the analysis, e.g. ``torch.float64`` or ``"float64"``. A dtype other
         than the model's analyses a copy of the model in that precision.
     batch_loss : callable, optional
         ``batch_loss(model, batch)`` returning the mean loss of a batch, for
@@ -235,7 +235,7 @@ class Objective:
         params: ParamSelector = None,
         train_mode: bool = False,
         device: str | torch.device | None = None,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = None,
         batch_loss: BatchLossFn | None = None,
         process_group: Any = None,
         *,

@@ -1,14 +1,123 @@
 """Entry point of the ``critpoint`` command.
 
-Imports stay lazy: ``critpoint --help`` answers without importing torch.
+Imports stay lazy: ``critpoint --help`` (and every command's ``--help``)
+answers without importing torch; the library is imported inside the command
+callbacks. Errors become one line on standard error and an exit code:
+
+* 0 — success, whatever the verdict;
+* 1 — an error (``critpoint: error: <what is wrong and how to fix it>``);
+* 2 — a usage error (bad option or argument);
+* 3 — a solver did not converge (partial results are still written).
 """
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import click
 
+from critpoint_cli.commands.demo import demo
+from critpoint_cli.commands.diagnose import diagnose
+from critpoint_cli.commands.escape import escape
+from critpoint_cli.commands.report import report
+from critpoint_cli.commands.train import train
+from critpoint_cli.options import get_state, global_options
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_CONVERGED = 3
+
+
+def one_line(text: str) -> str:
+    """Collapse a message to one line."""
+    return " ".join(str(text).split())
+
+
+def error_message(exc: BaseException) -> tuple[str, int]:
+    """The one-line message and exit code for an exception that escaped a command."""
+    errors = _critpoint_errors()
+    if errors is not None and isinstance(exc, errors.ConvergenceError):
+        return one_line(str(exc)), EXIT_NOT_CONVERGED
+    if errors is not None and isinstance(exc, errors.CritpointError):
+        return one_line(str(exc) or type(exc).__name__), EXIT_ERROR
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" {exc.filename!r}" if exc.filename else ""
+        return f"{exc.strerror}{where}", EXIT_ERROR
+    text = one_line(str(exc))
+    return (
+        f"unexpected {type(exc).__name__}{': ' + text if text else ''} "
+        "(run with --debug for the traceback, and please report it)",
+        EXIT_ERROR,
+    )
+
+
+def _critpoint_errors() -> Any:
+    """``critpoint.errors`` if the library was imported (it was, if it raised)."""
+    import sys
+
+    if "critpoint" not in sys.modules:
+        return None
+    import critpoint.errors
+
+    return critpoint.errors
+
+
+class CritpointGroup(click.Group):
+    """A click group that turns library errors into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; map exceptions to messages and exit codes."""
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit):
+            raise
+        except click.exceptions.Abort:
+            raise
+        except Exception as exc:
+            state = get_state(ctx)
+            if state.debug:
+                raise
+            message, code = error_message(exc)
+            click.echo(f"critpoint: error: {message}", err=True)
+            ctx.exit(code)
+
+
+EPILOG = """\b
+Exit codes: 0 success (whatever the verdict), 1 error, 2 usage error,
+3 a solver did not converge (partial results still written).
+
+\b
+Quick start:
+  critpoint demo -o critpoint-demo
+  critpoint diagnose critpoint-demo/model.ckpt
+"""
+
+
+@click.group(
+    cls=CritpointGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EPILOG,
+)
 @click.version_option(package_name="critpoint", prog_name="critpoint")
-def cli() -> None:
-    """Where am I on the loss surface? Diagnose a checkpoint: minimum, saddle or flat."""
+@global_options
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Where am I on the loss surface? Diagnose a checkpoint: minimum, saddle or flat.
+
+    critpoint computes Hessian-vector products of the exact full-data loss,
+    finds the extreme eigenvalues with error bounds, estimates the eigenvalue
+    density, and says what kind of point the model sits at and which way is down.
+    """
+    state = get_state(ctx)
+    if state.debug:
+        logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+        logging.getLogger("critpoint").setLevel(logging.DEBUG)
+
+
+cli.add_command(diagnose)
+cli.add_command(escape)
+cli.add_command(report)
+cli.add_command(train)
+cli.add_command(demo)

@@ -122,6 +122,11 @@ class SpectralDensity:
         return int(self.nodes.shape[0])
 
     @property
+    def num_steps(self) -> int:
+        """Lanczos steps per probe (columns of ``nodes``)."""
+        return int(self.nodes.shape[1])
+
+    @property
     def support(self) -> tuple[float, float]:
         """``(lo, hi)``: smallest and largest node with nonzero weight."""
         used = self.nodes[self.weights > 0]

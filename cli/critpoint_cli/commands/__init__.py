@@ -1,0 +1,1 @@
+"""The commands of ``critpoint``; each imports the library only when it runs."""

@@ -1,0 +1,311 @@
+"""From command-line options to a model, data, a loss and an ``Objective``.
+
+Imported only inside command callbacks (it imports torch). Every decision is
+the library's: this module only picks which library call to make and records
+what was chosen, so that the JSON output can name every setting.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from critpoint.checkpoint import Checkpoint, load_checkpoint
+from critpoint.data import (
+    Data,
+    DataSource,
+    check_data_against_model,
+    get_loss,
+    load_data,
+)
+from critpoint.errors import InputError
+from critpoint.models import build_model, count_parameters
+from critpoint.objective import Objective
+from critpoint_cli.options import State
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else the CPU; ``cuda`` must be available."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        msg = "--device cuda was asked for but CUDA is not available here (torch was built without it or no GPU is visible); use --device cpu or auto"
+        raise InputError(msg)
+    return torch.device(name)
+
+
+def resolve_dtype(name: str | None) -> torch.dtype | None:
+    """``float32`` / ``float64`` → the torch dtype; ``None`` stays ``None``."""
+    if name is None:
+        return None
+    return {"float32": torch.float32, "float64": torch.float64}[name]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.float32`` → ``"float32"``."""
+    return str(dtype).removeprefix("torch.")
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The floating dtype of the model's first parameter (float32 if none)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def normalise_data_spec(spec: Any) -> dict[str, Any]:
+    """A data spec as ``{"name", "kwargs", "max_samples", "subset_seed"}``.
+
+    Accepts a bare name or path, ``{"name": ..., "kwargs": {...}}``, or the
+    flat form ``{"name": "digits", "split": "test"}`` (other keys are options).
+    """
+    if isinstance(spec, (str, Path)):
+        return {
+            "name": str(spec),
+            "kwargs": {},
+            "max_samples": None,
+            "subset_seed": None,
+        }
+    if isinstance(spec, Mapping) and isinstance(spec.get("name"), str):
+        special = {"name", "kwargs", "max_samples", "subset_seed"}
+        kwargs = dict(spec.get("kwargs") or {})
+        kwargs.update({k: v for k, v in spec.items() if k not in special})
+        return {
+            "name": spec["name"],
+            "kwargs": kwargs,
+            "max_samples": spec.get("max_samples"),
+            "subset_seed": spec.get("subset_seed"),
+        }
+    msg = f'the data spec {spec!r} is not understood; give --data NAME (and --data-kwargs), or store {{"name": ..., "kwargs": {{...}}}}'
+    raise InputError(msg)
+
+
+def load_data_spec(spec: Mapping[str, Any], dtype: torch.dtype) -> Data | DataSource:
+    """Load the data a normalised spec describes, in ``dtype``, subset if asked."""
+    data = load_data(spec["name"], dtype=dtype, **spec["kwargs"])
+    max_samples = spec.get("max_samples")
+    if max_samples is not None:
+        if not isinstance(data, Data):
+            msg = f"--max-samples needs in-memory data (tensors); data {spec['name']!r} is a {data.kind}: subset it in your data function instead"
+            raise InputError(msg)
+        data = data.subset(int(max_samples), seed=spec.get("subset_seed"))
+    return data
+
+
+def num_samples(data: Data | DataSource) -> int | None:
+    """Samples in the data, when known without a pass."""
+    if isinstance(data, Data):
+        return len(data)
+    try:
+        return len(data.obj.dataset if data.kind == "dataloader" else data.obj)
+    except TypeError:
+        return None
+
+
+def default_loss(data: Data | DataSource) -> str:
+    """``cross_entropy`` for class labels, ``mse`` for real targets."""
+    if isinstance(data, Data):
+        return "cross_entropy" if data.task == "classification" else "mse"
+    msg = f"data {data.name!r} is a {data.kind}, so the loss cannot be guessed; give --loss (cross_entropy, mse, bce or module:function)"
+    raise InputError(msg)
+
+
+@dataclass
+class Setup:
+    """Everything a command needs to build objectives, and how it was chosen."""
+
+    model: nn.Module
+    data: Data | DataSource
+    loss_name: str
+    loss_fn: Any
+    device: torch.device
+    dtype: torch.dtype
+    batch_size: int | None
+    checkpoint: Checkpoint | None = None
+    model_spec: Any = None
+    data_spec: Any = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def data_input(self) -> Any:
+        """What ``Objective`` takes as data."""
+        if isinstance(self.data, Data):
+            return self.data.as_tuple()
+        return self.data.obj
+
+    def objective(self, params: Any = None) -> Objective:
+        """An :class:`Objective` over the selected parameters (``None``: all)."""
+        return Objective(
+            self.model,
+            self.loss_fn,
+            self.data_input,
+            params=params,
+            device=self.device,
+            dtype=self.dtype,
+            batch_size=self.batch_size,
+        )
+
+    def describe(self) -> str:
+        """One line: model, parameters, data, loss, precision, device."""
+        spec = self.model_spec
+        model = (
+            spec.get("name") if isinstance(spec, Mapping) else type(self.model).__name__
+        )
+        n = count_parameters(self.model)
+        data = self.data.name
+        ns = num_samples(self.data)
+        samples = f" ({ns:,} samples)" if ns is not None else ""
+        return (
+            f"{model} ({n:,} parameters) on {data}{samples}, loss {self.loss_name}, "
+            f"{dtype_name(self.dtype)} on {self.device}"
+        )
+
+
+def load_setup(
+    state: State,
+    checkpoint: str | None,
+    model: str | None,
+    model_kwargs: Mapping[str, Any] | None,
+    data: str | None,
+    data_kwargs: Mapping[str, Any] | None,
+    loss: str | None,
+    batch_size: int | None,
+    max_samples: int | None,
+    trust_checkpoint: bool,
+) -> Setup:
+    """Load a checkpoint (or build a fresh model), the data and the loss.
+
+    Parameters
+    ----------
+    state : State
+        Global options (device, dtype, seed).
+    checkpoint : str or None
+        Path of a checkpoint; ``None`` builds a fresh model from ``model``.
+    model, model_kwargs : str, dict or None
+        Overrides the checkpoint's model spec (needed for plain state dicts).
+    data, data_kwargs : str, dict or None
+        Overrides the checkpoint's data spec.
+    loss : str or None
+        Overrides the checkpoint's loss.
+    batch_size, max_samples : int or None
+        Batching of the passes; random subset of the data.
+    trust_checkpoint : bool
+        Allow checkpoints that need code to unpickle.
+
+    Returns
+    -------
+    Setup
+    """
+    device = resolve_device(state.device)
+    ckpt = None
+    if model_kwargs is not None and model is None and checkpoint is not None:
+        msg = "--model-kwargs needs --model (the checkpoint's own model spec already holds its options)"
+        raise InputError(msg)
+    model_spec: Any = None
+    if model is not None:
+        model_spec = {"name": model, "kwargs": dict(model_kwargs or {})}
+    if checkpoint is not None:
+        ckpt = load_checkpoint(checkpoint, trust=trust_checkpoint)
+        net = ckpt.build_model(model_spec)
+        if model_spec is None:
+            model_spec = ckpt.model_spec
+    else:
+        if model_spec is None:
+            model_spec = {"name": "mlp", "kwargs": dict(model_kwargs or {})}
+        net = build_model(model_spec["name"], seed=state.seed, **model_spec["kwargs"])
+    analysis_dtype = resolve_dtype(state.dtype) or model_dtype(net)
+
+    if data is not None:
+        data_spec = normalise_data_spec(
+            {"name": data, "kwargs": dict(data_kwargs or {})}
+        )
+    elif data_kwargs is not None:
+        msg = "--data-kwargs needs --data"
+        raise InputError(msg)
+    elif ckpt is not None and ckpt.data_spec is not None:
+        data_spec = normalise_data_spec(ckpt.data_spec)
+    elif ckpt is None:
+        data_spec = normalise_data_spec("digits")
+    else:
+        msg = (
+            f"checkpoint {checkpoint!r} does not say which data it was trained on; give --data "
+            "(digits, teacher, a file.pt / file.npz, or module:function)"
+        )
+        raise InputError(msg)
+    if max_samples is not None:
+        data_spec["max_samples"] = max_samples
+        data_spec["subset_seed"] = state.seed
+    dataset = load_data_spec(data_spec, model_dtype(net))
+
+    loss_name = loss or (ckpt.loss if ckpt is not None and ckpt.loss else None)
+    loss_name = loss_name or default_loss(dataset)
+    num_classes = dataset.num_classes if isinstance(dataset, Data) else None
+    loss_fn = get_loss(loss_name, num_classes=num_classes)
+    check_data_against_model(net, dataset, loss_name)
+
+    setup = Setup(
+        model=net,
+        data=dataset,
+        loss_name=loss_name,
+        loss_fn=loss_fn,
+        device=device,
+        dtype=analysis_dtype,
+        batch_size=batch_size,
+        checkpoint=ckpt,
+        model_spec=model_spec,
+        data_spec=data_spec,
+    )
+    setup.settings = {
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "checkpoint_format": ckpt.format if ckpt is not None else None,
+        "trust_checkpoint": bool(trust_checkpoint),
+        "model": model_spec,
+        "num_model_params": count_parameters(net),
+        "data": data_spec,
+        "num_samples": num_samples(dataset),
+        "loss": loss_name,
+        "batch_size": batch_size,
+        "max_samples": max_samples,
+        "device": str(device),
+        "dtype": dtype_name(analysis_dtype),
+        "seed": state.seed,
+    }
+    return setup
+
+
+def layer_groups(
+    model: nn.Module, patterns: Sequence[str] | None = None
+) -> list[tuple[str, str, list[str]]]:
+    """Every module that owns trainable parameters directly, with their names.
+
+    Parameters
+    ----------
+    model : nn.Module
+    patterns : sequence of str, optional
+        Keep only parameters matching one of these globs.
+
+    Returns
+    -------
+    list of (module name, module type, parameter names)
+    """
+    groups = []
+    for name, module in model.named_modules():
+        names = [
+            f"{name}.{pname}" if name else pname
+            for pname, p in module.named_parameters(recurse=False)
+            if p.requires_grad
+        ]
+        if patterns:
+            names = [
+                n for n in names if any(fnmatch.fnmatchcase(n, g) for g in patterns)
+            ]
+        if names:
+            groups.append((name or "(root)", type(module).__name__, names))
+    return groups

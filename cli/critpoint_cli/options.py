@@ -1,0 +1,287 @@
+"""Shared state and option decorators of the ``critpoint`` command.
+
+Nothing here imports torch or critpoint: ``critpoint --help`` must answer
+fast. The global options (``--device``, ``--dtype``, ``--seed``, ``--debug``,
+``--quiet``, ``--progress``) can be given before the command name or after
+it; the value given last on the line wins.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("float32", "float64")
+
+
+@dataclass
+class State:
+    """Settings shared by the root group and every command (``ctx.obj``).
+
+    Attributes
+    ----------
+    device : {"auto", "cpu", "cuda"}
+        Where to compute; ``auto`` is CUDA when available.
+    dtype : {"float32", "float64"} or None
+        Precision of the analysis; ``None`` keeps the model's.
+    seed : int
+        Seed of every random vector and of model initialisation.
+    debug : bool
+        Show tracebacks and debug logs.
+    quiet : bool
+        No progress bars and no messages besides results and errors.
+    progress : bool or None
+        Force progress bars on or off; ``None`` shows them when standard
+        error is a terminal.
+    """
+
+    device: str = "auto"
+    dtype: str | None = None
+    seed: int = 0
+    debug: bool = False
+    quiet: bool = False
+    progress: bool | None = None
+
+    def show_progress(self) -> bool:
+        """Whether to draw progress bars (always on standard error)."""
+        if self.quiet:
+            return False
+        if self.progress is not None:
+            return self.progress
+        stream = sys.stderr
+        return bool(stream is not None and stream.isatty())
+
+
+def get_state(ctx: click.Context | None = None) -> State:
+    """The shared :class:`State` of the current invocation."""
+    ctx = ctx or click.get_current_context()
+    return ctx.ensure_object(State)
+
+
+def _store(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None or value is False:
+            return value
+        setattr(get_state(ctx), name, value)
+        return value
+
+    return callback
+
+
+def global_options(f: F) -> F:
+    """Add ``--device``, ``--dtype``, ``--seed``, ``--debug``, ``--quiet``, ``--progress``.
+
+    Used on the root group and on every command, so both
+    ``critpoint --seed 1 diagnose X`` and ``critpoint diagnose X --seed 1`` work.
+    """
+    decorators = [
+        click.option(
+            "--device",
+            type=click.Choice(DEVICES),
+            default=None,
+            expose_value=False,
+            callback=_store("device"),
+            help="Where to compute: auto (CUDA when available), cpu or cuda.  [default: auto]",
+        ),
+        click.option(
+            "--dtype",
+            type=click.Choice(DTYPES),
+            default=None,
+            expose_value=False,
+            callback=_store("dtype"),
+            help="Precision of the analysis (a copy of the model is cast).  [default: the model's]",
+        ),
+        click.option(
+            "--seed",
+            type=int,
+            default=None,
+            expose_value=False,
+            callback=_store("seed"),
+            help="Seed of every random vector (and of model initialisation).  [default: 0]",
+        ),
+        click.option(
+            "--debug",
+            is_flag=True,
+            default=False,
+            expose_value=False,
+            callback=_store("debug"),
+            help="Show full tracebacks and debug logs.",
+        ),
+        click.option(
+            "-q",
+            "--quiet",
+            is_flag=True,
+            default=False,
+            expose_value=False,
+            callback=_store("quiet"),
+            help="No progress bars and no messages besides results and errors.",
+        ),
+        click.option(
+            "--progress/--no-progress",
+            default=None,
+            expose_value=False,
+            callback=_store("progress"),
+            help="Progress bars on standard error.  [default: when it is a terminal]",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        f = decorator(f)
+    return f
+
+
+class JsonObject(click.ParamType):
+    """A JSON object given on the command line, e.g. ``'{"widths": [32]}'``."""
+
+    name = "JSON"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> dict[str, Any]:
+        """Parse the text into a dict (a usage error otherwise)."""
+        if isinstance(value, dict):
+            return value
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            self.fail(
+                f"{value!r} is not valid JSON ({exc.msg}); write e.g. "
+                """'{"widths": [32], "batchnorm": true}'""",
+                param,
+                ctx,
+            )
+        if not isinstance(parsed, dict):
+            self.fail(
+                f"{value!r} must be a JSON object ({{...}}), got {type(parsed).__name__}",
+                param,
+                ctx,
+            )
+        return parsed
+
+
+JSON_OBJECT = JsonObject()
+
+
+def model_options(f: F) -> F:
+    """``--model``, ``--model-kwargs``, ``--data``, ``--data-kwargs``, ``--loss``, batching."""
+    decorators = [
+        click.option(
+            "--model",
+            "model",
+            metavar="SPEC",
+            default=None,
+            help="Model: a built-in name (mlp, cnn, two_weight, deep_linear), "
+            "package.module:factory or path/to/file.py:factory. "
+            "[default: the checkpoint's]",
+        ),
+        click.option(
+            "--model-kwargs",
+            type=JSON_OBJECT,
+            default=None,
+            help="""Keyword arguments of the model factory as JSON, e.g. '{"widths": [32]}'.""",
+        ),
+        click.option(
+            "--data",
+            "data",
+            metavar="SPEC",
+            default=None,
+            help="Data: digits, teacher, two_weight, a file.pt / file.npz (keys inputs, "
+            "targets), or package.module:function / path/to/file.py:function. "
+            "[default: the checkpoint's]",
+        ),
+        click.option(
+            "--data-kwargs",
+            type=JSON_OBJECT,
+            default=None,
+            help="""Options of the data set or function as JSON, e.g. '{"split": "test"}'.""",
+        ),
+        click.option(
+            "--loss",
+            metavar="NAME",
+            default=None,
+            help="cross_entropy, mse, bce or package.module:function. "
+            "[default: the checkpoint's, else cross_entropy for class labels, mse otherwise]",
+        ),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Samples per forward pass (memory only: the loss is always the mean over all samples).",
+        ),
+        click.option(
+            "--max-samples",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Use a random subset of this many samples (drawn with --seed).",
+        ),
+        click.option(
+            "--trust-checkpoint",
+            is_flag=True,
+            default=False,
+            help="Allow checkpoints that need code to unpickle. Only for files you made: "
+            "unpickling can run arbitrary code.",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        f = decorator(f)
+    return f
+
+
+def solver_options(f: F) -> F:
+    """``-k``, ``--tol``, ``--max-matvecs``, ``--density/--no-density``, ``--trace/--no-trace``."""
+    decorators = [
+        click.option(
+            "-k",
+            "k",
+            type=click.IntRange(min=2),
+            default=6,
+            show_default=True,
+            help="Eigenpairs to find, from both ends of the spectrum.",
+        ),
+        click.option(
+            "--tol",
+            type=click.FloatRange(min=0, min_open=True),
+            default=1e-4,
+            show_default=True,
+            help="Relative residual tolerance of the eigensolver.",
+        ),
+        click.option(
+            "--max-matvecs",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Hessian-vector product budget of the eigensolver (exit code 3 if it runs out).",
+        ),
+        click.option(
+            "--density/--no-density",
+            default=True,
+            show_default=True,
+            help="Estimate the eigenvalue density and the minimum ratio (SLQ).",
+        ),
+        click.option(
+            "--trace/--no-trace",
+            default=True,
+            show_default=True,
+            help="Estimate the trace of the Hessian (Hutch++).",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        f = decorator(f)
+    return f
+
+
+def json_option(f: F) -> F:
+    """``--json PATH`` (``-`` for standard output)."""
+    return click.option(
+        "--json",
+        "json_path",
+        metavar="PATH",
+        default=None,
+        help="Write the result as JSON to PATH; '-' prints it on standard output and nothing else goes there.",
+    )(f)

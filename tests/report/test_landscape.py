@@ -1,0 +1,128 @@
+"""Loss slices and planes: exact on quadratics, the model never moves, JSON round trip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import critpoint as cp
+from critpoint.data import get_loss, load_data
+from critpoint.errors import InputError
+from critpoint.landscape import (
+    Landscape,
+    default_radius,
+    landscape,
+    loss_plane,
+    loss_slice,
+)
+from critpoint.models import build_model
+
+
+def least_squares(seed: int = 0) -> tuple[cp.Objective, np.ndarray]:
+    """A linear model with F.mse_loss: the loss is exactly quadratic, H = 2AᵀA/n."""
+    g = torch.Generator().manual_seed(seed)
+    n, d = 30, 4
+    x = torch.randn(n, d, generator=g, dtype=torch.float64) * torch.tensor(
+        [1.0, 2.0, 0.5, 1.5], dtype=torch.float64
+    )
+    y = torch.randn(n, 1, generator=g, dtype=torch.float64)
+    model = torch.nn.Linear(d, 1).double()
+    obj = cp.Objective(model, get_loss("mse"), (x, y))
+    a = torch.cat([x, torch.ones(n, 1, dtype=torch.float64)], dim=1).numpy()
+    return obj, np.linalg.eigvalsh(2.0 * a.T @ a / n)
+
+
+def test_slice_of_a_quadratic_is_its_taylor_polynomial() -> None:
+    obj, _ = least_squares()
+    u = torch.randn(
+        obj.num_params, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+    )
+    u = u / u.norm()
+    sl = loss_slice(obj, u, radius=0.7, num=11, curvature=float(u @ obj.hvp(u)))
+    assert sl.offsets.shape == sl.losses.shape == (11,)
+    assert sl.offsets[0] == pytest.approx(-0.7)
+    assert sl.offsets[-1] == pytest.approx(0.7)
+    np.testing.assert_allclose(sl.losses, sl.quadratic(), rtol=1e-10, atol=1e-12)
+    assert sl.slope == pytest.approx(float(obj.grad() @ u), rel=1e-10)
+
+
+def test_plane_of_a_quadratic_and_the_model_does_not_move() -> None:
+    obj, _ = least_squares()
+    before = obj.theta.clone()
+    state = {k: v.clone() for k, v in obj.model.state_dict().items()}
+    gen = torch.Generator().manual_seed(2)
+    u = torch.randn(obj.num_params, dtype=torch.float64, generator=gen)
+    v = torch.randn(obj.num_params, dtype=torch.float64, generator=gen)
+    pl = loss_plane(obj, u, v, radius=(0.5, 0.3), num=(5, 3))
+    assert pl.losses.shape == (3, 5)
+    assert pl.losses[1, 2] == pytest.approx(pl.loss0)
+    uu, vv = u / u.norm(), v / v.norm()
+    for i, b in enumerate(pl.b):
+        for j, a in enumerate(pl.a):
+            assert pl.losses[i, j] == pytest.approx(
+                obj.loss(before + a * uu + b * vv), rel=1e-12
+            )
+    assert torch.equal(obj.theta, before)
+    for k, value in obj.model.state_dict().items():
+        assert torch.equal(value, state[k])
+
+
+def test_landscape_uses_the_extreme_eigenvectors_oriented_downhill() -> None:
+    obj, exact = least_squares()
+    with torch.no_grad():
+        obj.model.weight.add_(0.3)  # away from the minimum: a non-zero gradient
+    land = landscape(obj, num=9, plane_num=5, tol=1e-10)
+    assert land.lambda_min == pytest.approx(exact[0], rel=1e-8)
+    assert land.lambda_max == pytest.approx(exact[-1], rel=1e-8)
+    assert land.slice_min.slope <= 0
+    assert land.slice_max.slope <= 0
+    np.testing.assert_allclose(
+        land.slice_max.losses, land.slice_max.quadratic(), rtol=1e-9
+    )
+    assert land.escape is None  # no diagnosis given, no escape drawn
+    assert land.plane is not None
+    assert land.plane.losses.shape == (5, 5)
+    assert abs(land.plane.cosine) < 1e-8
+    again = Landscape.from_dict(json.loads(json.dumps(land.to_dict())))
+    np.testing.assert_array_equal(again.plane.losses, land.plane.losses)
+    np.testing.assert_array_equal(again.slice_min.offsets, land.slice_min.offsets)
+    assert again.settings == land.settings
+
+
+def test_landscape_draws_the_escape_step_of_a_saddle() -> None:
+    obj = cp.Objective(
+        build_model("two_weight", dtype="float64"),
+        get_loss("mse"),
+        load_data("two_weight", dtype=torch.float64).as_tuple(),
+    )
+    dg = cp.diagnose(obj, density=False, trace=False)
+    assert dg.kind == "saddle"
+    assert dg.escape_direction is not None
+    land = landscape(obj, dg, num=7, plane_num=5)
+    assert land.lambda_min == pytest.approx(-2.0)
+    assert land.lambda_max == pytest.approx(2.0)
+    esc = land.escape
+    assert esc is not None
+    assert abs(esc["a"]) == pytest.approx(esc["step"], rel=1e-6)
+    assert esc["b"] == pytest.approx(0.0, abs=1e-6)
+    assert esc["loss_after"] < dg.loss
+
+
+def test_bad_inputs_are_refused() -> None:
+    obj, _ = least_squares()
+    with pytest.raises(InputError, match="shape"):
+        loss_slice(obj, torch.ones(3, dtype=torch.float64), radius=1.0)
+    with pytest.raises(InputError, match="radius"):
+        loss_slice(obj, torch.ones(obj.num_params, dtype=torch.float64), radius=0.0)
+    with pytest.raises(InputError, match="non-zero"):
+        loss_slice(obj, torch.zeros(obj.num_params, dtype=torch.float64), radius=1.0)
+
+
+def test_default_radius() -> None:
+    # √(2·L/|λ|)·1.25, capped by max(1, ‖θ‖), floored, and flat directions get the cap
+    assert default_radius(2.0, 4.0, 10.0) == pytest.approx(1.25)
+    assert default_radius(2.0, 1e-12, 3.0) == pytest.approx(3.0)
+    assert default_radius(2.0, 0.0, 0.1) == pytest.approx(1.0)

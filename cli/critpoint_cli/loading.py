@@ -141,15 +141,34 @@ class Setup:
         return self.data.obj
 
     def objective(self, params: Any = None) -> Objective:
-        """An :class:`Objective` over the selected parameters (``None``: all)."""
+        """An :class:`Objective` over the selected parameters (``None``: all).
+
+        Under ``torchrun`` each rank takes a contiguous shard of the data and
+        the objective all-reduces over the default process group.
+        """
+        from critpoint import distributed
+
+        data = self.data_input
+        group = None
+        if distributed.launched_by_torchrun():
+            if not isinstance(self.data, Data):
+                msg = (
+                    f"data {self.data.name!r} is a {self.data.kind}; under torchrun critpoint "
+                    "shards in-memory (inputs, targets) data only; return a tensor pair from "
+                    "your data function, or shard it yourself in a Python script"
+                )
+                raise InputError(msg)
+            group = distributed.init_from_env(self.device)
+            data = distributed.shard(data)
         return Objective(
             self.model,
             self.loss_fn,
-            self.data_input,
+            data,
             params=params,
             device=self.device,
             dtype=self.dtype,
             batch_size=self.batch_size,
+            process_group=group,
         )
 
     def describe(self) -> str:

@@ -158,6 +158,14 @@ def diagnose(
     }
     label = Path(checkpoint).name
     history = setup.checkpoint.history if setup.checkpoint is not None else None
+    from critpoint.distributed import is_main, launched_by_torchrun
+
+    if launched_by_torchrun():
+        import torch.distributed as dist
+
+        settings["world_size"] = dist.get_world_size()
+        if not is_main():
+            return  # every rank holds the same numbers; only rank 0 prints and writes
 
     if report_dir is not None:
         from critpoint.report import ReportEntry, build_report

@@ -13,6 +13,7 @@ import contextlib
 import copy
 import fnmatch
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -33,6 +34,9 @@ ParamSelector = str | Sequence[str] | Callable[[str], bool] | None
 DEFAULT_TENSOR_BATCH = 4096
 #: Batch size of the DataLoader built around a ``Dataset``.
 DEFAULT_DATASET_BATCH = 256
+#: With ``hvp_cache="auto"``, the share of free memory a Hessian operator may
+#: fill with the linearisations of the batches (device memory on a GPU).
+AUTO_CACHE_SHARE = {"cuda": 0.5, "cpu": 0.25}
 
 
 class _LossModule(nn.Module):
@@ -218,6 +222,15 @@ class Objective:
     chunk_size : int, optional
         Most vectors pushed through ``vmap`` at once in :meth:`hvp` on a block;
         ``None`` pushes them all (fastest, most memory).
+    hvp_cache : "auto", int or None
+        Memory, in bytes, a :class:`~critpoint.HessianOperator` may keep to
+        hold every batch's linearisation (the autograd graph of its forward
+        and first backward pass, ``rev-rev`` mode only), so that each product
+        after the first runs the second backward pass alone (about 1.8×
+        cheaper on the digits MLP). The cache is all or nothing: when the
+        measured size of the whole data's graphs exceeds the budget, every
+        product recomputes. ``"auto"`` (default): half the free GPU memory, a
+        quarter of the free host memory. ``None`` or ``0``: never cache.
 
     Attributes
     ----------
@@ -242,6 +255,7 @@ class Objective:
         batch_size: int | None = None,
         hvp_mode: _autodiff.HVPMode = "rev-rev",
         chunk_size: int | None = None,
+        hvp_cache: int | str | None = "auto",
     ) -> None:
         if not isinstance(model, nn.Module):
             msg = f"model must be a torch.nn.Module, got {type(model).__name__}"
@@ -257,6 +271,15 @@ class Objective:
             raise InputError(msg)
         if hvp_mode not in ("fwd-rev", "rev-rev"):
             msg = f"hvp_mode must be 'fwd-rev' or 'rev-rev', got {hvp_mode!r}"
+            raise InputError(msg)
+        cache_ok = hvp_cache is None or hvp_cache == "auto"
+        cache_ok = cache_ok or (
+            isinstance(hvp_cache, int)
+            and not isinstance(hvp_cache, bool)
+            and hvp_cache >= 0
+        )
+        if not cache_ok:
+            msg = f"hvp_cache must be 'auto', None or a number of bytes >= 0, got {hvp_cache!r}"
             raise InputError(msg)
         if dtype is not None and (
             not isinstance(dtype, torch.dtype) or not dtype.is_floating_point
@@ -274,6 +297,7 @@ class Objective:
         self.train_mode = bool(train_mode)
         self.hvp_mode: _autodiff.HVPMode = hvp_mode
         self.chunk_size = chunk_size
+        self.hvp_cache = hvp_cache
         self.process_group = process_group
         self._batches = _Batches(data, batch_size)
         self._batch_loss = batch_loss
@@ -510,16 +534,26 @@ class Objective:
         what: str,
     ) -> torch.Tensor:
         """Sum ``compute(f_batch)`` over all batches and divide by the sample count."""
+
+        def parts() -> Iterator[tuple[int, torch.Tensor]]:
+            for raw in self._batches:
+                batch = _move(raw, self.device, self._cast_inputs)
+                yield _batch_count(batch), compute(self._batch_fn(batch))
+
+        with self._session():
+            return self._sum(parts(), what)
+
+    def _sum(
+        self, parts: Iterable[tuple[int, torch.Tensor]], what: str
+    ) -> torch.Tensor:
+        """Sum per-batch ``(count, part)`` pairs, all-reduce, divide by the sample count."""
         total: torch.Tensor | None = None
         count = 0
-        with self._session():
-            for index, raw in enumerate(self._batches):
-                batch = _move(raw, self.device, self._cast_inputs)
-                count += _batch_count(batch)
-                part = compute(self._batch_fn(batch))
-                if not bool(torch.isfinite(part).all()):
-                    raise NonFiniteError(self._where_nonfinite(part, what, index))
-                total = part if total is None else total + part
+        for index, (size, part) in enumerate(parts):
+            count += size
+            if not bool(torch.isfinite(part).all()):
+                raise NonFiniteError(self._where_nonfinite(part, what, index))
+            total = part if total is None else total + part
         if total is None:
             msg = "the data yielded no batch on this pass; a DataLoader must be re-iterable"
             raise InputError(msg)
@@ -630,6 +664,74 @@ class Objective:
             return torch.zeros_like(v)
         return self._reduce(
             lambda f: _autodiff.hvp_block(f, theta, v, self.hvp_mode, self.chunk_size),
+            "Hessian-vector product",
+        )
+
+    # ------------------------------------------------------- linearisation cache
+    def _cache_budget(self) -> int:
+        """Bytes the linearisations of one operator may take (see ``hvp_cache``)."""
+        if self.hvp_cache is None or self.hvp_mode != "rev-rev":
+            return 0
+        if isinstance(self.hvp_cache, int):
+            return self.hvp_cache
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            return int(free * AUTO_CACHE_SHARE["cuda"])
+        if self.device.type != "cpu":
+            return 0  # no portable way to ask other devices for free memory
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return 0
+        return int(free * AUTO_CACHE_SHARE["cpu"])
+
+    def _linearize(
+        self, theta: torch.Tensor
+    ) -> list[tuple[int, _autodiff.Linearized]] | None:
+        """Linearise every batch at θ once, or ``None`` when they do not fit the budget.
+
+        The first batch's graph is measured (one extra gradient pass); the
+        whole data's graphs are estimated from it per sample, and the pass
+        stops as soon as the running estimate exceeds the budget.
+        """
+        budget = self._cache_budget()
+        if budget <= 0:
+            return None
+        theta = self._check_vector(theta, "theta")
+        pieces: list[tuple[int, _autodiff.Linearized]] = []
+        per_sample: float | None = None
+        spent = 0.0
+        with self._session():
+            for raw in self._batches:
+                batch = _move(raw, self.device, self._cast_inputs)
+                count = _batch_count(batch)
+                f = self._batch_fn(batch)
+                if per_sample is None:
+                    per_sample = _autodiff.graph_bytes(f, theta) / max(count, 1)
+                    known = self._num_samples
+                    if known is not None and per_sample * known > budget:
+                        logger.info(
+                            "HVP cache off: the linearisations need about %.0f MB, "
+                            "the budget is %.0f MB",
+                            per_sample * known / 2**20,
+                            budget / 2**20,
+                        )
+                        return None
+                spent += per_sample * count
+                if spent > budget:
+                    return None
+                pieces.append((count, _autodiff.linearize(f, theta)))
+        return pieces or None
+
+    def _hvp_linearized(
+        self, pieces: list[tuple[int, _autodiff.Linearized]], v: torch.Tensor
+    ) -> torch.Tensor:
+        """``H v`` from the linearisations of :meth:`_linearize`; ``v`` is ``(n,)`` or ``(n, k)``."""
+        v = self._check_vector(v, "v", allow_block=True)
+        if v.ndim == 2 and v.shape[1] == 0:
+            return torch.zeros_like(v)
+        return self._sum(
+            ((count, apply(v, self.chunk_size)) for count, apply in pieces),
             "Hessian-vector product",
         )
 

@@ -44,6 +44,13 @@ class HessianOperator:
         Hessian-vector products computed so far (a block of ``k`` counts ``k``).
     num_passes : int
         Passes over the data so far (a block counts one).
+
+    Notes
+    -----
+    On its first product the operator linearises every batch at θ and keeps
+    the graphs when they fit the objective's ``hvp_cache`` budget; later
+    products then run the second backward pass only. :attr:`cached` says
+    whether it did; :meth:`release_cache` frees the memory.
     """
 
     def __init__(self, objective: Objective, theta: torch.Tensor) -> None:
@@ -51,6 +58,26 @@ class HessianOperator:
         self.theta = theta
         self.num_matvecs = 0
         self.num_passes = 0
+        self._pieces: list[Any] | None = None
+        self._cache_tried = False
+
+    @property
+    def cached(self) -> bool:
+        """Whether products run from the kept linearisations of the batches."""
+        return self._pieces is not None
+
+    def release_cache(self) -> None:
+        """Free the kept linearisations; later products recompute each pass in full."""
+        self._pieces = None
+        self._cache_tried = True
+
+    def _products(self, V: torch.Tensor) -> torch.Tensor:
+        if not self._cache_tried:
+            self._cache_tried = True
+            self._pieces = self.objective._linearize(self.theta)
+        if self._pieces is not None:
+            return self.objective._hvp_linearized(self._pieces, V)
+        return self.objective.hvp(V, self.theta)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -74,7 +101,7 @@ class HessianOperator:
             got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
             msg = f"matvec takes a vector of shape ({self.shape[0]},), got {got}; use matmat for blocks"
             raise InputError(msg)
-        out = self.objective.hvp(v, self.theta)
+        out = self._products(v)
         self.num_matvecs += 1
         self.num_passes += 1
         return out
@@ -85,7 +112,7 @@ class HessianOperator:
             got = tuple(V.shape) if isinstance(V, torch.Tensor) else type(V).__name__
             msg = f"matmat takes a block of shape ({self.shape[0]}, k), got {got}"
             raise InputError(msg)
-        out = self.objective.hvp(V, self.theta)
+        out = self._products(V)
         self.num_matvecs += V.shape[1]
         self.num_passes += 1
         return out
@@ -150,6 +177,12 @@ class HessianOperator:
             self.shape, matvec=mv, rmatvec=mv, matmat=mm, dtype=np.float64
         )
 
+    def _probe(self, V: torch.Tensor) -> torch.Tensor:
+        out = self.objective.hvp(V, self.theta)
+        self.num_matvecs += 1 if V.ndim == 1 else V.shape[1]
+        self.num_passes += 1
+        return out
+
     def check_symmetric(self, seed: int = 12345) -> float:
         """Probe that the product is deterministic and symmetric (3 HVPs).
 
@@ -167,7 +200,7 @@ class HessianOperator:
         n = self.shape[0]
         U = randn((n, 2), gen, self.dtype, self.device)
         try:
-            HU = self.matmat(U)
+            HU = self._probe(U)
         except RuntimeError as exc:
             if "randomness" in str(exc) or "random" in str(exc).lower():
                 msg = (
@@ -177,7 +210,7 @@ class HessianOperator:
                 )
                 raise NonDeterministicError(msg) from exc
             raise
-        Hu_again = self.matvec(U[:, 0])
+        Hu_again = self._probe(U[:, 0])
         u, v = U[:, 0].double(), U[:, 1].double()
         Hu, Hv = HU[:, 0].double(), HU[:, 1].double()
         scale = float(

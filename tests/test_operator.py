@@ -109,3 +109,92 @@ def test_bad_shapes():
         H.matvec(torch.ones(51, 2, dtype=torch.float64))
     with pytest.raises(cp.InputError, match=r"matmat takes a block of shape \(51, k\)"):
         H.matmat(torch.ones(51, dtype=torch.float64))
+
+
+# ------------------------------------------------------- linearisation cache
+def bn_setup(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(50, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (50,), generator=g)
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3)
+    ).double()
+    model.train()
+    model(X)  # non-trivial running statistics
+    return model, X, y
+
+
+@pytest.mark.parametrize("train_mode", [False, True])
+def test_cached_products_equal_recomputed_ones(train_mode):
+    model, X, y = bn_setup()
+    kwargs = dict(train_mode=train_mode, batch_size=16)  # 16+16+16+2: uneven batches
+    cached = cp.Objective(model, F.cross_entropy, (X, y), **kwargs).hessian()
+    plain = cp.Objective(
+        model, F.cross_entropy, (X, y), hvp_cache=None, **kwargs
+    ).hessian()
+    v = torch.randn(cached.shape[0], dtype=torch.float64)
+    V = torch.randn(cached.shape[0], 4, dtype=torch.float64)
+    assert torch.allclose(cached @ v, plain @ v, rtol=0, atol=1e-13)
+    assert cached.cached
+    assert not plain.cached
+    assert torch.allclose(cached @ V, plain @ V, rtol=0, atol=1e-13)
+    assert cached.num_matvecs == plain.num_matvecs == 3 + 1 + 4  # probe, v, V
+    if not train_mode:  # the eval-mode Hessian is the dense float64 reference
+        ref = reference_hessian(model.eval(), F.cross_entropy, X, y)
+        model.train()
+        assert torch.allclose(cached.dense(block=20), ref, rtol=0, atol=1e-12)
+    assert model.training  # the model's own mode is back after every product
+
+
+def test_cache_budget_is_all_or_nothing_and_measured():
+    from critpoint import _autodiff
+
+    model, X, y = setup()
+    obj = cp.Objective(model, F.cross_entropy, (X, y), batch_size=10)
+    batch = (X[:10], y[:10])
+    need = _autodiff.graph_bytes(obj._batch_fn(batch), obj.theta) / 10 * 40
+    # the graph holds at least θ, the inputs and the hidden activations
+    assert need > (51 + 40 * 4 + 40 * 6) * 8
+    v = torch.randn(obj.num_params, dtype=torch.float64)
+    expected = obj.hessian(check=False) @ v
+    for budget, cached in [(int(need * 1.01), True), (int(need * 0.99), False)]:
+        small = cp.Objective(
+            model, F.cross_entropy, (X, y), batch_size=10, hvp_cache=budget
+        )
+        H = small.hessian(check=False)
+        assert torch.allclose(H @ v, expected, rtol=0, atol=1e-13)
+        assert H.cached is cached
+    H = obj.hessian(check=False)
+    H @ v
+    assert H.cached
+    H.release_cache()
+    assert not H.cached
+    assert torch.allclose(H @ v, expected, rtol=0, atol=1e-13)
+    assert not H.cached  # released for good
+    fwd = cp.Objective(model, F.cross_entropy, (X, y), hvp_mode="fwd-rev").hessian()
+    assert torch.allclose(fwd @ v, expected, rtol=0, atol=1e-12)
+    assert not fwd.cached  # only reverse-over-reverse graphs are kept
+
+
+def test_cache_keeps_dropout_detection_and_shuffled_loaders_exact():
+    model, X, y = setup(dropout=True)
+    obj = cp.Objective(model, F.cross_entropy, (X, y), train_mode=True)
+    with pytest.raises(cp.NonDeterministicError, match="dropout"):
+        obj.hessian()  # the probe never runs from a kept graph
+    model, X, y = setup()
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(X, y), batch_size=7, shuffle=True
+    )
+    H = cp.Objective(model, F.cross_entropy, loader).hessian()
+    v = torch.randn(H.shape[0], dtype=torch.float64)
+    ref = reference_hessian(model, F.cross_entropy, X, y)
+    assert torch.allclose(H @ v, ref @ v, rtol=0, atol=1e-12)
+    assert H.cached
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "big", True])
+def test_bad_cache_budget(bad):
+    model, X, y = setup()
+    with pytest.raises(cp.InputError, match="hvp_cache"):
+        cp.Objective(model, F.cross_entropy, (X, y), hvp_cache=bad)

@@ -3,18 +3,21 @@
 For a workload this measures CPU time (``time.process_time``, steadier than
 wall time on a shared machine; median of repeats, after a warm-up) of
 
-* critpoint's public path: ``H @ v`` and ``H @ V`` for a block of 8;
+* critpoint's public path: ``H @ v`` and ``H @ V`` for a block of 8, through
+  an operator that keeps each batch's linearisation (the default) and one
+  that recomputes it per product (``hvp_cache=None``);
 * the same math written directly with ``torch.func`` on a flat-θ loss, with
   the linearisation ``vjp(grad(f), θ)`` computed **once** and its ``vjp_fn``
-  reused for every vector (what a cached operator would do), per vector and
-  vmapped over the block, and a Python loop over the block;
+  reused for every vector, per vector and vmapped over the block, and a
+  Python loop over the block;
 * plain autograd double backward per vector (what hessian-eigenthings does)
   and a retained ``create_graph`` graph (what PyHessian does for one batch);
 * one gradient, for scale;
 
-and, with ``cProfile``, the share of ``eigsh`` (top-5) spent inside
-``Objective.hvp`` and, within it, in rebuilding the forward pass and first
-backward pass (``torch.func`` ``grad``) for every product.
+and, with ``cProfile``, the share of ``eigsh`` (top-5) spent in products
+and, within them, in building the forward pass and first backward pass
+(``torch.func`` ``grad``): once per batch with the cache, once per product
+without.
 """
 
 from __future__ import annotations
@@ -79,6 +82,11 @@ def hvp_costs(wl: Workload) -> dict[str, float]:
     H = wl.objective().hessian()
     out["critpoint H @ v"] = _cpu(lambda: H @ v)
     out[f"critpoint H @ V (block of {BLOCK}), per vector"] = _cpu(lambda: H @ V) / BLOCK
+    R = wl.objective(hvp_cache=None).hessian()
+    out["critpoint H @ v, hvp_cache=None"] = _cpu(lambda: R @ v)
+    out[f"critpoint H @ V (block of {BLOCK}), hvp_cache=None, per vector"] = (
+        _cpu(lambda: R @ V) / BLOCK
+    )
     model = wl.model()
     fs, theta = _flat_loss(wl, model)
     for p in model.parameters():  # θ enters through functional_call only
@@ -130,26 +138,29 @@ def hvp_costs(wl: Workload) -> dict[str, float]:
 
 
 def eigsh_shares(wl: Workload) -> dict[str, float]:
-    """cProfile of critpoint's top-5 eigsh: shares of its time."""
-    H = wl.objective().hessian()
-    cp.eigsh(H, K, which="LA", seed=0, return_eigenvectors=False)
-    prof = cProfile.Profile()
-    prof.enable()
-    cp.eigsh(H, K, which="LA", seed=0, return_eigenvectors=False)
-    prof.disable()
-    stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
-    total = hvp = rebuild = 0.0
-    for (filename, _line, func), (_cc, _nc, _tt, ct, _callers) in stats.items():
-        if func == "eigsh" and filename.endswith("lanczos.py"):
-            total = ct
-        elif func == "hvp" and filename.endswith("objective.py"):
-            hvp = ct
-        elif func == "grad_impl" and "eager_transforms" in filename:
-            rebuild = max(rebuild, ct)
-    if total == 0:
-        return {}
-    return {
-        "eigsh time inside Objective.hvp": hvp / total,
-        "eigsh time rebuilding forward + first backward (torch.func grad) per product": rebuild
-        / total,
-    }
+    """cProfile of critpoint's top-5 eigsh on a fresh operator: shares of its time.
+
+    With the default operator (kept linearisations) and with ``hvp_cache=None``.
+    """
+    cp.eigsh(wl.objective().hessian(), K, which="LA", seed=0)  # warm-up
+    out: dict[str, float] = {}
+    for label, kwargs in (("", {}), (", hvp_cache=None", {"hvp_cache": None})):
+        H = wl.objective(**kwargs).hessian()
+        prof = cProfile.Profile()
+        prof.enable()
+        cp.eigsh(H, K, which="LA", seed=0, return_eigenvectors=False)
+        prof.disable()
+        stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+        total = products = build = 0.0
+        for (filename, _line, func), (_cc, _nc, _tt, ct, _calls) in stats.items():
+            if func == "eigsh" and filename.endswith("lanczos.py"):
+                total = ct
+            elif func in ("matvec", "matmat") and filename.endswith("operator.py"):
+                products += ct
+            elif func == "grad_impl" and "eager_transforms" in filename:
+                build = max(build, ct)
+        if total == 0:
+            continue
+        out[f"eigsh time in products{label}"] = products / total
+        out[f"eigsh time building forward + first backward{label}"] = build / total
+    return out

@@ -400,7 +400,8 @@ def section(
         "with seeds 0, 1, …: a task runs again while its runs so far took under 10 s, up "
         "to 3 runs for eigenvalues, 10 for the trace and 5 for the density.",
         "- **HVPs**: counted by wrapping the function each library calls per product "
-        "(critpoint `Objective.hvp`, PyHessian `hessian_vector_product` / "
+        "(critpoint `Objective.hvp` and, for the operator's products from its kept "
+        "linearisations, `Objective._hvp_linearized`; PyHessian `hessian_vector_product` / "
         "`dataloader_hv_product`, hessian-eigenthings `HessianOperator.matvec`, curvlinops "
         "`HessianLinearOperator._matmat`, per column); products spent while building the "
         "operator are shown as “set-up” and not in the ratio.",
@@ -427,9 +428,9 @@ def section(
         "`hutchpp_trace`, `lanczos_approximate_spectrum(ncv=steps, num_repeats=probes)`. "
         f"ARPACK's restarts are capped at about {ARPACK_MAX_HVPS} products "
         "(`maxiter=66`), the default budget of critpoint's `eigsh`; an unconverged run "
-        "reports its best values. The rows *critpoint (tol 1e-3)* and *critpoint (ncv 80)* "
+        "reports its best values. The rows *critpoint (tol 1e-3)* and *critpoint (ncv 200)* "
         "are the same `eigsh` with a looser tolerance or a wider Krylov basis (the "
-        "default is `max(2k + 1, 20)`), not defaults: they price accuracy and basis size.",
+        "default is `max(2k + 1, 80)`), not defaults: they price accuracy and basis size.",
         "",
         "Ground-truth checks:",
         "",
@@ -458,9 +459,11 @@ def profile_table(profile: dict[str, Any]) -> list[str]:
         "### Where critpoint's time goes",
         "",
         "CPU milliseconds per Hessian-vector product along each path "
-        "(`peer_bench/profile.py`; median of 5 after a warm-up). *Cached linearisation* "
-        "computes `vjp(grad(f), θ)` once per batch and reuses its `vjp_fn` for every "
-        "vector: the forward pass and first backward pass are not redone per product.",
+        "(`peer_bench/profile.py`; median of 5 after a warm-up). critpoint's operator "
+        "keeps each batch's linearisation by default (`hvp_cache`); the "
+        "`hvp_cache=None` rows recompute it per product. The *cached linearisation* "
+        "rows are the same math written directly with `torch.func`: `vjp(grad(f), θ)` "
+        "once per batch, its `vjp_fn` reused for every vector.",
         "",
         "| path | " + " | ".join(names) + " |",
         "|---|" + "---:|" * len(names),

@@ -226,8 +226,8 @@ class Objective:
         Memory, in bytes, a :class:`~critpoint.HessianOperator` may keep to
         hold every batch's linearisation (the autograd graph of its forward
         and first backward pass, ``rev-rev`` mode only), so that each product
-        after the first runs the second backward pass alone (about 1.8×
-        cheaper on the digits MLP). The cache is all or nothing: when the
+        after the first runs the second backward pass alone (about half the
+        cost on the digits networks). The cache is all or nothing: when the
         measured size of the whole data's graphs exceeds the budget, every
         product recomputes. ``"auto"`` (default): half the free GPU memory, a
         quarter of the free host memory. ``None`` or ``0``: never cache.

@@ -645,11 +645,11 @@ the mean cross-entropy over all 1797 samples in batches of {BATCH_SIZE}.
 """
 
 
-def write_readme(text: str) -> None:
-    """Replace (or append) this section of benchmarks/README.md; keep the rest."""
+def write_readme(text: str, heading: str = HEADING) -> None:
+    """Replace (or append) the section ``heading`` of benchmarks/README.md; keep the rest."""
     old = README.read_text() if README.exists() else "# Benchmarks\n"
     lines = old.splitlines(keepends=True)
-    begin = next((i for i, s in enumerate(lines) if s.rstrip() == HEADING), None)
+    begin = next((i for i, s in enumerate(lines) if s.rstrip() == heading), None)
     if begin is None:
         new = old.rstrip("\n") + "\n\n" + text
     else:

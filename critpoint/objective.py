@@ -549,10 +549,10 @@ class Objective:
         """Sum per-batch ``(count, part)`` pairs, all-reduce, divide by the sample count."""
         total: torch.Tensor | None = None
         count = 0
-        for index, (size, part) in enumerate(parts):
+        finite: list[torch.Tensor] = []  # per-batch flags, read only on failure
+        for size, part in parts:
             count += size
-            if not bool(torch.isfinite(part).all()):
-                raise NonFiniteError(self._where_nonfinite(part, what, index))
+            finite.append(torch.isfinite(part).all())
             total = part if total is None else total + part
         if total is None:
             msg = "the data yielded no batch on this pass; a DataLoader must be re-iterable"
@@ -560,10 +560,17 @@ class Objective:
         if self.process_group is not None:
             import torch.distributed as dist
 
+            # NaN/Inf reach every rank through the sum: all ranks raise together.
             dist.all_reduce(total, op=dist.ReduceOp.SUM, group=self.process_group)
             count = self._global_count(count)
         elif self._num_samples is None:
             self._num_samples = count
+        # One device-to-host check per product, not one per batch.
+        if not bool(torch.isfinite(total).all()):
+            bad = [i for i, flag in enumerate(finite) if not bool(flag)]
+            raise NonFiniteError(
+                self._where_nonfinite(total, what, bad[0] if bad else None)
+            )
         return total / count
 
     def _global_count(self, local: int) -> int:
@@ -575,10 +582,11 @@ class Objective:
             self._num_samples = int(t.item())
         return self._num_samples
 
-    def _where_nonfinite(self, part: torch.Tensor, what: str, index: int) -> str:
+    def _where_nonfinite(self, part: torch.Tensor, what: str, index: int | None) -> str:
+        where = "on another rank's shard" if index is None else f"on batch {index}"
         if part.ndim == 0:
             return (
-                f"the {what} is {part.item()} on batch {index}; check the inputs of that batch "
+                f"the {what} is {part.item()} {where}; check the inputs of that batch "
                 "for NaN/Inf and the loss for log(0) or overflow"
             )
         rows = part if part.ndim == 1 else part.abs().sum(dim=1)
@@ -592,7 +600,7 @@ class Objective:
                 break
             offset += size
         return (
-            f"the {what} has NaN/Inf on batch {index}, first in parameter '{name}' "
+            f"the {what} has NaN/Inf {where}, first in parameter '{name}' "
             f"(entry {first - offset}); check that batch's inputs and the parameter's values, "
             "or analyse in float64 (dtype=torch.float64)"
         )

@@ -293,13 +293,17 @@ def eigsh(
             for j in range(start, m):
                 w = op.matmat(Q[:, j : j + 1])[:, 0]
                 num_matvecs += 1
-                if not bool(torch.isfinite(w).all()):
+                w, h = _orthogonalise(w, Q[:, : j + 1])
+                # One host transfer per step: α and β for the tridiagonal. NaN/Inf
+                # anywhere in Hq reaches both (Inf − Inf is NaN), so they carry the check.
+                alpha, beta = torch.stack(
+                    [h[j].double(), torch.linalg.vector_norm(w).double()]
+                ).tolist()
+                if not (math.isfinite(alpha) and math.isfinite(beta)):
                     msg = "the operator returned NaN/Inf inside Lanczos; check the model and data, or use float64"
                     raise NonFiniteError(msg)
-                w, h = _orthogonalise(w, Q[:, : j + 1])
-                T[j, j] = float(h[j])
-                beta = float(torch.linalg.vector_norm(w))
-                scale = max(scale, abs(float(h[j])), beta)
+                T[j, j] = alpha
+                scale = max(scale, abs(alpha), beta)
                 size = j + 1
                 # An invariant subspace (β ≈ 0): its Ritz pairs are exact, but
                 # eigenvalues outside it are unreachable from this basis, so the

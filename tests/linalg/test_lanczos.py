@@ -168,3 +168,21 @@ def test_bad_arguments():
         cp.eigsh([[1.0]], k=1)
     with pytest.raises(cp.InputError, match="v0 must be"):
         cp.eigsh(A, k=1, v0=torch.ones(3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_product_inside_lanczos_raises(bad):
+    class Broken(DenseOperator):
+        calls = 0
+
+        def matmat(self, V: torch.Tensor) -> torch.Tensor:
+            out = super().matmat(V)
+            Broken.calls += 1
+            if Broken.calls == 4:
+                out[7, 0] = bad
+            return out
+
+    A, _ = planted_matrix(torch.linspace(-1.0, 1.0, 30, dtype=torch.float64), seed=0)
+    with pytest.raises(cp.NonFiniteError, match="NaN/Inf inside Lanczos"):
+        cp.eigsh(Broken(A), k=2, which="LA", tol=1e-12)
+    assert Broken.calls == 4  # raised at the broken product, not later

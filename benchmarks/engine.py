@@ -594,7 +594,7 @@ def notes(workloads: list[Workload]) -> list[str]:
         "has a few well-separated outliers, the bottom five sit at the edge of a "
         "dense cluster, and a Krylov method needs more steps to separate them. The "
         "rest of the gap is the price of restarting with the default basis of "
-        "`ncv = max(2k+1, 80)` vectors.",
+        "`ncv = max(2k+1, 160)` vectors.",
     ]
     return lines
 

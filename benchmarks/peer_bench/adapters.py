@@ -36,8 +36,8 @@ from peer_bench.workloads import K, Workload
 EIG_TOL = 1e-5
 #: The looser tolerance of the second critpoint row (eigenvalues only).
 LOOSE_TOL = 1e-3
-#: Krylov basis of the second critpoint variant (its default is max(2k + 1, 80)).
-WIDE_NCV = 200
+#: Krylov basis of the second critpoint variant (its default is max(2k + 1, 160)).
+WIDE_NCV = 320
 #: ARPACK's restarts are capped to about this many products.
 ARPACK_MAX_HVPS = 1000
 #: Lanczos steps for hessian-eigenthings' fixed-length ``lanczos`` (its README's value).

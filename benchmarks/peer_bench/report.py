@@ -428,9 +428,9 @@ def section(
         "`hutchpp_trace`, `lanczos_approximate_spectrum(ncv=steps, num_repeats=probes)`. "
         f"ARPACK's restarts are capped at about {ARPACK_MAX_HVPS} products "
         "(`maxiter=66`), the default budget of critpoint's `eigsh`; an unconverged run "
-        "reports its best values. The rows *critpoint (tol 1e-3)* and *critpoint (ncv 200)* "
+        "reports its best values. The rows *critpoint (tol 1e-3)* and *critpoint (ncv 320)* "
         "are the same `eigsh` with a looser tolerance or a wider Krylov basis (the "
-        "default is `max(2k + 1, 80)`), not defaults: they price accuracy and basis size.",
+        "default is `max(2k + 1, 160)`), not defaults: they price accuracy and basis size.",
         "",
         "Ground-truth checks:",
         "",

@@ -37,6 +37,14 @@ DEFAULT_DATASET_BATCH = 256
 #: With ``hvp_cache="auto"``, the share of free memory a Hessian operator may
 #: fill with the linearisations of the batches (device memory on a GPU).
 AUTO_CACHE_SHARE = {"cuda": 0.5, "cpu": 0.25}
+#: (limit, usage) files of a container's memory cgroup, v2 then v1.
+_CGROUP_MEMORY_FILES = (
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+    (
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+        "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+    ),
+)
 
 
 class _LossModule(nn.Module):
@@ -687,11 +695,7 @@ class Objective:
             return int(free * AUTO_CACHE_SHARE["cuda"])
         if self.device.type != "cpu":
             return 0  # no portable way to ask other devices for free memory
-        try:
-            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            return 0
-        return int(free * AUTO_CACHE_SHARE["cpu"])
+        return int(_free_host_memory() * AUTO_CACHE_SHARE["cpu"])
 
     def _linearize(
         self, theta: torch.Tensor
@@ -772,6 +776,27 @@ class Objective:
             f"Objective(model={type(self.model).__name__}, num_params={self.num_params}, "
             f"dtype={self.dtype}, device={self.device}, train_mode={self.train_mode})"
         )
+
+
+def _free_host_memory() -> int:
+    """Free host memory in bytes, within a container's memory limit; 0 if unknown."""
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+    # A cgroup limit (v2, then v1) caps what this process may use, whatever the host has.
+    for limit_file, usage_file in _CGROUP_MEMORY_FILES:
+        try:
+            with open(limit_file) as f:
+                limit_text = f.read().strip()
+            with open(usage_file) as f:
+                usage = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit_text.isdigit():
+            free = min(free, max(0, int(limit_text) - usage))
+        break
+    return free
 
 
 def named_is_float(module: nn.Module, name: str) -> bool:

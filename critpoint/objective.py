@@ -719,7 +719,12 @@ class Objective:
                 count = _batch_count(batch)
                 f = self._batch_fn(batch)
                 if per_sample is None:
-                    per_sample = _autodiff.graph_bytes(f, theta) / max(count, 1)
+                    try:
+                        measured = _autodiff.graph_bytes(f, theta)
+                    except RuntimeError as exc:  # plain autograd cannot run this loss
+                        logger.info("HVP cache off: graph size unknown (%s)", exc)
+                        return None
+                    per_sample = measured / max(count, 1)
                     known = self._num_samples
                     if known is not None and per_sample * known > budget:
                         logger.info(

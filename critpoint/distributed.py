@@ -122,6 +122,9 @@ def init_from_env(device: str | torch.device | None = None) -> Any:
 
     if not dist.is_initialized():
         use_cuda = device is not None and torch.device(device).type == "cuda"
+        if use_cuda and torch.device(device).index is not None:
+            # NCCL builds its communicators on the current device: make it ours.
+            torch.cuda.set_device(torch.device(device))
         backend = "nccl" if use_cuda else "gloo"
         dist.init_process_group(backend=backend)
     return dist.group.WORLD

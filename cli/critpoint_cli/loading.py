@@ -8,6 +8,7 @@ what was chosen, so that the JSON output can name every setting.
 from __future__ import annotations
 
 import fnmatch
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,10 +34,15 @@ from critpoint_cli.options import State
 def resolve_device(name: str) -> torch.device:
     """``auto`` → CUDA when available, else the CPU; ``cuda`` must be available."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         msg = "--device cuda was asked for but CUDA is not available here (torch was built without it or no GPU is visible); use --device cpu or auto"
         raise InputError(msg)
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        # Under torchrun: one GPU per process on each machine.
+        return torch.device(
+            "cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count()
+        )
     return torch.device(name)
 
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import critpoint as cp
 
@@ -67,3 +68,16 @@ def test_diagnose_under_torchrun_matches_one_process(tmp_path):
         assert y == pytest.approx(x, rel=1e-9, abs=1e-12)
     assert b["trace"]["value"] == pytest.approx(a["trace"]["value"], rel=1e-9)
     assert b["kind"] == a["kind"]
+
+
+def test_each_torchrun_process_takes_its_own_gpu(monkeypatch):
+    from critpoint_cli.loading import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert resolve_device("auto") == torch.device("cuda", 1)
+    assert resolve_device("cuda") == torch.device("cuda", 1)
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.delenv("LOCAL_RANK")
+    assert resolve_device("cuda") == torch.device("cuda")

@@ -63,3 +63,17 @@ def test_cuda_diagnose_and_escape():
 def test_half_precision_is_refused():
     with pytest.raises(cp.InputError, match=r"float32 or torch\.float64"):
         problem("cuda", torch.bfloat16)
+
+
+def test_cuda_operator_keeps_its_linearisations():
+    gpu = problem("cuda", torch.float64)
+    H = gpu.hessian()
+    v = torch.randn(gpu.num_params, dtype=torch.float64, device="cuda")
+    first = H @ v
+    assert H.cached  # the auto budget reads free GPU memory
+    plain = problem("cuda", torch.float64)
+    plain.hvp_cache = None
+    R = plain.hessian()
+    assert torch.allclose(H @ v, R @ v, rtol=0, atol=1e-12)
+    assert torch.allclose(H @ v, first, rtol=0, atol=0)
+    assert not R.cached

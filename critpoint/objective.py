@@ -34,8 +34,6 @@ ParamSelector = str | Sequence[str] | Callable[[str], bool] | None
 DEFAULT_TENSOR_BATCH = 4096
 #: Batch size of the DataLoader built around a ``Dataset``.
 DEFAULT_DATASET_BATCH = 256
-#: Columns of a block pushed through ``vmap`` at once on the CPU (``chunk_size=None``).
-CPU_CHUNK = 4
 #: With ``hvp_cache="auto"``, the share of free memory a Hessian operator may
 #: fill with the linearisations of the batches (device memory on a GPU).
 AUTO_CACHE_SHARE = {"cuda": 0.5, "cpu": 0.25}
@@ -230,10 +228,8 @@ class Objective:
         forward-over-reverse (builds no second graph; less memory for very
         wide blocks).
     chunk_size : int, optional
-        Most vectors pushed through ``vmap`` at once when a block of products
-        is computed. Default: 4 on the CPU (wider vmapped blocks measured
-        slower there, up to 2× per vector for 64 columns on the digits CNN:
-        they overflow the caches), all at once on other devices.
+        Most vectors pushed through ``vmap`` at once in :meth:`hvp` on a block;
+        ``None`` pushes them all (fastest, most memory).
     hvp_cache : "auto", int or None
         Memory, in bytes, a :class:`~critpoint.HessianOperator` may keep to
         hold every batch's linearisation (the autograd graph of its forward
@@ -683,17 +679,9 @@ class Objective:
         if v.shape[1] == 0:
             return torch.zeros_like(v)
         return self._reduce(
-            lambda f: _autodiff.hvp_block(
-                f, theta, v, self.hvp_mode, self._block_chunk()
-            ),
+            lambda f: _autodiff.hvp_block(f, theta, v, self.hvp_mode, self.chunk_size),
             "Hessian-vector product",
         )
-
-    def _block_chunk(self) -> int | None:
-        """Columns per ``vmap`` call: ``chunk_size``, or the device's default."""
-        if self.chunk_size is not None:
-            return self.chunk_size
-        return CPU_CHUNK if self.device.type == "cpu" else None
 
     # ------------------------------------------------------- linearisation cache
     def _cache_budget(self) -> int:
@@ -760,7 +748,7 @@ class Objective:
         if v.ndim == 2 and v.shape[1] == 0:
             return torch.zeros_like(v)
         return self._sum(
-            ((count, apply(v, self._block_chunk())) for count, apply in pieces),
+            ((count, apply(v, self.chunk_size)) for count, apply in pieces),
             "Hessian-vector product",
         )
 

@@ -178,7 +178,7 @@ def test_progress_callback(indefinite):
     A, _ = indefinite
     seen: list[tuple[int, int]] = []
     trace(A, 150, "hutchinson", progress=lambda s, t: seen.append((s, t)))
-    assert seen == [(64, 150), (128, 150), (150, 150)]
+    assert seen == [(d, 150) for d in (16, 32, 48, 64, 80, 96, 112, 128, 144, 150)]
     trace(A, 30, "hutchpp", progress=True)
 
 
@@ -200,3 +200,16 @@ def test_bad_arguments_raise_input_error(indefinite):
         trace(A, num_matvecs=True)
     with pytest.raises(InputError, match="square"):
         trace(torch.zeros(3, 4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("method", ["hutchinson", "hutchpp"])
+def test_estimate_does_not_depend_on_the_block_size(indefinite, monkeypatch, method):
+    import importlib
+
+    trace_module = importlib.import_module("critpoint.linalg.trace")
+    A, _ = indefinite
+    reference = trace(A, 150, method, seed=3)
+    monkeypatch.setattr(trace_module, "_BLOCK", 7)
+    other = trace(A, 150, method, seed=3)
+    assert other.value == pytest.approx(reference.value, rel=1e-12)
+    assert other.stderr == pytest.approx(reference.stderr, rel=1e-10)

@@ -68,8 +68,7 @@ def hvp(
     """Return ``∇²f(θ) v`` for one vector ``v`` of shape ``(n,)``."""
     if mode == "fwd-rev":
         return jvp(jacrev(f), (theta,), (v,))[1].detach()
-    _, vjp_fn = vjp(grad(f), theta)
-    return vjp_fn(v)[0].detach()
+    return linearize(f, theta)(v, None)
 
 
 def hvp_block(
@@ -96,15 +95,7 @@ def hvp_block(
             column, in_dims=1, out_dims=1, chunk_size=chunk_size, randomness="error"
         )(V)
         return out.detach()
-    _, vjp_fn = vjp(grad(f), theta)
-
-    def back(v: torch.Tensor) -> torch.Tensor:
-        return vjp_fn(v)[0]
-
-    out = vmap(back, in_dims=1, out_dims=1, chunk_size=chunk_size, randomness="error")(
-        V
-    )
-    return out.detach()
+    return linearize(f, theta)(V, chunk_size)
 
 
 def linearize(f: ScalarFn, theta: torch.Tensor) -> Linearized:

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -72,9 +73,9 @@ def worker(rank: int, world: int, init_file: str, out: str) -> None:
 
     dist.all_reduce = counting_all_reduce  # type: ignore[assignment]
     result: dict[str, object] = {"rank": rank, "world": world, "samples": len(local[0])}
-    gen = torch.Generator().manual_seed(0)
-    for label, cache in (("cached", "auto"), ("recomputed", None)):
-        obj = cp.Objective(
+
+    def objective(cache: str | None) -> cp.Objective:
+        return cp.Objective(
             model,
             torch.nn.functional.cross_entropy,
             local,
@@ -82,37 +83,35 @@ def worker(rank: int, world: int, init_file: str, out: str) -> None:
             process_group=group,
             hvp_cache=cache,
         )
+
+    def median_time(fn: Callable[[], object]) -> float:
+        """Median wall time of ``fn()``, every rank starting together."""
+        times = []
+        for _ in range(REPEATS):
+            dist.barrier(group)
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    gen = torch.Generator().manual_seed(0)
+    for label, cache in (("cached", "auto"), ("recomputed", None)):
+        obj = objective(cache)
         H = obj.hessian(check=False)
         v = torch.randn(obj.num_params, generator=gen)
         for _ in range(2):  # warm-up; the first product builds the cache
             H @ v
-        times = []
         sent.clear()
-        for _ in range(REPEATS):
-            dist.barrier(group)
-            start = time.perf_counter()
-            H @ v
-            times.append(time.perf_counter() - start)
-        result[f"hvp {label}"] = statistics.median(times)
+        result[f"hvp {label}"] = median_time(lambda H=H, v=v: H @ v)
         result[f"bytes {label}"] = sum(sent) / REPEATS
         result[f"kept {label}"] = H.cached
     buffer = torch.zeros(obj.num_params, dtype=obj.dtype)
-    times = []
-    for _ in range(REPEATS):
-        dist.barrier(group)
-        start = time.perf_counter()
-        plain_all_reduce(buffer, group=group)
-        times.append(time.perf_counter() - start)
-    result["allreduce time"] = statistics.median(times)
+    result["allreduce time"] = median_time(
+        lambda: plain_all_reduce(buffer, group=group)
+    )
     result["formula bytes"] = allreduce_bytes_per_hvp(obj.num_params, obj.dtype)
     result["num_params"] = obj.num_params
-    obj = cp.Objective(
-        model,
-        torch.nn.functional.cross_entropy,
-        local,
-        batch_size=engine.BATCH_SIZE,
-        process_group=group,
-    )
+    obj = objective("auto")
     dist.barrier(group)
     start = time.perf_counter()
     r = cp.eigsh(obj.hessian(), K, which="LA", tol=TOL, seed=0)

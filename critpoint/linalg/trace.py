@@ -32,8 +32,8 @@ METHODS = ("hutchinson", "hutchpp")
 _ALIASES = {"hutch++": "hutchpp"}
 #: Columns per matmat call. It bounds the n × block working memory, and wide
 #: vmapped blocks are slower per vector on a CPU (the digits CNN: 113 ms per
-#: vector in blocks of 64, 72 in blocks of 16, 50 alone), while a GPU gains
-#: little beyond 16. The estimates do not depend on it.
+#: vector in blocks of 64, 72 in blocks of 16, 50 alone). The estimates do
+#: not depend on it.
 _BLOCK = 16
 
 

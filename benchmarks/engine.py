@@ -14,10 +14,16 @@ the HVPs (and time) ``eigsh`` spends on the top-5 and bottom-5 eigenvalues at
 ``tol=1e-4``, at initialisation and after a short training, with a plain power
 iteration on the top eigenvalue for context.
 
+With ``--device cuda`` the same measurements run on a GPU (times are then
+wall-clock after ``torch.cuda.synchronize()``; process CPU time says nothing
+about asynchronous kernels), with a wider MLP added where the GPU is busy
+rather than waiting on kernel launches; the section is "Engine on a GPU".
+
 Usage::
 
-    .venv/bin/python benchmarks/engine.py            # print the tables
-    .venv/bin/python benchmarks/engine.py --write    # and update benchmarks/README.md
+    .venv/bin/python benchmarks/engine.py                  # print the tables
+    .venv/bin/python benchmarks/engine.py --write          # and update benchmarks/README.md
+    python benchmarks/engine.py --device cuda --write      # on a machine with CUDA
 """
 
 from __future__ import annotations
@@ -52,10 +58,23 @@ SEED = 0
 #: A basis this large never fills up on these workloads: eigsh never restarts.
 UNRESTARTED_NCV = 400
 HEADING = "## Engine (one process)"
+GPU_HEADING = "## Engine on a GPU"
+#: Where the work runs; ``main`` sets it from ``--device``.
+DEVICE = torch.device("cpu")
 README = Path(__file__).resolve().parent / "README.md"
 
 
 # ----------------------------------------------------------------- set-up
+def on_gpu() -> bool:
+    return DEVICE.type == "cuda"
+
+
+def sync() -> None:
+    """Wait for queued GPU work, so a timer reads finished work."""
+    if on_gpu():
+        torch.cuda.synchronize(DEVICE)
+
+
 def configure() -> None:
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
@@ -86,6 +105,19 @@ def make_mlp() -> nn.Module:
     )
 
 
+def make_wide_mlp() -> nn.Module:
+    torch.manual_seed(SEED)
+    return nn.Sequential(
+        nn.Linear(64, 1024),
+        nn.ReLU(),
+        nn.Linear(1024, 1024),
+        nn.ReLU(),
+        nn.Linear(1024, 1024),
+        nn.ReLU(),
+        nn.Linear(1024, 10),
+    )
+
+
 def make_cnn() -> nn.Module:
     torch.manual_seed(SEED)
     return nn.Sequential(
@@ -105,6 +137,7 @@ def make_cnn() -> nn.Module:
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Full-batch Adam (lr 1e-3) for TRAIN_STEPS steps, in train mode; eval after."""
     torch.manual_seed(SEED)
+    x, y = x.to(DEVICE), y.to(DEVICE)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
     for _ in range(TRAIN_STEPS):
@@ -119,7 +152,10 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 @dataclass(frozen=True)
 class Timing:
-    """Median seconds of one call: process CPU time and wall-clock time."""
+    """Median seconds of one call: process CPU time and wall-clock time.
+
+    On a GPU both are the wall-clock time after ``torch.cuda.synchronize()``.
+    """
 
     cpu: float
     wall: float
@@ -140,13 +176,17 @@ def steady_time(
     """
     for _ in range(warmup):
         fn()
+    sync()
     cpu: list[float] = []
     wall: list[float] = []
     for _ in range(repeats):
         c, w = time.process_time(), time.perf_counter()
         fn()
+        sync()
         wall.append(time.perf_counter() - w)
         cpu.append(time.process_time() - c)
+    if on_gpu():
+        cpu = wall
     return Timing(statistics.median(cpu), statistics.median(wall))
 
 
@@ -155,7 +195,7 @@ def batches(
     x: torch.Tensor, y: torch.Tensor
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [
-        (x[i : i + BATCH_SIZE], y[i : i + BATCH_SIZE])
+        (x[i : i + BATCH_SIZE].to(DEVICE), y[i : i + BATCH_SIZE].to(DEVICE))
         for i in range(0, len(x), BATCH_SIZE)
     ]
 
@@ -212,8 +252,8 @@ def measure_costs(
     obj = objs["rev-rev"]
     theta = obj.theta
     gen = torch.Generator().manual_seed(SEED)
-    v = torch.randn(obj.num_params, generator=gen)
-    V = torch.randn(obj.num_params, BLOCK, generator=gen)
+    v = torch.randn(obj.num_params, generator=gen).to(DEVICE)
+    V = torch.randn(obj.num_params, BLOCK, generator=gen).to(DEVICE)
     vs = list(obj.unflatten(v).values())
     # Sanity first: the three single-HVP paths agree.
     ref = torch.cat([t.reshape(-1) for t in torch_double_backward(model, parts, n, vs)])
@@ -255,11 +295,14 @@ class EigRun:
 
 
 def run_eigsh(H: cp.HessianOperator, which: str, ncv: int | None = None) -> EigRun:
+    sync()
     c, w = time.process_time(), time.perf_counter()
     r = cp.eigsh(
         H, k=K, which=which, tol=TOL, seed=SEED, return_eigenvectors=False, ncv=ncv
     )
-    timing = Timing(time.process_time() - c, time.perf_counter() - w)
+    sync()
+    wall = time.perf_counter() - w
+    timing = Timing(wall if on_gpu() else time.process_time() - c, wall)
     return EigRun(
         which=which,
         ncv=ncv,
@@ -297,7 +340,7 @@ def power_iteration(H: cp.HessianOperator) -> PowerRun:
         msg = "the most negative eigenvalue dominates: power iteration would find it"
         raise RuntimeError(msg)
     gen = torch.Generator().manual_seed(SEED)
-    v = torch.randn(H.shape[0], generator=gen, dtype=H.dtype)
+    v = torch.randn(H.shape[0], generator=gen, dtype=H.dtype).to(H.device)
     v /= v.norm()
     counts: dict[float, int | None] = dict.fromkeys(POWER_TOLS)
     rule: dict[float, tuple[int, float] | None] = dict.fromkeys(POWER_TOLS)
@@ -344,7 +387,7 @@ def measure(
     power: bool,
 ) -> Workload:
     t0 = time.perf_counter()
-    model.eval()
+    model.to(DEVICE).eval()
     costs = measure_costs(model, x, y)
     print(f"  {name}: product costs ({time.perf_counter() - t0:.0f} s)", flush=True)
     obj = cp.Objective(
@@ -392,7 +435,7 @@ def cost_table(workloads: list[Workload]) -> list[str]:
     lines = [
         "### Cost of one product, as a ratio to one gradient (`Objective.grad`)",
         "",
-        f"Median process CPU time of {REPEATS} back-to-back calls after "
+        f"Median {clock()} of {REPEATS} back-to-back calls after "
         f"{WARMUP} warm-up calls (1 for a block); a block is 16 HVPs in one vmapped pass "
         "(`obj.hvp(V)` with `V` of shape `(n, 16)`), given per vector. "
         "Plain-torch references: `loss.backward()` over the same batches, and "
@@ -423,6 +466,8 @@ def cost_table(workloads: list[Workload]) -> list[str]:
             f"| {block('block rev-rev')} | {block('block fwd-rev')} "
             f"| {cell(OP)} | {block(OP_BLOCK)} |"
         )
+    if on_gpu():
+        return lines  # the times above are wall-clock already
     lines += [
         "",
         "The same by median wall-clock time (other processes on the two cores "
@@ -457,7 +502,7 @@ def eig_table(workloads: list[Workload]) -> list[str]:
         f"trained = then {TRAIN_STEPS} steps of full-batch Adam, lr 1e-3 (in train "
         "mode; the Hessian is taken in eval mode). HVPs = `EigenResult.num_matvecs` "
         "(the 3 HVPs of `hessian()`'s symmetry probe are not counted); time = "
-        "eigsh's own, CPU (wall). *Unrestarted* is the same call with "
+        f"eigsh's own, {'wall-clock' if on_gpu() else 'CPU (wall)'}. *Unrestarted* is the same call with "
         f"`ncv={UNRESTARTED_NCV}`, so it never restarts: the fewest HVPs a Krylov "
         "method needs from this start vector.",
         "",
@@ -564,7 +609,7 @@ def targets(workloads: list[Workload]) -> list[str]:
     lines = [
         "### Targets",
         "",
-        "Ratios by CPU time, against critpoint's own gradient (`obj.grad`).",
+        f"Ratios by {clock()}, against critpoint's own gradient (`obj.grad`).",
         "",
         "| target | measured | met |",
         "|---|---:|:---:|",
@@ -610,6 +655,25 @@ def notes(workloads: list[Workload]) -> list[str]:
     return lines
 
 
+def clock() -> str:
+    return (
+        "wall-clock time after `torch.cuda.synchronize()`"
+        if on_gpu()
+        else "process CPU time"
+    )
+
+
+def machine() -> str:
+    """The machine in words: the GPU's name and memory, or the CPU and its cores."""
+    if on_gpu():
+        props = torch.cuda.get_device_properties(DEVICE)
+        return (
+            f"{props.name} ({props.total_memory / 2**30:.0f} GiB), host "
+            f"{cpu_model()} with {os.cpu_count()} cores; CUDA {torch.version.cuda}"
+        )
+    return f"{cpu_model()}, {os.cpu_count()} cores"
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -632,16 +696,19 @@ def section(workloads: list[Workload], elapsed: float) -> str:
             *power_table(workloads),
         ]
     )
-    return f"""{HEADING}
+    heading, command = HEADING, ".venv/bin/python benchmarks/engine.py"
+    if on_gpu():
+        heading, command = GPU_HEADING, "python benchmarks/engine.py --device cuda"
+    return f"""{heading}
 
 What the engine itself costs, measured in one process by `benchmarks/engine.py`.
 Reproduce (add `--write` to rewrite this section):
 
 ```
-.venv/bin/python benchmarks/engine.py
+{command}
 ```
 
-Machine: {cpu_model()}, {os.cpu_count()} cores; one torch thread
+Machine: {machine()}; one torch thread
 (`torch.set_num_threads(1)`) and `torch.set_flush_denormal(True)`. Python
 {platform.python_version()}, torch {torch.__version__}, critpoint {cp.__version__}.
 The whole run took {elapsed:.0f} s (wall).
@@ -684,9 +751,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--write",
         action="store_true",
-        help=f"write the results into {README.name} under '{HEADING}'",
+        help=f"write the results into {README.name} under '{HEADING}' "
+        f"(on a GPU: '{GPU_HEADING}')",
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where to compute: cpu (default) or cuda[:N]",
     )
     args = parser.parse_args(argv)
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if on_gpu() and not torch.cuda.is_available():
+        parser.error("--device cuda was asked for but CUDA is not available here")
     configure()
     start = time.perf_counter()
     x, y = digits()
@@ -710,12 +787,24 @@ def main(argv: list[str] | None = None) -> int:
             power=False,
         ),
     ]
+    if on_gpu():
+        # Large enough that the GPU computes rather than waits on launches.
+        workloads.append(
+            measure(
+                "wide mlp",
+                "ReLU MLP 64-1024-1024-1024-10 (2,176,010 parameters), GPU only",
+                make_wide_mlp(),
+                x,
+                y,
+                power=False,
+            )
+        )
     elapsed = time.perf_counter() - start
     text = section(workloads, elapsed)
     print()
     print(text)
     if args.write:
-        write_readme(text)
+        write_readme(text, GPU_HEADING if on_gpu() else HEADING)
         print(f"wrote {README}")
     return 0
 

@@ -13,7 +13,6 @@ import contextlib
 import copy
 import fnmatch
 import logging
-import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from critpoint import _autodiff
+from critpoint._memory import free_memory
 from critpoint.errors import InputError, NonFiniteError
 
 logger = logging.getLogger("critpoint")
@@ -37,14 +37,6 @@ DEFAULT_DATASET_BATCH = 256
 #: With ``hvp_cache="auto"``, the share of free memory a Hessian operator may
 #: fill with the linearisations of the batches (device memory on a GPU).
 AUTO_CACHE_SHARE = {"cuda": 0.5, "cpu": 0.25}
-#: (limit, usage) files of a container's memory cgroup, v2 then v1.
-_CGROUP_MEMORY_FILES = (
-    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-    (
-        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
-        "/sys/fs/cgroup/memory/memory.usage_in_bytes",
-    ),
-)
 
 
 class _LossModule(nn.Module):
@@ -690,12 +682,8 @@ class Objective:
             return 0
         if isinstance(self.hvp_cache, int):
             return self.hvp_cache
-        if self.device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(self.device)
-            return int(free * AUTO_CACHE_SHARE["cuda"])
-        if self.device.type != "cpu":
-            return 0  # no portable way to ask other devices for free memory
-        return int(_free_host_memory() * AUTO_CACHE_SHARE["cpu"])
+        share = AUTO_CACHE_SHARE.get(self.device.type, 0.0)
+        return int(free_memory(self.device) * share)
 
     def _linearize(
         self, theta: torch.Tensor
@@ -781,27 +769,6 @@ class Objective:
             f"Objective(model={type(self.model).__name__}, num_params={self.num_params}, "
             f"dtype={self.dtype}, device={self.device}, train_mode={self.train_mode})"
         )
-
-
-def _free_host_memory() -> int:
-    """Free host memory in bytes, within a container's memory limit; 0 if unknown."""
-    try:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 0
-    # A cgroup limit (v2, then v1) caps what this process may use, whatever the host has.
-    for limit_file, usage_file in _CGROUP_MEMORY_FILES:
-        try:
-            with open(limit_file) as f:
-                limit_text = f.read().strip()
-            with open(usage_file) as f:
-                usage = int(f.read().strip())
-        except (OSError, ValueError):
-            continue
-        if limit_text.isdigit():
-            free = min(free, max(0, int(limit_text) - usage))
-        break
-    return free
 
 
 def named_is_float(module: nn.Module, name: str) -> bool:

@@ -309,17 +309,16 @@ def test_inputs_cast_when_dtype_is_given():
 
 
 def test_auto_cache_budget_respects_a_container_limit(tmp_path, monkeypatch):
-    import critpoint.objective as objective_module
+    from critpoint import _memory
 
     limit, usage = tmp_path / "memory.max", tmp_path / "memory.current"
     limit.write_text(str(3 * 2**20) + "\n")
     usage.write_text(str(2**20) + "\n")
-    monkeypatch.setattr(
-        objective_module, "_CGROUP_MEMORY_FILES", ((str(limit), str(usage)),)
-    )
-    assert objective_module._free_host_memory() == 2 * 2**20
+    monkeypatch.setattr(_memory, "CGROUP_MEMORY_FILES", ((str(limit), str(usage)),))
+    assert _memory.free_host_memory() == 2 * 2**20
+    assert _memory.free_memory(torch.device("cpu")) == 2 * 2**20
     X, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
     obj = cp.Objective(torch.nn.Linear(3, 2), torch.nn.functional.cross_entropy, (X, y))
     assert obj._cache_budget() == int(2 * 2**20 * 0.25)
     limit.write_text("max\n")  # no limit: the host's free memory counts
-    assert objective_module._free_host_memory() > 2 * 2**20
+    assert _memory.free_host_memory() > 2 * 2**20

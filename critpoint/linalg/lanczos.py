@@ -5,7 +5,8 @@ reorthogonalised (classical Gram–Schmidt, twice) against the basis, so Ritz
 values do not duplicate ("ghosts") and the Lanczos residual estimate
 ``|β_m s_{m,i}|`` equals the true residual ``‖Hu − θu‖`` to rounding. The basis
 costs ``n × ncv`` numbers of memory (``ncv`` defaults to ``max(2k + 1, 160)``,
-lowered to keep the basis under 256 MiB).
+lowered to keep the basis within an eighth of the free memory where it lives,
+or 256 MiB if that is more; see :func:`default_ncv`).
 
 When the Krylov space is full (``ncv`` vectors) and fewer than ``k`` wanted
 pairs meet the tolerance, the method restarts from the best Ritz vectors
@@ -33,6 +34,7 @@ from typing import Any, Literal
 
 import torch
 
+from critpoint._memory import free_memory
 from critpoint.errors import InputError, NonFiniteError
 from critpoint.linalg._operator import as_operator
 from critpoint.linalg._random import make_generator, randn
@@ -151,6 +153,48 @@ def _fresh_direction(Q: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return w / torch.linalg.vector_norm(w)
 
 
+#: The Krylov basis may always take this much memory, whatever is free.
+BASIS_FLOOR_BYTES = 256 * 2**20
+#: ... or this share of the free memory where it lives, if that is more.
+BASIS_FREE_SHARE = 1 / 8
+#: The default basis size when memory allows.
+DEFAULT_NCV = 160
+
+
+def default_ncv(k: int, n: int, dtype: torch.dtype, device: torch.device) -> int:
+    """The Krylov basis size ``eigsh`` uses when ``ncv`` is not given.
+
+    A larger basis means fewer restarts, and each restart throws information
+    away: the bottom of a trained network's spectrum is a tight cluster next to
+    the bulk (bottom-5 of the trained 85k-parameter digits MLP at tol 1e-4:
+    307 HVPs at ncv=40, 193 at 80, 112 at 160, unrestarted, and less time too;
+    the trained 2.2M-parameter MLP: 292 HVPs at the 29 vectors that 256 MiB
+    holds, 63 at 160). So the default is ``max(2k + 1, 160)`` vectors, lowered
+    only where the basis (``n × (ncv + 1)`` numbers) would exceed both 256 MiB
+    and an eighth of the free memory on ``device``.
+
+    Parameters
+    ----------
+    k : int
+        Eigenpairs wanted.
+    n : int
+        Dimension of the operator.
+    dtype : torch.dtype
+        Precision of the basis vectors.
+    device : torch.device
+        Where the basis lives (host memory for the CPU, device memory for a GPU).
+
+    Returns
+    -------
+    int
+        ``ncv``, at least ``2k + 1`` (``eigsh`` caps it at ``n``).
+    """
+    itemsize = torch.finfo(dtype).bits // 8
+    budget = max(BASIS_FLOOR_BYTES, int(free_memory(device) * BASIS_FREE_SHARE))
+    cap = budget // max(1, n * itemsize) - 1
+    return max(2 * k + 1, min(DEFAULT_NCV, cap))
+
+
 def _progress_fn(
     progress: ProgressArg, total: int, desc: str
 ) -> tuple[Callable[[int], None], Callable[[], None]]:
@@ -207,7 +251,8 @@ def eigsh(
         Whether to return the Ritz vectors (memory ``n × k``).
     ncv : int, optional
         Size of the Krylov basis, ``k < ncv ≤ n``; default ``max(2k + 1, 160)``,
-        lowered so that the basis stays under 256 MiB. Memory is
+        lowered only where the basis would exceed both 256 MiB and an eighth
+        of the free memory (:func:`default_ncv`). Memory is
         ``n × (ncv + 1)`` numbers; a larger basis restarts less often.
     v0 : torch.Tensor, optional
         Start vector of shape ``(n,)`` instead of a random one.
@@ -247,14 +292,7 @@ def eigsh(
     eff_tol = max(float(tol), 50 * torch.finfo(dtype).eps)
     floor_eps = 4 * torch.finfo(dtype).eps
     if ncv is None:
-        # A larger basis means fewer restarts, and each restart throws away
-        # information: the bottom of a trained network's spectrum is a tight
-        # cluster next to the bulk (bottom-5 of the trained 85k digits MLP at
-        # tol 1e-4: 307 HVPs at ncv=40, 193 at 80, 112 at 160, unrestarted, and
-        # less time too). Capped so the basis stays ≤ 256 MiB.
-        itemsize = torch.finfo(dtype).bits // 8
-        cap = max(2 * k + 1, (256 * 2**20) // max(1, n * itemsize) - 1)
-        ncv = min(max(2 * k + 1, 160), cap)
+        ncv = default_ncv(k, n, dtype, device)
     m = min(int(ncv), n)
     if m <= k and m < n:
         msg = f"ncv must satisfy k < ncv <= n (k={k}, n={n}), got {ncv}"

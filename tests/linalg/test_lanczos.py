@@ -186,3 +186,41 @@ def test_non_finite_product_inside_lanczos_raises(bad):
     with pytest.raises(cp.NonFiniteError, match="NaN/Inf inside Lanczos"):
         cp.eigsh(Broken(A), k=2, which="LA", tol=1e-12)
     assert Broken.calls == 4  # raised at the broken product, not later
+
+
+def test_default_basis_grows_with_free_memory(monkeypatch):
+    from critpoint.linalg import lanczos
+
+    cpu = torch.device("cpu")
+    n = 1000  # 8000 bytes per float64 vector
+    monkeypatch.setattr(lanczos, "BASIS_FLOOR_BYTES", 41 * 8000)  # 41 vectors
+    monkeypatch.setattr(lanczos, "free_memory", lambda device: 0)
+    assert lanczos.default_ncv(5, n, torch.float64, cpu) == 40  # floor, less Q's +1
+    assert lanczos.default_ncv(5, n, torch.float32, cpu) == 81  # half the bytes
+    assert lanczos.default_ncv(30, n, torch.float64, cpu) == 61  # never below 2k + 1
+    # an eighth of the free memory, where that exceeds the floor
+    monkeypatch.setattr(lanczos, "free_memory", lambda device: 8 * 101 * 8000)
+    assert lanczos.default_ncv(5, n, torch.float64, cpu) == 100
+    # never beyond the default of 160 vectors
+    monkeypatch.setattr(lanczos, "free_memory", lambda device: 2**40)
+    assert lanczos.default_ncv(5, n, torch.float64, cpu) == 160
+
+
+def test_eigsh_uses_the_default_basis(monkeypatch):
+    from critpoint.linalg import lanczos
+
+    # The clustered top of test_restarts_reach_clustered_eigenvalues: a basis of
+    # 12 vectors must restart, one of 160 (n = 400) must not.
+    n = 400
+    ev = torch.linspace(0, 1, n, dtype=torch.float64)
+    ev[-4:] = torch.tensor([1.0, 1.001, 1.002, 1.003], dtype=torch.float64)
+    A, _ = planted_matrix(ev, seed=4)
+    monkeypatch.setattr(lanczos, "free_memory", lambda device: 0)
+    monkeypatch.setattr(lanczos, "BASIS_FLOOR_BYTES", 13 * n * 8)
+    small = cp.eigsh(A, k=4, which="LA", tol=1e-10)
+    assert small.num_restarts > 0
+    monkeypatch.setattr(lanczos, "free_memory", lambda device: 2**40)
+    large = cp.eigsh(A, k=4, which="LA", tol=1e-10)
+    assert large.num_restarts == 0
+    assert torch.allclose(small.eigenvalues, ev[-4:], atol=1e-8)
+    assert torch.allclose(large.eigenvalues, ev[-4:], atol=1e-8)

@@ -18,12 +18,17 @@ memory. A future torch fix or regression touches this file only.
 
 :func:`linearize` keeps the reverse-over-reverse graph of one batch so that
 later products at the same θ run the second backward pass only (the forward
-and first backward pass are 35–45 % of a product); :func:`graph_bytes`
+and first backward pass are 35–45 % of a product). :func:`retain` does the
+same with plain autograd (``create_graph=True``, the graph kept): that graph
+can report its own size through saved-tensor hooks in the same pass (the
+``torch.func`` transforms refuse such hooks), and its products skip the
+transforms' wrappers, so the Hessian operator keeps these. :func:`graph_bytes`
 measures what such a graph holds, so callers can decide whether it fits.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Literal
 
@@ -42,6 +47,7 @@ __all__ = [
     "hvp",
     "hvp_block",
     "linearize",
+    "retain",
     "value_and_gradient",
 ]
 
@@ -113,6 +119,8 @@ def linearize(f: ScalarFn, theta: torch.Tensor) -> Linearized:
     def apply(V: torch.Tensor, chunk_size: int | None) -> torch.Tensor:
         if V.ndim == 1:
             return back(V).detach()
+        if V.shape[1] == 1:  # vmap over one column only adds its batching overhead
+            return back(V[:, 0]).detach().unsqueeze(1)
         out = vmap(
             back, in_dims=1, out_dims=1, chunk_size=chunk_size, randomness="error"
         )(V)
@@ -121,12 +129,38 @@ def linearize(f: ScalarFn, theta: torch.Tensor) -> Linearized:
     return apply
 
 
-def graph_bytes(f: ScalarFn, theta: torch.Tensor) -> int:
-    """Bytes the autograd graph of ``∇f(θ)`` saves: what :func:`linearize` holds.
+def retain(
+    f: ScalarFn, theta: torch.Tensor, measure: bool = False
+) -> tuple[Linearized, int]:
+    """Like :func:`linearize`, with plain autograd; optionally measure the graph kept.
 
-    Measured with plain autograd and saved-tensor hooks (the ``torch.func``
-    transforms refuse such hooks); it records the same operations. Tensors
-    sharing a storage count once.
+    Runs ``f(θ)`` and ``∇f(θ)`` with ``create_graph=True`` once and keeps that
+    graph; each call of the returned function runs the second backward pass
+    only (``retain_graph=True``), for one vector ``(n,)`` or a block ``(n, k)``
+    (batched through the autograd engine, ``chunk_size`` columns at a time).
+
+    Parameters
+    ----------
+    f : callable
+        Scalar function of a flat θ; plain autograd must be able to run it.
+    theta : torch.Tensor
+        The point, shape ``(n,)``.
+    measure : bool
+        Also count the bytes the graph saves (saved-tensor hooks; tensors
+        sharing a storage count once). The hooks stay on that graph and cost
+        a Python call per saved tensor per product, so measure one batch only.
+
+    Returns
+    -------
+    apply : callable
+        ``apply(V, chunk_size)`` = ``∇²f(θ) V``, detached, with the shape of ``V``.
+    nbytes : int
+        What the graph holds, or 0 without ``measure``.
+
+    Raises
+    ------
+    RuntimeError
+        When plain autograd cannot run ``f`` (callers then keep no graph).
     """
     storages: dict[int, int] = {}
 
@@ -139,8 +173,53 @@ def graph_bytes(f: ScalarFn, theta: torch.Tensor) -> int:
         return t
 
     point = theta.detach().requires_grad_(True)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    hooks = (
+        torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+        if measure
+        else contextlib.nullcontext()
+    )
+    with torch.enable_grad(), hooks:
         value = f(point)
         (g,) = torch.autograd.grad(value, point, create_graph=True, allow_unused=True)
-    del g, value
-    return sum(storages.values())
+    del value
+    if g is None or g.grad_fn is None:
+        # ∇f does not depend on θ (f is constant or linear in θ): H = 0.
+        def apply_zero(V: torch.Tensor, chunk_size: int | None) -> torch.Tensor:
+            return torch.zeros_like(V)
+
+        return apply_zero, sum(storages.values())
+
+    def back(v: torch.Tensor, batched: bool = False) -> torch.Tensor:
+        (hv,) = torch.autograd.grad(
+            g,
+            point,
+            v,
+            retain_graph=True,
+            allow_unused=True,
+            is_grads_batched=batched,
+        )
+        return torch.zeros_like(v) if hv is None else hv.detach()
+
+    def apply(V: torch.Tensor, chunk_size: int | None) -> torch.Tensor:
+        if V.ndim == 1:
+            return back(V)
+        if V.shape[1] == 1:  # batching one column only adds its overhead
+            return back(V[:, 0]).unsqueeze(1)
+        step = V.shape[1] if chunk_size is None else max(1, int(chunk_size))
+        rows = V.T  # (k, n): the engine batches over the leading dimension
+        parts = [
+            back(rows[i : i + step].contiguous(), batched=True)
+            for i in range(0, rows.shape[0], step)
+        ]
+        return torch.cat(parts).T
+
+    return apply, sum(storages.values())
+
+
+def graph_bytes(f: ScalarFn, theta: torch.Tensor) -> int:
+    """Bytes the autograd graph of ``∇f(θ)`` saves: what :func:`retain` keeps.
+
+    Tensors sharing a storage count once.
+    """
+    _, nbytes = retain(f, theta, measure=True)
+    return nbytes

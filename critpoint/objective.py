@@ -690,9 +690,10 @@ class Objective:
     ) -> list[tuple[int, _autodiff.Linearized]] | None:
         """Linearise every batch at θ once, or ``None`` when they do not fit the budget.
 
-        The first batch's graph is measured (one extra gradient pass); the
-        whole data's graphs are estimated from it per sample, and the pass
-        stops as soon as the running estimate exceeds the budget.
+        The first batch's graph is measured while it is built (saved-tensor
+        hooks, no extra pass); the whole data's graphs are estimated from it
+        per sample, and the pass stops as soon as the running estimate exceeds
+        the budget.
         """
         budget = self._cache_budget()
         if budget <= 0:
@@ -707,10 +708,11 @@ class Objective:
                 count = _batch_count(batch)
                 f = self._batch_fn(batch)
                 if per_sample is None:
+                    # The first batch's graph is measured while it is built.
                     try:
-                        measured = _autodiff.graph_bytes(f, theta)
+                        apply, measured = _autodiff.retain(f, theta, measure=True)
                     except RuntimeError as exc:  # plain autograd cannot run this loss
-                        logger.info("HVP cache off: graph size unknown (%s)", exc)
+                        logger.info("HVP cache off: plain autograd failed (%s)", exc)
                         return None
                     per_sample = measured / max(count, 1)
                     known = self._num_samples
@@ -722,10 +724,15 @@ class Objective:
                             budget / 2**20,
                         )
                         return None
+                    spent += per_sample * count
+                    if spent > budget:
+                        return None
+                    pieces.append((count, apply))
+                    continue
                 spent += per_sample * count
                 if spent > budget:
                     return None
-                pieces.append((count, _autodiff.linearize(f, theta)))
+                pieces.append((count, _autodiff.retain(f, theta)[0]))
         return pieces or None
 
     def _hvp_linearized(

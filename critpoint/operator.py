@@ -191,6 +191,11 @@ class HessianOperator:
         non-symmetric one has ``uᵀHv ≠ vᵀHu``. Rounding differences, e.g. from
         a shuffled DataLoader, stay far below the threshold ``10·√eps``.
 
+        The first pass is the operator's own first product: it keeps the
+        batches' linearisations when they fit (``hvp_cache``), so the probe
+        costs the solvers nothing extra. The second is always recomputed from
+        scratch, with a fresh forward pass, so randomness still shows.
+
         Returns
         -------
         float
@@ -200,7 +205,9 @@ class HessianOperator:
         n = self.shape[0]
         U = randn((n, 2), gen, self.dtype, self.device)
         try:
-            HU = self._probe(U)
+            HU = self._products(U)
+            self.num_matvecs += 2
+            self.num_passes += 1
         except RuntimeError as exc:
             if "randomness" in str(exc) or "random" in str(exc).lower():
                 msg = (

@@ -499,7 +499,7 @@ def diagnose(
     density : bool
         Estimate the spectral density (SLQ) and the minimum ratio.
     trace : bool
-        Estimate the trace (Hutch++).
+        Estimate the trace (``trace(method="auto")``: Hutch++ or Hutchinson).
     seed : int
         Seed of every random vector.
     grad_tol : float, optional
@@ -585,7 +585,7 @@ def diagnose(
     tr = None
     if trace:
         tr = trace_estimate(
-            H, num_matvecs=trace_matvecs, method="hutchpp", seed=seed, progress=progress
+            H, num_matvecs=trace_matvecs, method="auto", seed=seed, progress=progress
         )
 
     direction = None

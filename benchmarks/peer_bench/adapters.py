@@ -185,10 +185,11 @@ class Critpoint(Adapter):
         import critpoint as cp
 
         H, setup = self._op()
-        t = cp.trace(
-            H, num_matvecs=self.wl.spec.trace_budget, method="hutchpp", seed=seed
+        # The default method="auto": Hutch++ or Hutchinson, chosen per run.
+        t = cp.trace(H, num_matvecs=self.wl.spec.trace_budget, seed=seed)
+        return Outcome(
+            trace=t.value, setup_hvps=setup, note=f"method='auto' ran {t.method}"
         )
-        return Outcome(trace=t.value, setup_hvps=setup)
 
     def density(self, seed: int) -> Outcome:
         import critpoint as cp

@@ -418,7 +418,7 @@ def section(
         "estimate (quadrature nodes and weights, or curvlinops' gridded density) and the "
         "true eigenvalues, mean over seeds (only where all eigenvalues are known).",
         f"- **settings**: critpoint `eigsh(k=5, which='LA'|'SA', tol={EIG_TOL:g})`, "
-        f"`trace(method='hutchpp')`, `spectral_density(num_probes, num_steps)`; "
+        f"`trace()` (its default `method='auto'`: Hutch++ or Hutchinson, whichever the first third of the probes predicts better), `spectral_density(num_probes, num_steps)`; "
         f"PyHessian `eigenvalues(top_n=5)` (defaults maxIter=100, tol=1e-3), "
         "`trace(maxIter=budget, tol=-inf)` (spends exactly the budget), "
         "`density(iter, n_v)`; hessian-eigenthings `lanczos(k=5, "

@@ -268,7 +268,7 @@ def solver_options(f: F) -> F:
             "--trace/--no-trace",
             default=True,
             show_default=True,
-            help="Estimate the trace of the Hessian (Hutch++).",
+            help="Estimate the trace of the Hessian (Hutch++ or Hutchinson, whichever suits the spectrum).",
         ),
     ]
     for decorator in reversed(decorators):

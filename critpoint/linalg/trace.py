@@ -1,5 +1,11 @@
 """Stochastic trace estimation from Hessian-vector products: Hutchinson, Hutch++.
 
+The default, ``method="auto"``, picks between the two from the first third
+of the budget: Hutch++ only pays when a few eigenvalues carry most of
+``‖H‖_F²``, and on a flat spectrum (a network at initialisation) it is worse
+than Hutchinson, since it spends two thirds of the budget on a low-rank part
+that captures little.
+
 References
 ----------
 .. [1] M. F. Hutchinson, "A stochastic estimator of the trace of the influence
@@ -28,7 +34,7 @@ from critpoint.linalg.slq import (
     _seed_for_record,
 )
 
-METHODS = ("hutchinson", "hutchpp")
+METHODS = ("auto", "hutchinson", "hutchpp")
 _ALIASES = {"hutch++": "hutchpp"}
 #: Columns per matmat call. It bounds the n × block working memory, and wide
 #: vmapped blocks are slower per vector on a CPU (the digits CNN: 113 ms per
@@ -53,7 +59,7 @@ class TraceEstimate:
         Hessian-vector products actually used.
     method : str
         ``"hutchinson"``, ``"hutchpp"`` or ``"exact"`` (identity basis, used
-        when ``num_matvecs >= n``).
+        when ``num_matvecs >= n``): what ran, also under ``method="auto"``.
     seed : int or None
         Seed of the probes (``None`` if a generator or no seed was given).
     """
@@ -78,7 +84,7 @@ class TraceEstimate:
 def trace(
     H: object,
     num_matvecs: int = 100,
-    method: str = "hutchpp",
+    method: str = "auto",
     seed: int | torch.Generator | None = 0,
     progress: ProgressArg = False,
 ) -> TraceEstimate:
@@ -93,7 +99,21 @@ def trace(
         ``num_matvecs >= n`` the trace is computed exactly from the ``n``
         columns of the identity (in blocks), with ``stderr = 0``, ``method =
         "exact"`` and ``num_matvecs = n`` in the result.
-    method : {"hutchpp", "hutchinson"}
+    method : {"auto", "hutchpp", "hutchinson"}
+        ``"auto"`` (the default): the first ``k = num_matvecs // 3`` products
+        go to Rademacher probes ``S`` that serve both as Hutchinson samples
+        and as a sketch ``HS``. From them it predicts the variance of each
+        method with the budget left (Hutchinson: the sample variance of
+        ``sᵢᵀHsᵢ``; Hutch++: ``2‖PHP‖_F²`` over its probes, with ``‖PHP‖_F²``
+        bounded from a held-out half of the sketch) and goes on with the
+        smaller: Hutch++ from the sketch already drawn, or more Hutchinson
+        probes, the first ``k`` samples included. The result's ``method``
+        says which ran. On clearly flat or clearly decaying spectra it picks
+        the better method every time; where the two are about as good, the
+        choice depends on the probes and biases the estimate a little (on
+        the power-law spectrum ``λᵢ = i^−0.9``, n = 300, 45 products, where
+        each method ran about half the time: a bias of −0.16 times the
+        estimate's standard deviation, over 2000 seeds).
         ``"hutchinson"``: mean of ``zᵀHz`` over Rademacher probes ``z``.
         ``"hutchpp"`` (alias ``"hutch++"``): with ``k = num_matvecs // 3``,
         a Gaussian sketch ``S`` of ``k`` columns gives ``Q = orth(HS)``;
@@ -156,8 +176,10 @@ def trace(
         if key == "hutchinson":
             samples = _hutchinson_samples(op, num_matvecs, gen, None, bar, 0)
             value, stderr = _mean_and_stderr(samples)
-        else:
+        elif key == "hutchpp":
             value, stderr = _hutchpp(op, num_matvecs, gen, bar)
+        else:
+            value, stderr, key = _adaptive(op, num_matvecs, gen, bar)
     finally:
         bar.close()
     return TraceEstimate(value, stderr, num_matvecs, key, record)
@@ -272,6 +294,54 @@ def _hutchpp(
     samples = _hutchinson_samples(op, m - 2 * k, gen, Q, bar, done)
     rest, stderr = _mean_and_stderr(samples)
     return exact + rest, stderr
+
+
+def _adaptive(
+    op: SymmetricOperator, m: int, gen: torch.Generator, bar: _Progress
+) -> tuple[float, float, str]:
+    """Hutchinson or Hutch++, whichever the first ``m // 3`` probes predict better.
+
+    Returns ``(value, stderr, method)`` with ``method`` the one that ran.
+    """
+    n = int(op.shape[0])
+    k = m // 3
+    rest = m - 2 * k  # Hutch++'s deflated probes
+    if k < 4 or rest < 2:  # too few to predict anything: plain Hutchinson
+        samples = _hutchinson_samples(op, m, gen, None, bar, 0)
+        return (*_mean_and_stderr(samples), "hutchinson")
+    # Rademacher probes: Hutchinson samples sᵢᵀHsᵢ and a sketch Y = HS at once.
+    S = rademacher((k, n), gen, op.dtype, op.device).T
+    Y = torch.empty((n, k), dtype=op.dtype, device=op.device)
+    for start, size in _blocks(k):
+        Y[:, start : start + size] = _apply(op, S[:, start : start + size])
+        bar.update(start + size)
+    first = torch.sum(S * Y, dim=0, dtype=torch.float64).cpu()
+    # Hutchinson's variance with all m probes, from its own samples.
+    var_hutchinson = float(first.var(correction=1)) / m
+    # Hutch++ leaves ‖PHP‖_F² ≤ ‖PH‖_F² in its probes' variance (2‖·‖_F² per
+    # Rademacher probe, less the diagonal). ‖PH‖_F² is estimated without bias
+    # from a held-out half of the sketch: deflate by the first half's range,
+    # E‖P₁HS₂‖_F² = k₂‖P₁H‖_F². Deflating by all k columns leaves less, so the
+    # prediction errs towards Hutchinson, which is unbiased whatever H is.
+    half = k // 2
+    Q1, _ = torch.linalg.qr(Y[:, :half], mode="reduced")
+    held = _project_out(Q1, Y[:, half:])
+    residual = float(torch.sum(held * held, dtype=torch.float64)) / (k - half)
+    var_hutchpp = 2 * residual / rest
+    if var_hutchpp < var_hutchinson:
+        Q, _ = torch.linalg.qr(Y, mode="reduced")
+        exact = 0.0
+        done = k
+        for start, size in _blocks(k):
+            Qb = Q[:, start : start + size]
+            exact += float(torch.sum(Qb * _apply(op, Qb), dtype=torch.float64))
+            done += size
+            bar.update(done)
+        samples = _hutchinson_samples(op, rest, gen, Q, bar, done)
+        value, stderr = _mean_and_stderr(samples)
+        return exact + value, stderr, "hutchpp"
+    more = _hutchinson_samples(op, m - k, gen, None, bar, k)
+    return (*_mean_and_stderr(torch.cat([first, more])), "hutchinson")
 
 
 __all__ = ["METHODS", "TraceEstimate", "trace"]

@@ -124,8 +124,11 @@ class Adapter:
         return op, self.counter.count - before
 
     def _randn(self, seed: int) -> torch.Tensor:
+        from peer_bench.workloads import DEVICE
+
         gen = torch.Generator().manual_seed(seed)
-        return torch.randn(self.wl.num_params, generator=gen, dtype=self.wl.dtype)
+        v = torch.randn(self.wl.num_params, generator=gen, dtype=self.wl.dtype)
+        return v.to(DEVICE)
 
 
 # ----------------------------------------------------------------- critpoint
@@ -241,13 +244,16 @@ class PyHessian(Adapter):
     def _op(self) -> tuple[Any, int]:
         from pyhessian import hessian
 
+        from peer_bench.workloads import DEVICE
+
         wl = self.wl
+        cuda = DEVICE.type == "cuda"
 
         def build() -> Any:
             model, criterion = wl.model(), wl.criterion()
             if len(wl.batches) == 1:
-                return hessian(model, criterion, data=wl.batches[0], cuda=False)
-            return hessian(model, criterion, dataloader=wl.batches, cuda=False)
+                return hessian(model, criterion, data=wl.batches[0], cuda=cuda)
+            return hessian(model, criterion, dataloader=wl.batches, cuda=cuda)
 
         return self._setup(build)
 

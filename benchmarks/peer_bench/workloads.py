@@ -55,6 +55,9 @@ TRUTH_TOL = 1e-10
 TRUTH_NCV = 80
 TRUTH_MAXITER = 6000
 
+#: Where models and data live; ``benchmarks/gpu.py`` sets it to a GPU.
+DEVICE = torch.device("cpu")
+
 PLANTED_N = 2000
 PLANTED_TOP = (4.0, 3.0, 2.5, 2.0, 1.8)
 PLANTED_BOTTOM = (-5.0, -2.0, -1.0, -0.6, -0.4)
@@ -171,12 +174,12 @@ class Workload:
         self.state = state
         self.truth = truth
         if spec.name == "planted":
-            self.inputs = torch.zeros((1, 1), dtype=spec.dtype)
-            self.targets = torch.zeros(1, dtype=spec.dtype)
+            self.inputs = torch.zeros((1, 1), dtype=spec.dtype, device=DEVICE)
+            self.targets = torch.zeros(1, dtype=spec.dtype, device=DEVICE)
         else:
             data = load_data("digits", split="train")
-            self.inputs = data.inputs.to(spec.dtype)
-            self.targets = data.targets
+            self.inputs = data.inputs.to(device=DEVICE, dtype=spec.dtype)
+            self.targets = data.targets.to(DEVICE)
         n = int(self.inputs.shape[0])
         self.batch_size = spec.batch_size or n
         self.batches = [
@@ -196,10 +199,10 @@ class Workload:
         """A fresh model at the workload's weights, in its dtype, in eval mode."""
         if self.is_quadratic:
             A = torch.from_numpy(self.state["A"]).to(self.dtype)
-            return Quadratic(A).eval()
+            return Quadratic(A).to(DEVICE).eval()
         model = _build(self.spec)
         load_state(model, self.state)
-        return model.to(self.dtype).eval()
+        return model.to(device=DEVICE, dtype=self.dtype).eval()
 
     def criterion(self) -> nn.Module:
         """The loss as a module (curvlinops reads ``.reduction``)."""

@@ -273,26 +273,39 @@ def _hutchpp(
     k = m // 3
     if k == 0:
         return _mean_and_stderr(_hutchinson_samples(op, m, gen, None, bar, 0))
-    # Sketch: Y = H S, Q = orth(Y).
-    Y = torch.empty((n, k), dtype=op.dtype, device=op.device)
     # Drawn in one call: torch's Gaussian sampler pairs values across a call,
     # so drawing per block would tie the sketch to the block size.
     S = randn((k, n), gen, op.dtype, op.device).T
-    done = 0
-    for start, size in _blocks(k):
-        Y[:, start : start + size] = _apply(op, S[:, start : start + size])
-        done += size
-        bar.update(done)
+    return _deflated(op, _products(op, S, bar, 0), m, gen, bar)
+
+
+def _products(
+    op: SymmetricOperator, V: torch.Tensor, bar: _Progress, done: int
+) -> torch.Tensor:
+    """``H V`` in blocks of columns, reporting progress from ``done`` products on."""
+    out = torch.empty_like(V)
+    for start, size in _blocks(V.shape[1]):
+        out[:, start : start + size] = _apply(op, V[:, start : start + size])
+        bar.update(done + start + size)
+    return out
+
+
+def _deflated(
+    op: SymmetricOperator,
+    Y: torch.Tensor,
+    m: int,
+    gen: torch.Generator,
+    bar: _Progress,
+) -> tuple[float, float]:
+    """Hutch++ after its sketch ``Y = HS`` (``k`` columns, ``k`` products spent).
+
+    ``Q = orth(Y)``; ``tr(QᵀHQ)`` exactly (``k`` products) plus Hutchinson on
+    ``(I − QQᵀ)H(I − QQᵀ)`` with the ``m − 2k`` products left.
+    """
+    k = Y.shape[1]
     Q, _ = torch.linalg.qr(Y, mode="reduced")
-    # Exact part: tr(Qᵀ H Q).
-    exact = 0.0
-    for start, size in _blocks(k):
-        Qb = Q[:, start : start + size]
-        exact += float(torch.sum(Qb * _apply(op, Qb), dtype=torch.float64))
-        done += size
-        bar.update(done)
-    # Hutchinson on the deflated operator with the remaining products.
-    samples = _hutchinson_samples(op, m - 2 * k, gen, Q, bar, done)
+    exact = float(torch.sum(Q * _products(op, Q, bar, k), dtype=torch.float64))
+    samples = _hutchinson_samples(op, m - 2 * k, gen, Q, bar, 2 * k)
     rest, stderr = _mean_and_stderr(samples)
     return exact + rest, stderr
 
@@ -312,17 +325,15 @@ def _adaptive(
         return (*_mean_and_stderr(samples), "hutchinson")
     # Rademacher probes: Hutchinson samples sᵢᵀHsᵢ and a sketch Y = HS at once.
     S = rademacher((k, n), gen, op.dtype, op.device).T
-    Y = torch.empty((n, k), dtype=op.dtype, device=op.device)
-    for start, size in _blocks(k):
-        Y[:, start : start + size] = _apply(op, S[:, start : start + size])
-        bar.update(start + size)
+    Y = _products(op, S, bar, 0)
     first = torch.sum(S * Y, dim=0, dtype=torch.float64).cpu()
     # Hutchinson's variance with all m probes, from its own samples.
     var_hutchinson = float(first.var(correction=1)) / m
     # Hutch++ leaves ‖PHP‖_F² ≤ ‖PH‖_F² in its probes' variance (2‖·‖_F² per
     # Rademacher probe, less the diagonal). ‖PH‖_F² is estimated without bias
     # from a held-out half of the sketch: deflate by the first half's range,
-    # E‖P₁HS₂‖_F² = k₂‖P₁H‖_F². Deflating by all k columns leaves less, so the
+    # E‖P₁HS₂‖_F² = k₂‖P₁H‖_F². Deflating by all k columns leaves less, and a
+    # residual with a heavy diagonal varies less than 2‖·‖_F², so the
     # prediction errs towards Hutchinson, which is unbiased whatever H is.
     half = k // 2
     Q1, _ = torch.linalg.qr(Y[:, :half], mode="reduced")
@@ -330,17 +341,7 @@ def _adaptive(
     residual = float(torch.sum(held * held, dtype=torch.float64)) / (k - half)
     var_hutchpp = 2 * residual / rest
     if var_hutchpp < var_hutchinson:
-        Q, _ = torch.linalg.qr(Y, mode="reduced")
-        exact = 0.0
-        done = k
-        for start, size in _blocks(k):
-            Qb = Q[:, start : start + size]
-            exact += float(torch.sum(Qb * _apply(op, Qb), dtype=torch.float64))
-            done += size
-            bar.update(done)
-        samples = _hutchinson_samples(op, rest, gen, Q, bar, done)
-        value, stderr = _mean_and_stderr(samples)
-        return exact + value, stderr, "hutchpp"
+        return (*_deflated(op, Y, m, gen, bar), "hutchpp")
     more = _hutchinson_samples(op, m - k, gen, None, bar, k)
     return (*_mean_and_stderr(torch.cat([first, more])), "hutchinson")
 

@@ -94,28 +94,15 @@ def digits() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(x, dtype=torch.float32), torch.tensor(bunch.target)
 
 
-def make_mlp() -> nn.Module:
+def make_mlp(widths: tuple[int, ...] = (256, 256)) -> nn.Module:
+    """ReLU MLP 64 → widths → 10, initialised under ``torch.manual_seed(SEED)``."""
     torch.manual_seed(SEED)
-    return nn.Sequential(
-        nn.Linear(64, 256),
-        nn.ReLU(),
-        nn.Linear(256, 256),
-        nn.ReLU(),
-        nn.Linear(256, 10),
-    )
-
-
-def make_wide_mlp() -> nn.Module:
-    torch.manual_seed(SEED)
-    return nn.Sequential(
-        nn.Linear(64, 1024),
-        nn.ReLU(),
-        nn.Linear(1024, 1024),
-        nn.ReLU(),
-        nn.Linear(1024, 1024),
-        nn.ReLU(),
-        nn.Linear(1024, 10),
-    )
+    layers: list[nn.Module] = []
+    fan_in = 64
+    for width in widths:
+        layers += [nn.Linear(fan_in, width), nn.ReLU()]
+        fan_in = width
+    return nn.Sequential(*layers, nn.Linear(fan_in, 10))
 
 
 def make_cnn() -> nn.Module:
@@ -793,7 +780,7 @@ def main(argv: list[str] | None = None) -> int:
             measure(
                 "wide mlp",
                 "ReLU MLP 64-1024-1024-1024-10 (2,176,010 parameters), GPU only",
-                make_wide_mlp(),
+                make_mlp((1024, 1024, 1024)),
                 x,
                 y,
                 power=False,

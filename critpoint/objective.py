@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from critpoint import _autodiff
+from critpoint._finite import all_finite
 from critpoint._memory import free_memory
 from critpoint.errors import InputError, NonFiniteError
 
@@ -549,9 +550,8 @@ class Objective:
         """Sum per-batch ``(count, part)`` pairs, all-reduce, divide by the sample count."""
         total: torch.Tensor | None = None
         count = 0
-        # Per-batch sums, read only on failure to name the batch: NaN/Inf in a
-        # part reaches its sum, at a fraction of the cost of isfinite().all()
-        # (0.1 against 2.4 ms for an 85k × 8 block on one CPU thread).
+        # Per-batch sums, read only on failure to name the batch (NaN/Inf in a
+        # part reaches its sum; see all_finite).
         sums: list[torch.Tensor] = []
         for size, part in parts:
             count += size
@@ -568,11 +568,8 @@ class Objective:
             count = self._global_count(count)
         elif self._num_samples is None:
             self._num_samples = count
-        # One device-to-host check per product, not one per batch. A finite
-        # total can overflow its sum, so a non-finite sum is confirmed exactly.
-        if not bool(torch.isfinite(total.sum())) and not bool(
-            torch.isfinite(total).all()
-        ):
+        # One device-to-host check per product, not one per batch.
+        if not all_finite(total):
             bad = [i for i, s in enumerate(sums) if not bool(torch.isfinite(s))]
             raise NonFiniteError(
                 self._where_nonfinite(total, what, bad[0] if bad else None)

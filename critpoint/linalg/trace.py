@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from critpoint._finite import all_finite
 from critpoint.errors import InputError, NonFiniteError
 from critpoint.linalg._operator import SymmetricOperator, as_operator
 from critpoint.linalg._random import make_generator, rademacher, randn
@@ -198,8 +199,7 @@ def _apply(op: SymmetricOperator, V: torch.Tensor) -> torch.Tensor:
     if W.shape != V.shape:
         msg = f"the operator's matmat returned shape {tuple(W.shape)} for input {tuple(V.shape)}"
         raise InputError(msg)
-    # NaN/Inf reach the sum; a finite block whose sum overflows is checked exactly.
-    if not bool(torch.isfinite(W.sum())) and not bool(torch.isfinite(W).all()):
+    if not all_finite(W):
         msg = (
             "a Hessian-vector product contains NaN or Inf during trace estimation; "
             "the loss is not finite or not twice differentiable near these parameters: "

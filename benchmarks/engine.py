@@ -430,7 +430,8 @@ def cost_table(workloads: list[Workload]) -> list[str]:
         "second `autograd.grad`). *Operator* columns are products through "
         "`obj.hessian()`, what the solvers call: after its first product it keeps "
         "each batch's linearisation (`hvp_cache`), so a product runs the second "
-        "backward pass only.",
+        "backward pass only (a block's columns one by one on a CPU, in one batched "
+        "pass on a GPU).",
         "",
         "| workload | params | gradient | plain `loss.backward()` "
         "| HVP rev-rev (`obj.hvp`) | HVP fwd-rev | plain double backward "

@@ -316,8 +316,8 @@ def eigsh(
 
     Q = torch.zeros((n, m + 1), dtype=dtype, device=device)
     Q[:, 0] = q
-    # The small tridiagonal problem lives on the host in NumPy: per step it costs
-    # microseconds there, against tens of microseconds per tiny torch operation.
+    # The small projected problem is solved on the host in float64 (NumPy),
+    # whatever the device of the basis.
     T = np.zeros((m, m))
     start = 0  # index of the first column to expand (the kept vectors come before)
     num_matvecs = 0

@@ -727,15 +727,14 @@ class Objective:
                             budget / 2**20,
                         )
                         return None
-                    spent += per_sample * count
-                    if spent > budget:
-                        return None
-                    pieces.append((count, apply))
-                    continue
+                else:
+                    apply = None  # built below, once it is known to fit
                 spent += per_sample * count
                 if spent > budget:
                     return None
-                pieces.append((count, _autodiff.retain(f, theta)[0]))
+                if apply is None:
+                    apply, _ = _autodiff.retain(f, theta)
+                pieces.append((count, apply))
         return pieces or None
 
     def _hvp_linearized(

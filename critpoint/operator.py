@@ -205,9 +205,7 @@ class HessianOperator:
         n = self.shape[0]
         U = randn((n, 2), gen, self.dtype, self.device)
         try:
-            HU = self._products(U)
-            self.num_matvecs += 2
-            self.num_passes += 1
+            HU = self.matmat(U)
         except RuntimeError as exc:
             if "randomness" in str(exc) or "random" in str(exc).lower():
                 msg = (

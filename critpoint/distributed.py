@@ -130,6 +130,29 @@ def init_from_env(device: str | torch.device | None = None) -> Any:
     return dist.group.WORLD
 
 
+def finish(wait: bool = True) -> None:
+    """End the default process group cleanly.
+
+    A process that exits with its group still open can abort in gloo's or
+    NCCL's teardown ("terminate called without an active exception") while
+    another rank is still writing. With ``wait`` every rank first waits for the
+    slowest (a barrier: call it on every rank); after an error, pass
+    ``wait=False`` so a failing rank does not block on the others. Does
+    nothing without a group.
+
+    Parameters
+    ----------
+    wait : bool
+        Whether to pass a barrier before destroying the group.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 def is_main(process_group: Any = None) -> bool:
     """Whether this process should print and write (rank 0, or no distribution)."""
     import torch.distributed as dist

@@ -64,13 +64,21 @@ def _critpoint_errors() -> Any:
     return critpoint.errors
 
 
+def _finish_distributed(wait: bool) -> None:
+    """Close a torchrun process group a command opened, so no rank aborts at exit."""
+    import sys
+
+    if "critpoint.distributed" in sys.modules:
+        sys.modules["critpoint.distributed"].finish(wait=wait)
+
+
 class CritpointGroup(click.Group):
     """A click group that turns library errors into one line and an exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; map exceptions to messages and exit codes."""
         try:
-            return super().invoke(ctx)
+            result = self._invoke_and_close(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit):
             raise
         except click.exceptions.Abort:
@@ -82,6 +90,22 @@ class CritpointGroup(click.Group):
             message, code = error_message(exc)
             click.echo(f"critpoint: error: {message}", err=True)
             ctx.exit(code)
+        return result
+
+    def _invoke_and_close(self, ctx: click.Context) -> Any:
+        # Every rank passes a barrier after a command that ran to its end (an
+        # exit code such as 3 included); a failing rank closes its group at
+        # once rather than wait for the others.
+        try:
+            result = super().invoke(ctx)
+        except click.exceptions.Exit:
+            _finish_distributed(wait=True)
+            raise
+        except BaseException:
+            _finish_distributed(wait=False)
+            raise
+        _finish_distributed(wait=True)
+        return result
 
 
 EPILOG = """\b

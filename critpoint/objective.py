@@ -3,8 +3,8 @@
 :class:`Objective` is the only place that knows about models and data. It
 turns them into ``loss(θ)``, ``grad(θ)`` and ``hvp(θ, v)`` where θ is a flat
 1-D tensor of the selected parameters, and the loss is the exact mean over all
-samples, however the data are batched. Everything downstream (operator,
-solvers, diagnosis) sees only flat vectors.
+samples (or the exact sum, for a summed loss), however the data are batched.
+Everything downstream (operator, solvers, diagnosis) sees only flat vectors.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import fnmatch
+import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -29,6 +30,10 @@ logger = logging.getLogger("critpoint")
 LossFn = Callable[[Any, Any], torch.Tensor]
 BatchLossFn = Callable[[nn.Module, Any], torch.Tensor]
 ParamSelector = str | Sequence[str] | Callable[[str], bool] | None
+
+#: What a batch's loss is over its samples, as torch's losses name it. KLDivLoss's
+#: ``"batchmean"`` divides by the batch size: a mean over samples.
+_MEANS = frozenset({"mean", "batchmean", "elementwise_mean"})
 
 #: Tensors given as one ``(inputs, targets)`` pair are split into batches of
 #: this many samples when ``batch_size`` is not given (bounds peak memory).
@@ -57,6 +62,57 @@ class _LossModule(nn.Module):
         inputs, targets = batch[0], batch[1]
         assert self._loss_fn is not None
         return self._loss_fn(self.model(inputs), targets)
+
+
+def _declared_reduction(loss_fn: Any) -> str | None:
+    """The ``reduction`` a loss declares: an ``nn`` loss's attribute, a partial's keyword."""
+    value = getattr(loss_fn, "reduction", None)
+    if value is None and isinstance(loss_fn, functools.partial):
+        value = loss_fn.keywords.get("reduction")
+    return value if isinstance(value, str) else None
+
+
+def resolve_reduction(loss_fn: Any, reduction: str | None) -> str:
+    """``"mean"`` or ``"sum"``: what the objective does with the batches' losses.
+
+    Parameters
+    ----------
+    loss_fn : callable or None
+        The loss; an ``nn`` loss (or a ``functools.partial``) says its own
+        reduction.
+    reduction : {"mean", "sum"} or None
+        What the caller says; ``None`` takes the loss's own, else ``"mean"``.
+
+    Raises
+    ------
+    InputError
+        For ``"none"`` (per-sample losses), an unknown value, or a value that
+        contradicts the loss's own.
+    """
+    if reduction is not None and reduction not in ("mean", "sum"):
+        msg = f"reduction must be 'mean' or 'sum', got {reduction!r}"
+        raise InputError(msg)
+    declared = _declared_reduction(loss_fn)
+    if declared is None:
+        return reduction or "mean"
+    if declared == "none":
+        msg = (
+            f"the loss has reduction='none': it returns one loss per sample, but the "
+            f"objective needs one number per batch; use the loss with reduction='mean' "
+            f"or 'sum' (for example {type(loss_fn).__name__}(reduction='sum'))"
+        )
+        raise InputError(msg)
+    own = "mean" if declared in _MEANS else declared if declared == "sum" else None
+    if own is None:
+        msg = f"the loss has reduction={declared!r}; critpoint needs a loss reduced by 'mean' or 'sum'"
+        raise InputError(msg)
+    if reduction is not None and reduction != own:
+        msg = (
+            f"the loss has reduction={declared!r} but reduction={reduction!r} was passed; "
+            f"drop the argument (the loss's own reduction is used) or change the loss"
+        )
+        raise InputError(msg)
+    return own
 
 
 def _batch_count(batch: Any) -> int:
@@ -173,7 +229,7 @@ class _Batches:
 
 
 class Objective:
-    """The mean loss of a model over a whole data set, as a function of a flat θ.
+    """The mean (or summed) loss of a model over a whole data set, as a function of a flat θ.
 
     Parameters
     ----------
@@ -182,15 +238,16 @@ class Objective:
         mode, parameters and buffers are as they were after every call, except
         :meth:`set_theta`.
     loss_fn : callable, optional
-        ``loss_fn(outputs, targets)`` returning the *mean* loss of a batch
-        (torch's default ``reduction="mean"``). Needed unless ``batch_loss``
-        is given.
+        ``loss_fn(outputs, targets)`` returning the loss of a batch, reduced
+        over its samples as ``reduction`` says (torch's default is the mean).
+        Needed unless ``batch_loss`` is given.
     data : tuple of tensors, Data, Dataset or iterable of batches
         ``(inputs, targets)`` tensors with a leading sample dimension (or a
         :class:`critpoint.data.Data` from :func:`~critpoint.data.load_data`), a
         ``torch.utils.data.Dataset``, or a re-iterable of batches such as a
         ``DataLoader``. The objective is the exact mean over all samples: each
-        batch is weighted by its size, so a short last batch counts exactly.
+        batch is weighted by its size, so a short last batch counts exactly
+        (for a summed loss, the exact sum: the batches' sums add up).
     params : str, sequence of str, callable or None
         Which parameters θ holds. ``None``: all trainable ones. Glob patterns
         (``"layers.0.*"``) or a predicate on the parameter name select a
@@ -207,11 +264,19 @@ class Objective:
         Floating dtype of the analysis, e.g. ``torch.float64`` or ``"float64"``. A dtype other
         than the model's analyses a copy of the model in that precision.
     batch_loss : callable, optional
-        ``batch_loss(model, batch)`` returning the mean loss of a batch, for
-        batches ``loss_fn`` cannot handle (dicts, language models).
+        ``batch_loss(model, batch)`` returning the loss of a batch (its mean,
+        or its sum with ``reduction="sum"``), for batches ``loss_fn`` cannot
+        handle (dicts, language models).
     process_group : torch.distributed.ProcessGroup, optional
         Data-parallel evaluation: each rank holds a shard of the data; sums
         are all-reduced once per product.
+    reduction : {"mean", "sum"}, optional
+        How a batch's loss is reduced over its samples, and so what the
+        objective is: ``"mean"``, the mean over all samples; ``"sum"``, the
+        sum over all samples (never divided, whatever the batching or the
+        number of processes). Default: the loss's own ``reduction`` for an
+        ``nn`` loss (or a ``functools.partial`` that sets it), else
+        ``"mean"``. Losses with ``reduction="none"`` are refused.
     batch_size : int, optional
         Split ``(inputs, targets)`` tensors (default 4096 samples a batch) or
         build the ``DataLoader`` around a ``Dataset`` (default 256).
@@ -239,6 +304,8 @@ class Objective:
         Names of the selected parameters, in the order they are packed in θ.
     num_params : int
         ``n``, the length of θ.
+    reduction : {"mean", "sum"}
+        What the objective is over the samples.
     """
 
     def __init__(
@@ -257,6 +324,7 @@ class Objective:
         hvp_mode: _autodiff.HVPMode = "rev-rev",
         chunk_size: int | None = None,
         hvp_cache: int | str | None = "auto",
+        reduction: str | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             msg = f"model must be a torch.nn.Module, got {type(model).__name__}"
@@ -294,6 +362,7 @@ class Objective:
             )
             raise InputError(msg)
 
+        self.reduction = resolve_reduction(loss_fn, reduction)
         self.model = model
         self.train_mode = bool(train_mode)
         self.hvp_mode: _autodiff.HVPMode = hvp_mode
@@ -516,16 +585,15 @@ class Objective:
 
     # ------------------------------------------------------------- evaluation
     def _batch_fn(self, batch: Any) -> Callable[[torch.Tensor], torch.Tensor]:
-        count = _batch_count(batch)
+        """The batch's summed loss as a function of θ: summing these gives the total."""
+        # A mean is weighted by the batch's size; a sum is already a sum.
+        weight = _batch_count(batch) if self.reduction == "mean" else None
 
         def f(theta: torch.Tensor) -> torch.Tensor:
-            # Weighted by the batch's size: summing these gives the total loss.
-            return (
-                _autodiff.functional_call(
-                    self._wrapper, self._param_dict(theta), (batch,)
-                )
-                * count
+            value = _autodiff.functional_call(
+                self._wrapper, self._param_dict(theta), (batch,)
             )
+            return value if weight is None else value * weight
 
         return f
 
@@ -534,7 +602,7 @@ class Objective:
         compute: Callable[[Callable[[torch.Tensor], torch.Tensor]], torch.Tensor],
         what: str,
     ) -> torch.Tensor:
-        """Sum ``compute(f_batch)`` over all batches and divide by the sample count."""
+        """Sum ``compute(f_batch)`` over all batches (divided by the sample count for a mean)."""
 
         def parts() -> Iterator[tuple[int, torch.Tensor]]:
             for raw in self._batches:
@@ -547,7 +615,7 @@ class Objective:
     def _sum(
         self, parts: Iterable[tuple[int, torch.Tensor]], what: str
     ) -> torch.Tensor:
-        """Sum per-batch ``(count, part)`` pairs, all-reduce, divide by the sample count."""
+        """Sum per-batch ``(count, part)`` pairs, all-reduce, divide by the sample count for a mean."""
         total: torch.Tensor | None = None
         count = 0
         # Per-batch sums, read only on failure to name the batch (NaN/Inf in a
@@ -574,7 +642,7 @@ class Objective:
             raise NonFiniteError(
                 self._where_nonfinite(total, what, bad[0] if bad else None)
             )
-        return total / count
+        return total / count if self.reduction == "mean" else total
 
     def _global_count(self, local: int) -> int:
         if self._num_samples is None:
@@ -617,21 +685,24 @@ class Objective:
         return self._num_samples
 
     def loss(self, theta: torch.Tensor | None = None) -> float:
-        """Mean loss over all samples at θ (default: the model's current parameters)."""
+        """Loss over all samples at θ (default: the model's current parameters).
+
+        The mean over the samples, or their sum when :attr:`reduction` is ``"sum"``.
+        """
         theta = self._check_vector(theta, "theta")
         with torch.no_grad():
             value = self._reduce(lambda f: f(theta).detach(), "loss")
         return float(value.item())
 
     def grad(self, theta: torch.Tensor | None = None) -> torch.Tensor:
-        """Gradient of the mean loss at θ, shape ``(n,)``."""
+        """Gradient of the loss (mean or sum, as :meth:`loss`) at θ, shape ``(n,)``."""
         theta = self._check_vector(theta, "theta")
         return self._reduce(lambda f: _autodiff.gradient(f, theta), "gradient")
 
     def loss_and_grad(
         self, theta: torch.Tensor | None = None
     ) -> tuple[float, torch.Tensor]:
-        """Mean loss and its gradient (shape ``(n,)``) in one pass over the data."""
+        """The loss and its gradient (shape ``(n,)``) in one pass over the data."""
         theta = self._check_vector(theta, "theta")
         values: list[torch.Tensor] = []
 
@@ -646,6 +717,8 @@ class Objective:
             import torch.distributed as dist
 
             dist.all_reduce(total, op=dist.ReduceOp.SUM, group=self.process_group)
+        if self.reduction == "sum":
+            return float(total.item()), g
         return float(total.item()) / self.num_samples, g
 
     def hvp(self, v: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
@@ -776,7 +849,8 @@ class Objective:
     def __repr__(self) -> str:
         return (
             f"Objective(model={type(self.model).__name__}, num_params={self.num_params}, "
-            f"dtype={self.dtype}, device={self.device}, train_mode={self.train_mode})"
+            f"dtype={self.dtype}, device={self.device}, train_mode={self.train_mode}, "
+            f"reduction={self.reduction!r})"
         )
 
 

@@ -622,6 +622,7 @@ def diagnose(
         "device": str(obj.device),
         "train_mode": obj.train_mode,
         "hvp_mode": obj.hvp_mode,
+        "hvp_fallback": obj.hvp_fallback,
         "reduction": obj.reduction,
         "params": obj.param_names
         if len(obj.param_names) <= 64

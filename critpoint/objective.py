@@ -23,7 +23,7 @@ from torch import nn
 from critpoint import _autodiff
 from critpoint._finite import all_finite
 from critpoint._memory import free_memory
-from critpoint.errors import InputError, NonFiniteError
+from critpoint.errors import InputError, NonFiniteError, SecondDerivativeError
 
 logger = logging.getLogger("critpoint")
 
@@ -113,6 +113,12 @@ def resolve_reduction(loss_fn: Any, reduction: str | None) -> str:
         )
         raise InputError(msg)
     return own
+
+
+def _first_line(exc: BaseException | None) -> str:
+    """The first line of an error's message, for a short quote."""
+    text = str(exc).strip() if exc is not None else ""
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _batch_count(batch: Any) -> int:
@@ -284,7 +290,11 @@ class Objective:
         Reverse-over-reverse (default: measured the fastest, 2.5× a gradient
         for one product and 1.8× per vector in a block on the digits MLP) or
         forward-over-reverse (builds no second graph; less memory for very
-        wide blocks).
+        wide blocks). Where forward mode cannot run the model (a layer with
+        no forward-mode derivative in torch) or its products disagree with
+        reverse-over-reverse (checked by :meth:`hessian`'s probe), the
+        objective falls back to ``"rev-rev"``, logs a warning and says why in
+        :attr:`hvp_fallback`.
     chunk_size : int, optional
         Most vectors pushed through ``vmap`` at once in :meth:`hvp` on a block;
         ``None`` pushes them all (fastest, most memory).
@@ -306,6 +316,19 @@ class Objective:
         ``n``, the length of θ.
     reduction : {"mean", "sum"}
         What the objective is over the samples.
+    hvp_mode : {"rev-rev", "fwd-rev"}
+        The mode products run in (``"rev-rev"`` after a fallback).
+    hvp_fallback : str or None
+        Why forward-over-reverse was given up, or ``None``.
+
+    Notes
+    -----
+    Every evaluation runs attention through PyTorch's math kernel of
+    ``F.scaled_dot_product_attention`` with the fused fast path of
+    ``nn.MultiheadAttention`` / ``nn.TransformerEncoderLayer`` off: the fused
+    kernels have no second derivative, and the fast path computes another
+    function with padding masks. A layer that still has no second derivative
+    raises :class:`~critpoint.SecondDerivativeError` naming it.
     """
 
     def __init__(
@@ -366,6 +389,7 @@ class Objective:
         self.model = model
         self.train_mode = bool(train_mode)
         self.hvp_mode: _autodiff.HVPMode = hvp_mode
+        self.hvp_fallback: str | None = None
         self.chunk_size = chunk_size
         self.hvp_cache = hvp_cache
         self.process_group = process_group
@@ -448,7 +472,7 @@ class Objective:
             raise InputError(msg)
         _batch_count(batch)
         batch = _move(batch, self.device, self._cast_inputs)
-        with self._session(), torch.no_grad():
+        with self._session(), _autodiff.kernels(), torch.no_grad():
             try:
                 value = _autodiff.functional_call(
                     self._wrapper, self._param_dict(self.theta), (batch,)
@@ -609,7 +633,7 @@ class Objective:
                 batch = _move(raw, self.device, self._cast_inputs)
                 yield _batch_count(batch), compute(self._batch_fn(batch))
 
-        with self._session():
+        with self._session(), _autodiff.kernels():
             return self._sum(parts(), what)
 
     def _sum(
@@ -739,17 +763,129 @@ class Objective:
         """
         v = self._check_vector(v, "v", allow_block=True)
         theta = self._check_vector(theta, "theta")
+        if v.ndim == 2 and v.shape[1] == 0:
+            return torch.zeros_like(v)
+        with self._explain_missing_derivative():
+            if self.hvp_mode == "fwd-rev":
+                try:
+                    return self._products(v, theta, "fwd-rev")
+                except (RuntimeError, NotImplementedError) as exc:
+                    if not _autodiff.forward_ad_gap(exc):
+                        raise
+                    out = self._products(v, theta, "rev-rev")
+                    self._fall_back(
+                        f"forward mode cannot run this model ({_first_line(exc)})"
+                    )
+                    return out
+            return self._products(v, theta, "rev-rev")
+
+    def _products(
+        self, v: torch.Tensor, theta: torch.Tensor, mode: _autodiff.HVPMode
+    ) -> torch.Tensor:
+        """``H v`` in the given mode, one pass over the data; ``v`` is ``(n,)`` or ``(n, k)``."""
         if v.ndim == 1:
             return self._reduce(
-                lambda f: _autodiff.hvp(f, theta, v, self.hvp_mode),
-                "Hessian-vector product",
+                lambda f: _autodiff.hvp(f, theta, v, mode), "Hessian-vector product"
             )
-        if v.shape[1] == 0:
-            return torch.zeros_like(v)
         return self._reduce(
-            lambda f: _autodiff.hvp_block(f, theta, v, self.hvp_mode, self.chunk_size),
+            lambda f: _autodiff.hvp_block(f, theta, v, mode, self.chunk_size),
             "Hessian-vector product",
         )
+
+    def _fall_back(self, why: str) -> None:
+        """Give up forward-over-reverse for good, saying why (log and :attr:`hvp_fallback`)."""
+        self.hvp_fallback = why
+        self.hvp_mode = "rev-rev"
+        logger.warning("hvp_mode='fwd-rev' falls back to reverse-over-reverse: %s", why)
+
+    def _why_modes_differ(self) -> str:
+        """Why forward and reverse mode may disagree on this model, in words."""
+        selected = set(self._names)
+        padded = [
+            name
+            for name, m in self._work.named_modules()
+            if isinstance(m, nn.Embedding)
+            and m.padding_idx is not None
+            and (f"{name}.weight" if name else "weight") in selected
+        ]
+        if padded:
+            # Reverse mode never differentiates the padding row (its gradient is
+            # zero by definition); forward mode does, so the two "Hessians" differ.
+            return (
+                f"nn.Embedding with padding_idx in {', '.join(padded[:3])}: torch's reverse "
+                "mode treats the padding row as frozen, its forward mode does not"
+            )
+        return "a torch forward-mode bug in one of its layers"
+
+    @contextlib.contextmanager
+    def _explain_missing_derivative(self) -> Iterator[None]:
+        """Turn torch's "derivative ... not implemented" into an error naming the layer."""
+        try:
+            yield
+        except (RuntimeError, NotImplementedError) as exc:
+            found = _autodiff.missing_derivative(exc)
+            if found is None:
+                raise
+            raise SecondDerivativeError(self._blame(found[1], exc)) from exc
+
+    def _blame(
+        self,
+        op: str | None,
+        exc: BaseException | None,
+        culprits: list[Any] | None = None,
+    ) -> str:
+        """A message naming the layers that run ``op`` (or custom Functions, for ``None``).
+
+        Without ``culprits`` (from :meth:`_culprits`) it runs one forward pass
+        on the first batch with gradients and forward hooks to find them.
+        """
+        if culprits is None:
+            try:
+                culprits = self._culprits(op)
+            except Exception as inner:  # the message must not hide the error
+                logger.debug("could not locate the layer: %s", inner)
+                culprits = []
+        where = ", ".join(c.where() for c in culprits[:4]) or "a layer of the model"
+        after = "or analyse only parameters after that layer (params=...)"
+        if op is not None:
+            return (
+                f"{where} runs aten::{op}, which torch cannot differentiate twice, so no "
+                "Hessian-vector product can go through it; fix: compute it with operations "
+                "torch differentiates twice (for attention F.scaled_dot_product_attention, "
+                "which critpoint runs with its math kernel; fused kernels of other libraries "
+                f"have no second derivative), {after}"
+            )
+        if culprits:
+            names = ", ".join(sorted({c.node for c in culprits}))
+            why = (
+                "whose backward is marked @once_differentiable: torch does not differentiate "
+                "it, so the Hessian through it is wrong"
+                if any(c.once_differentiable for c in culprits)
+                else "whose backward torch may not differentiate (computed outside autograd?), "
+                "which would make the Hessian through it wrong"
+            )
+            return (
+                f"{where} runs the custom autograd.Function {names}, {why}; fix: write that "
+                f"backward with differentiable torch operations, {after}"
+            )
+        return (
+            f"a layer has no second derivative in torch ({_first_line(exc)}); fix: compute "
+            f"it with operations torch differentiates twice, {after}"
+        )
+
+    def _culprits(self, op: str | None) -> list[Any]:
+        """Layers whose forward makes ``op``'s node (custom Functions for ``None``), first batch."""
+        from critpoint._graph import find_nodes
+
+        raw = next(iter(self._batches))
+        batch = _move(raw, self.device, self._cast_inputs)
+        theta = self.theta.requires_grad_(True)
+
+        def run() -> torch.Tensor:
+            return self._batch_fn(batch)(theta)
+
+        with self._session(), _autodiff.kernels(), torch.enable_grad():
+            return find_nodes(self._work, run, op)
 
     # ------------------------------------------------------- linearisation cache
     def _cache_budget(self) -> int:
@@ -778,7 +914,7 @@ class Objective:
         pieces: list[tuple[int, _autodiff.Linearized]] = []
         per_sample: float | None = None
         spent = 0.0
-        with self._session():
+        with self._session(), _autodiff.kernels():
             for raw in self._batches:
                 batch = _move(raw, self.device, self._cast_inputs)
                 count = _batch_count(batch)
@@ -817,10 +953,11 @@ class Objective:
         v = self._check_vector(v, "v", allow_block=True)
         if v.ndim == 2 and v.shape[1] == 0:
             return torch.zeros_like(v)
-        return self._sum(
-            ((count, apply(v, self.chunk_size)) for count, apply in pieces),
-            "Hessian-vector product",
-        )
+        with self._explain_missing_derivative():
+            return self._sum(
+                ((count, apply(v, self.chunk_size)) for count, apply in pieces),
+                "Hessian-vector product",
+            )
 
     def hessian(self, theta: torch.Tensor | None = None, check: bool = True) -> Any:
         """The Hessian at θ as a matrix-free :class:`~critpoint.HessianOperator`.
@@ -847,10 +984,13 @@ class Objective:
         return op
 
     def __repr__(self) -> str:
+        mode = repr(self.hvp_mode)
+        if self.hvp_fallback is not None:
+            mode += " (forward-over-reverse fell back)"
         return (
             f"Objective(model={type(self.model).__name__}, num_params={self.num_params}, "
             f"dtype={self.dtype}, device={self.device}, train_mode={self.train_mode}, "
-            f"reduction={self.reduction!r})"
+            f"reduction={self.reduction!r}, hvp_mode={mode})"
         )
 
 

@@ -968,8 +968,8 @@ class Objective:
             Point of shape ``(n,)``; default the current parameters (copied, so
             later changes to the model do not move the operator).
         check : bool
-            Run the symmetry/determinism probe (3 HVPs): refuses a random or
-            non-symmetric product such as dropout left on.
+            Run the symmetry/determinism probe (3 HVPs, 4 in ``fwd-rev`` mode):
+            refuses a random or non-symmetric product such as dropout left on.
 
         Returns
         -------

@@ -190,7 +190,7 @@ class HessianOperator:
         return out
 
     def check_symmetric(self, seed: int = 12345) -> float:
-        """Probe that the product is deterministic and symmetric (3 HVPs).
+        """Probe that the product is deterministic and symmetric (3 HVPs; 4 in ``fwd-rev``).
 
         Computes ``[Hu, Hv]`` in one pass and ``Hu`` again alone; a random
         product (dropout left on) differs between the two ``Hu``, a

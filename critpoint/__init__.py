@@ -17,6 +17,7 @@ from critpoint.errors import (
     InputError,
     NonDeterministicError,
     NonFiniteError,
+    SecondDerivativeError,
     UnsafeCheckpointError,
 )
 from critpoint.escape import EscapeStep, SaddleEscape, escape_saddle
@@ -50,6 +51,7 @@ __all__ = [
     "NonFiniteError",
     "Objective",
     "SaddleEscape",
+    "SecondDerivativeError",
     "SpectralDensity",
     "TraceEstimate",
     "UnsafeCheckpointError",

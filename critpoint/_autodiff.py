@@ -7,14 +7,27 @@ value, gradient and Hessian-vector products:
 * ``rev-rev`` (the default): reverse-over-reverse, ``vjp`` of ``grad``. For
   a block of vectors the forward and first backward pass run once and only the
   second backward pass is vmapped, which measured fastest (see benchmarks/).
-* ``fwd-rev``: forward-mode over reverse-mode,
-  ``jvp(jacrev(f))``. It builds no second autograd graph. ``jvp`` of ``grad``
-  is avoided on purpose: on torch 2.13/2.14 it fails with ``F.mse_loss``
-  ("ZeroTensors are immutable", pytorch issue 123996), and ``linearize`` has
-  crashed there.
+* ``fwd-rev``: forward-mode over reverse-mode, ``jvp`` of ``grad``. It builds
+  no second autograd graph. ``jvp(jacrev(f))``, the textbook form, is avoided:
+  on torch 2.13 it is wrong by 1–50 % through ``nn.LayerNorm`` and through
+  BatchNorm with batch statistics, where ``jvp(grad(f))`` is exact. ``jvp`` of
+  ``grad`` fails in turn with ``F.mse_loss`` ("ZeroTensors are immutable",
+  pytorch issue 123996): while a forward-over-reverse product runs,
+  ``F.mse_loss`` is computed as ``(input − target)²`` reduced, the same
+  function, whose derivatives torch gets right. Where a layer has no
+  forward-mode derivative at all (``huber_loss``), :func:`forward_ad_gap`
+  recognises the error so that the caller can fall back to ``rev-rev``.
 
 Blocks of ``k`` vectors go through ``vmap`` with a ``chunk_size`` that bounds
 memory. A future torch fix or regression touches this file only.
+
+Attention: PyTorch's fused attention kernels (flash, memory-efficient,
+cuDNN) have no second derivative and no forward-mode derivative, and
+``nn.TransformerEncoderLayer`` / ``nn.MultiheadAttention`` take a fused fast
+path in eval mode without gradients. :func:`kernels` selects the math kernel of
+``F.scaled_dot_product_attention`` and turns that fast path off, so that the
+loss, the gradient and every product are one and the same twice-differentiable
+function; the objective evaluates everything inside it.
 
 :func:`linearize` keeps the reverse-over-reverse graph of one batch so that
 later products at the same θ run the second backward pass only (the forward
@@ -29,11 +42,15 @@ measures what such a graph holds, so callers can decide whether it fits.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
-from typing import Literal
+import re
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
 
 import torch
-from torch.func import functional_call, grad, grad_and_value, jacrev, jvp, vjp, vmap
+import torch.nn.functional as F
+from torch.func import functional_call, grad, grad_and_value, jvp, vjp, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.overrides import TorchFunctionMode
 
 HVPMode = Literal["fwd-rev", "rev-rev"]
 ScalarFn = Callable[[torch.Tensor], torch.Tensor]
@@ -41,12 +58,15 @@ ScalarFn = Callable[[torch.Tensor], torch.Tensor]
 __all__ = [
     "HVPMode",
     "Linearized",
+    "forward_ad_gap",
     "functional_call",
     "gradient",
     "graph_bytes",
     "hvp",
     "hvp_block",
+    "kernels",
     "linearize",
+    "missing_derivative",
     "retain",
     "value_and_gradient",
 ]
@@ -59,6 +79,130 @@ COLUMN_BY_COLUMN = frozenset({"cpu"})
 
 #: ``apply(V, chunk_size)``: ``∇²f(θ) V`` for ``V`` of shape ``(n,)`` or ``(n, k)``.
 Linearized = Callable[[torch.Tensor, "int | None"], torch.Tensor]
+
+
+@contextlib.contextmanager
+def kernels() -> Iterator[None]:
+    """Run attention through kernels that torch can differentiate twice.
+
+    Inside, ``F.scaled_dot_product_attention`` uses its math kernel (on every
+    device: the flash, memory-efficient and cuDNN kernels have no double
+    backward and no forward-mode derivative), and the fused fast path of
+    ``nn.TransformerEncoderLayer`` / ``nn.MultiheadAttention`` is off: it runs
+    in eval mode without gradients only, and with a padding mask it computes
+    another function (nested tensors zero the padded positions), so a loss
+    taken through it would not be the function whose derivatives are taken.
+    Both settings are global in torch; they are restored on exit.
+    """
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
+
+
+class _PlainMSE(TorchFunctionMode):
+    """``F.mse_loss`` as ``(input − target)²`` reduced: the same function.
+
+    Under ``jvp`` of ``grad`` torch 2.13 fails inside ``mse_loss``'s backward
+    ("ZeroTensors are immutable", pytorch issue 123996) whenever the target
+    carries no tangent, which is always; the decomposed form has none of that.
+    A weighted call already takes this form inside torch and is left alone.
+    """
+
+    def __torch_function__(
+        self,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        if func is F.mse_loss and kwargs.get("weight") is None and len(args) == 2:
+            reduction = kwargs.get("reduction", "mean")
+            if (
+                kwargs.get("size_average") is not None
+                or kwargs.get("reduce") is not None
+            ):
+                from torch.nn import _reduction
+
+                reduction = _reduction.legacy_get_string(
+                    kwargs.get("size_average"), kwargs.get("reduce")
+                )
+            squares = (args[0] - args[1]).square()
+            if reduction == "mean":
+                return squares.mean()
+            if reduction == "sum":
+                return squares.sum()
+            if reduction == "none":
+                return squares
+        return func(*args, **kwargs)
+
+
+def _forward_over_reverse(
+    f: ScalarFn, theta: torch.Tensor, V: torch.Tensor, chunk_size: int | None
+) -> torch.Tensor:
+    """``∇²f(θ) V`` as ``jvp`` of ``grad``; ``V`` of shape ``(n,)`` or ``(n, k)``."""
+    g = grad(f)
+
+    def column(v: torch.Tensor) -> torch.Tensor:
+        return jvp(g, (theta,), (v,))[1]
+
+    with _PlainMSE():
+        if V.ndim == 1:
+            return column(V).detach()
+        if V.shape[1] == 1:
+            return column(V[:, 0]).detach().unsqueeze(1)
+        out = vmap(
+            column, in_dims=1, out_dims=1, chunk_size=chunk_size, randomness="error"
+        )(V)
+    return out.detach()
+
+
+#: Messages of torch errors for a missing forward-mode derivative.
+_FORWARD_GAP = re.compile(
+    r"forward AD|forward[- ]mode AD|jvp is not implemented|ZeroTensors are immutable",
+    re.IGNORECASE,
+)
+#: ``derivative for aten::OP is not implemented`` / ``forward AD with OP that``.
+_OP_NAME = re.compile(r"(?:derivative for aten::|forward AD with )(\w+)")
+
+
+def forward_ad_gap(exc: BaseException) -> bool:
+    """Whether ``exc`` says that some operation has no forward-mode derivative."""
+    return isinstance(exc, (RuntimeError, NotImplementedError)) and bool(
+        _FORWARD_GAP.search(str(exc))
+    )
+
+
+def missing_derivative(exc: BaseException) -> tuple[str, str | None] | None:
+    """What a torch error says is not differentiable, or ``None`` for other errors.
+
+    Returns
+    -------
+    (what, op) or None
+        ``what`` is ``"second"`` (no double backward), ``"once"`` (a custom
+        ``autograd.Function`` marked ``@once_differentiable``) or
+        ``"forward"`` (no forward-mode derivative); ``op`` is the aten
+        operator the message names (``_scaled_dot_product_flash_attention_for_cpu``),
+        without a ``_backward`` suffix, or ``None``.
+    """
+    if not isinstance(exc, (RuntimeError, NotImplementedError)):
+        return None
+    text = str(exc)
+    match = _OP_NAME.search(text)
+    op = match.group(1) if match else None
+    if op is not None and op.endswith("_backward"):
+        op = op[: -len("_backward")]
+    if "once_differentiable" in text:
+        return "once", None
+    if "derivative for" in text and "not implemented" in text:
+        return "second", op
+    if forward_ad_gap(exc):
+        return "forward", op
+    return None
 
 
 def value_and_gradient(
@@ -79,7 +223,7 @@ def hvp(
 ) -> torch.Tensor:
     """Return ``∇²f(θ) v`` for one vector ``v`` of shape ``(n,)``."""
     if mode == "fwd-rev":
-        return jvp(jacrev(f), (theta,), (v,))[1].detach()
+        return _forward_over_reverse(f, theta, v, None)
     return linearize(f, theta)(v, None)
 
 
@@ -98,15 +242,7 @@ def hvp_block(
     if V.shape[1] == 1:
         return hvp(f, theta, V[:, 0], mode).unsqueeze(1)
     if mode == "fwd-rev":
-        jac = jacrev(f)
-
-        def column(v: torch.Tensor) -> torch.Tensor:
-            return jvp(jac, (theta,), (v,))[1]
-
-        out = vmap(
-            column, in_dims=1, out_dims=1, chunk_size=chunk_size, randomness="error"
-        )(V)
-        return out.detach()
+        return _forward_over_reverse(f, theta, V, chunk_size)
     return linearize(f, theta)(V, chunk_size)
 
 

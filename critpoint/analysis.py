@@ -284,7 +284,8 @@ class Diagnosis:
         """A short paragraph with the verdict, the numbers and what to do next."""
         lines = [
             f"Verdict: {self.headline()}.",
-            f"Loss {self.loss:.6g}, gradient norm {self.grad_norm:.3g} (critical below {self.grad_tol:.3g}).",
+            f"Loss {self.loss:.6g}{self._reduction_note()}, gradient norm {self.grad_norm:.3g} "
+            f"(critical below {self.grad_tol:.3g}).",
             f"λ_min = {self.lambda_min:.6g} ± {self.lambda_min_error:.2g}, "
             f"λ_max = {self.lambda_max:.6g} ± {self.lambda_max_error:.2g} "
             f"(zero tolerance {self.zero_tol:.2g}).",
@@ -302,6 +303,11 @@ class Diagnosis:
         )
         lines.append("Next: " + self.advice())
         return "\n".join(lines)
+
+    def _reduction_note(self) -> str:
+        """`` (sum over samples)`` or `` (mean over samples)``; empty when not recorded."""
+        reduction = self.settings.get("reduction")
+        return f" ({reduction} over samples)" if reduction in ("mean", "sum") else ""
 
     def advice(self) -> str:
         """What to do next, in one sentence."""
@@ -616,6 +622,8 @@ def diagnose(
         "device": str(obj.device),
         "train_mode": obj.train_mode,
         "hvp_mode": obj.hvp_mode,
+        "hvp_fallback": obj.hvp_fallback,
+        "reduction": obj.reduction,
         "params": obj.param_names
         if len(obj.param_names) <= 64
         else f"{len(obj.param_names)} tensors",

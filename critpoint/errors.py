@@ -26,6 +26,10 @@ class NonDeterministicError(CritpointError):
     """The Hessian-vector product is random or not symmetric (dropout left on?)."""
 
 
+class SecondDerivativeError(CritpointError):
+    """A layer of the model has no second derivative in torch, so no Hessian goes through it."""
+
+
 class DenseTooLargeError(CritpointError, MemoryError):
     """``dense()`` was asked for a matrix too large to allocate safely."""
 
@@ -54,5 +58,6 @@ __all__ = [
     "InputError",
     "NonDeterministicError",
     "NonFiniteError",
+    "SecondDerivativeError",
     "UnsafeCheckpointError",
 ]

@@ -3,8 +3,8 @@
 :class:`Objective` is the only place that knows about models and data. It
 turns them into ``loss(θ)``, ``grad(θ)`` and ``hvp(θ, v)`` where θ is a flat
 1-D tensor of the selected parameters, and the loss is the exact mean over all
-samples, however the data are batched. Everything downstream (operator,
-solvers, diagnosis) sees only flat vectors.
+samples (or the exact sum, for a summed loss), however the data are batched.
+Everything downstream (operator, solvers, diagnosis) sees only flat vectors.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import fnmatch
+import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -22,13 +23,17 @@ from torch import nn
 from critpoint import _autodiff
 from critpoint._finite import all_finite
 from critpoint._memory import free_memory
-from critpoint.errors import InputError, NonFiniteError
+from critpoint.errors import InputError, NonFiniteError, SecondDerivativeError
 
 logger = logging.getLogger("critpoint")
 
 LossFn = Callable[[Any, Any], torch.Tensor]
 BatchLossFn = Callable[[nn.Module, Any], torch.Tensor]
 ParamSelector = str | Sequence[str] | Callable[[str], bool] | None
+
+#: What a batch's loss is over its samples, as torch's losses name it. KLDivLoss's
+#: ``"batchmean"`` divides by the batch size: a mean over samples.
+_MEANS = frozenset({"mean", "batchmean", "elementwise_mean"})
 
 #: Tensors given as one ``(inputs, targets)`` pair are split into batches of
 #: this many samples when ``batch_size`` is not given (bounds peak memory).
@@ -57,6 +62,63 @@ class _LossModule(nn.Module):
         inputs, targets = batch[0], batch[1]
         assert self._loss_fn is not None
         return self._loss_fn(self.model(inputs), targets)
+
+
+def _declared_reduction(loss_fn: Any) -> str | None:
+    """The ``reduction`` a loss declares: an ``nn`` loss's attribute, a partial's keyword."""
+    value = getattr(loss_fn, "reduction", None)
+    if value is None and isinstance(loss_fn, functools.partial):
+        value = loss_fn.keywords.get("reduction")
+    return value if isinstance(value, str) else None
+
+
+def resolve_reduction(loss_fn: Any, reduction: str | None) -> str:
+    """``"mean"`` or ``"sum"``: what the objective does with the batches' losses.
+
+    Parameters
+    ----------
+    loss_fn : callable or None
+        The loss; an ``nn`` loss (or a ``functools.partial``) says its own
+        reduction.
+    reduction : {"mean", "sum"} or None
+        What the caller says; ``None`` takes the loss's own, else ``"mean"``.
+
+    Raises
+    ------
+    InputError
+        For ``"none"`` (per-sample losses), an unknown value, or a value that
+        contradicts the loss's own.
+    """
+    if reduction is not None and reduction not in ("mean", "sum"):
+        msg = f"reduction must be 'mean' or 'sum', got {reduction!r}"
+        raise InputError(msg)
+    declared = _declared_reduction(loss_fn)
+    if declared is None:
+        return reduction or "mean"
+    if declared == "none":
+        msg = (
+            f"the loss has reduction='none': it returns one loss per sample, but the "
+            f"objective needs one number per batch; use the loss with reduction='mean' "
+            f"or 'sum' (for example {type(loss_fn).__name__}(reduction='sum'))"
+        )
+        raise InputError(msg)
+    own = "mean" if declared in _MEANS else declared if declared == "sum" else None
+    if own is None:
+        msg = f"the loss has reduction={declared!r}; critpoint needs a loss reduced by 'mean' or 'sum'"
+        raise InputError(msg)
+    if reduction is not None and reduction != own:
+        msg = (
+            f"the loss has reduction={declared!r} but reduction={reduction!r} was passed; "
+            f"drop the argument (the loss's own reduction is used) or change the loss"
+        )
+        raise InputError(msg)
+    return own
+
+
+def _first_line(exc: BaseException | None) -> str:
+    """The first line of an error's message, for a short quote."""
+    text = str(exc).strip() if exc is not None else ""
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _batch_count(batch: Any) -> int:
@@ -173,7 +235,7 @@ class _Batches:
 
 
 class Objective:
-    """The mean loss of a model over a whole data set, as a function of a flat θ.
+    """The mean (or summed) loss of a model over a whole data set, as a function of a flat θ.
 
     Parameters
     ----------
@@ -182,15 +244,16 @@ class Objective:
         mode, parameters and buffers are as they were after every call, except
         :meth:`set_theta`.
     loss_fn : callable, optional
-        ``loss_fn(outputs, targets)`` returning the *mean* loss of a batch
-        (torch's default ``reduction="mean"``). Needed unless ``batch_loss``
-        is given.
+        ``loss_fn(outputs, targets)`` returning the loss of a batch, reduced
+        over its samples as ``reduction`` says (torch's default is the mean).
+        Needed unless ``batch_loss`` is given.
     data : tuple of tensors, Data, Dataset or iterable of batches
         ``(inputs, targets)`` tensors with a leading sample dimension (or a
         :class:`critpoint.data.Data` from :func:`~critpoint.data.load_data`), a
         ``torch.utils.data.Dataset``, or a re-iterable of batches such as a
         ``DataLoader``. The objective is the exact mean over all samples: each
-        batch is weighted by its size, so a short last batch counts exactly.
+        batch is weighted by its size, so a short last batch counts exactly
+        (for a summed loss, the exact sum: the batches' sums add up).
     params : str, sequence of str, callable or None
         Which parameters θ holds. ``None``: all trainable ones. Glob patterns
         (``"layers.0.*"``) or a predicate on the parameter name select a
@@ -207,11 +270,19 @@ class Objective:
         Floating dtype of the analysis, e.g. ``torch.float64`` or ``"float64"``. A dtype other
         than the model's analyses a copy of the model in that precision.
     batch_loss : callable, optional
-        ``batch_loss(model, batch)`` returning the mean loss of a batch, for
-        batches ``loss_fn`` cannot handle (dicts, language models).
+        ``batch_loss(model, batch)`` returning the loss of a batch (its mean,
+        or its sum with ``reduction="sum"``), for batches ``loss_fn`` cannot
+        handle (dicts, language models).
     process_group : torch.distributed.ProcessGroup, optional
         Data-parallel evaluation: each rank holds a shard of the data; sums
         are all-reduced once per product.
+    reduction : {"mean", "sum"}, optional
+        How a batch's loss is reduced over its samples, and so what the
+        objective is: ``"mean"``, the mean over all samples; ``"sum"``, the
+        sum over all samples (never divided, whatever the batching or the
+        number of processes). Default: the loss's own ``reduction`` for an
+        ``nn`` loss (or a ``functools.partial`` that sets it), else
+        ``"mean"``. Losses with ``reduction="none"`` are refused.
     batch_size : int, optional
         Split ``(inputs, targets)`` tensors (default 4096 samples a batch) or
         build the ``DataLoader`` around a ``Dataset`` (default 256).
@@ -219,7 +290,11 @@ class Objective:
         Reverse-over-reverse (default: measured the fastest, 2.5× a gradient
         for one product and 1.8× per vector in a block on the digits MLP) or
         forward-over-reverse (builds no second graph; less memory for very
-        wide blocks).
+        wide blocks). Where forward mode cannot run the model (a layer with
+        no forward-mode derivative in torch) or its products disagree with
+        reverse-over-reverse (checked by :meth:`hessian`'s probe), the
+        objective falls back to ``"rev-rev"``, logs a warning and says why in
+        :attr:`hvp_fallback`.
     chunk_size : int, optional
         Most vectors pushed through ``vmap`` at once in :meth:`hvp` on a block;
         ``None`` pushes them all (fastest, most memory).
@@ -239,6 +314,21 @@ class Objective:
         Names of the selected parameters, in the order they are packed in θ.
     num_params : int
         ``n``, the length of θ.
+    reduction : {"mean", "sum"}
+        What the objective is over the samples.
+    hvp_mode : {"rev-rev", "fwd-rev"}
+        The mode products run in (``"rev-rev"`` after a fallback).
+    hvp_fallback : str or None
+        Why forward-over-reverse was given up, or ``None``.
+
+    Notes
+    -----
+    Every evaluation runs attention through PyTorch's math kernel of
+    ``F.scaled_dot_product_attention`` with the fused fast path of
+    ``nn.MultiheadAttention`` / ``nn.TransformerEncoderLayer`` off: the fused
+    kernels have no second derivative, and the fast path computes another
+    function with padding masks. A layer that still has no second derivative
+    raises :class:`~critpoint.SecondDerivativeError` naming it.
     """
 
     def __init__(
@@ -257,6 +347,7 @@ class Objective:
         hvp_mode: _autodiff.HVPMode = "rev-rev",
         chunk_size: int | None = None,
         hvp_cache: int | str | None = "auto",
+        reduction: str | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             msg = f"model must be a torch.nn.Module, got {type(model).__name__}"
@@ -294,9 +385,11 @@ class Objective:
             )
             raise InputError(msg)
 
+        self.reduction = resolve_reduction(loss_fn, reduction)
         self.model = model
         self.train_mode = bool(train_mode)
         self.hvp_mode: _autodiff.HVPMode = hvp_mode
+        self.hvp_fallback: str | None = None
         self.chunk_size = chunk_size
         self.hvp_cache = hvp_cache
         self.process_group = process_group
@@ -379,7 +472,7 @@ class Objective:
             raise InputError(msg)
         _batch_count(batch)
         batch = _move(batch, self.device, self._cast_inputs)
-        with self._session(), torch.no_grad():
+        with self._session(), _autodiff.kernels(), torch.no_grad():
             try:
                 value = _autodiff.functional_call(
                     self._wrapper, self._param_dict(self.theta), (batch,)
@@ -516,16 +609,15 @@ class Objective:
 
     # ------------------------------------------------------------- evaluation
     def _batch_fn(self, batch: Any) -> Callable[[torch.Tensor], torch.Tensor]:
-        count = _batch_count(batch)
+        """The batch's summed loss as a function of θ: summing these gives the total."""
+        # A mean is weighted by the batch's size; a sum is already a sum.
+        weight = _batch_count(batch) if self.reduction == "mean" else None
 
         def f(theta: torch.Tensor) -> torch.Tensor:
-            # Weighted by the batch's size: summing these gives the total loss.
-            return (
-                _autodiff.functional_call(
-                    self._wrapper, self._param_dict(theta), (batch,)
-                )
-                * count
+            value = _autodiff.functional_call(
+                self._wrapper, self._param_dict(theta), (batch,)
             )
+            return value if weight is None else value * weight
 
         return f
 
@@ -534,20 +626,20 @@ class Objective:
         compute: Callable[[Callable[[torch.Tensor], torch.Tensor]], torch.Tensor],
         what: str,
     ) -> torch.Tensor:
-        """Sum ``compute(f_batch)`` over all batches and divide by the sample count."""
+        """Sum ``compute(f_batch)`` over all batches (divided by the sample count for a mean)."""
 
         def parts() -> Iterator[tuple[int, torch.Tensor]]:
             for raw in self._batches:
                 batch = _move(raw, self.device, self._cast_inputs)
                 yield _batch_count(batch), compute(self._batch_fn(batch))
 
-        with self._session():
+        with self._session(), _autodiff.kernels():
             return self._sum(parts(), what)
 
     def _sum(
         self, parts: Iterable[tuple[int, torch.Tensor]], what: str
     ) -> torch.Tensor:
-        """Sum per-batch ``(count, part)`` pairs, all-reduce, divide by the sample count."""
+        """Sum per-batch ``(count, part)`` pairs, all-reduce, divide by the sample count for a mean."""
         total: torch.Tensor | None = None
         count = 0
         # Per-batch sums, read only on failure to name the batch (NaN/Inf in a
@@ -574,7 +666,7 @@ class Objective:
             raise NonFiniteError(
                 self._where_nonfinite(total, what, bad[0] if bad else None)
             )
-        return total / count
+        return total / count if self.reduction == "mean" else total
 
     def _global_count(self, local: int) -> int:
         if self._num_samples is None:
@@ -617,21 +709,24 @@ class Objective:
         return self._num_samples
 
     def loss(self, theta: torch.Tensor | None = None) -> float:
-        """Mean loss over all samples at θ (default: the model's current parameters)."""
+        """Loss over all samples at θ (default: the model's current parameters).
+
+        The mean over the samples, or their sum when :attr:`reduction` is ``"sum"``.
+        """
         theta = self._check_vector(theta, "theta")
         with torch.no_grad():
             value = self._reduce(lambda f: f(theta).detach(), "loss")
         return float(value.item())
 
     def grad(self, theta: torch.Tensor | None = None) -> torch.Tensor:
-        """Gradient of the mean loss at θ, shape ``(n,)``."""
+        """Gradient of the loss (mean or sum, as :meth:`loss`) at θ, shape ``(n,)``."""
         theta = self._check_vector(theta, "theta")
         return self._reduce(lambda f: _autodiff.gradient(f, theta), "gradient")
 
     def loss_and_grad(
         self, theta: torch.Tensor | None = None
     ) -> tuple[float, torch.Tensor]:
-        """Mean loss and its gradient (shape ``(n,)``) in one pass over the data."""
+        """The loss and its gradient (shape ``(n,)``) in one pass over the data."""
         theta = self._check_vector(theta, "theta")
         values: list[torch.Tensor] = []
 
@@ -646,6 +741,8 @@ class Objective:
             import torch.distributed as dist
 
             dist.all_reduce(total, op=dist.ReduceOp.SUM, group=self.process_group)
+        if self.reduction == "sum":
+            return float(total.item()), g
         return float(total.item()) / self.num_samples, g
 
     def hvp(self, v: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
@@ -666,17 +763,129 @@ class Objective:
         """
         v = self._check_vector(v, "v", allow_block=True)
         theta = self._check_vector(theta, "theta")
+        if v.ndim == 2 and v.shape[1] == 0:
+            return torch.zeros_like(v)
+        with self._explain_missing_derivative():
+            if self.hvp_mode == "fwd-rev":
+                try:
+                    return self._products(v, theta, "fwd-rev")
+                except (RuntimeError, NotImplementedError) as exc:
+                    if not _autodiff.forward_ad_gap(exc):
+                        raise
+                    out = self._products(v, theta, "rev-rev")
+                    self._fall_back(
+                        f"forward mode cannot run this model ({_first_line(exc)})"
+                    )
+                    return out
+            return self._products(v, theta, "rev-rev")
+
+    def _products(
+        self, v: torch.Tensor, theta: torch.Tensor, mode: _autodiff.HVPMode
+    ) -> torch.Tensor:
+        """``H v`` in the given mode, one pass over the data; ``v`` is ``(n,)`` or ``(n, k)``."""
         if v.ndim == 1:
             return self._reduce(
-                lambda f: _autodiff.hvp(f, theta, v, self.hvp_mode),
-                "Hessian-vector product",
+                lambda f: _autodiff.hvp(f, theta, v, mode), "Hessian-vector product"
             )
-        if v.shape[1] == 0:
-            return torch.zeros_like(v)
         return self._reduce(
-            lambda f: _autodiff.hvp_block(f, theta, v, self.hvp_mode, self.chunk_size),
+            lambda f: _autodiff.hvp_block(f, theta, v, mode, self.chunk_size),
             "Hessian-vector product",
         )
+
+    def _fall_back(self, why: str) -> None:
+        """Give up forward-over-reverse for good, saying why (log and :attr:`hvp_fallback`)."""
+        self.hvp_fallback = why
+        self.hvp_mode = "rev-rev"
+        logger.warning("hvp_mode='fwd-rev' falls back to reverse-over-reverse: %s", why)
+
+    def _why_modes_differ(self) -> str:
+        """Why forward and reverse mode may disagree on this model, in words."""
+        selected = set(self._names)
+        padded = [
+            name
+            for name, m in self._work.named_modules()
+            if isinstance(m, nn.Embedding)
+            and m.padding_idx is not None
+            and (f"{name}.weight" if name else "weight") in selected
+        ]
+        if padded:
+            # Reverse mode never differentiates the padding row (its gradient is
+            # zero by definition); forward mode does, so the two "Hessians" differ.
+            return (
+                f"nn.Embedding with padding_idx in {', '.join(padded[:3])}: torch's reverse "
+                "mode treats the padding row as frozen, its forward mode does not"
+            )
+        return "a torch forward-mode bug in one of its layers"
+
+    @contextlib.contextmanager
+    def _explain_missing_derivative(self) -> Iterator[None]:
+        """Turn torch's "derivative ... not implemented" into an error naming the layer."""
+        try:
+            yield
+        except (RuntimeError, NotImplementedError) as exc:
+            found = _autodiff.missing_derivative(exc)
+            if found is None:
+                raise
+            raise SecondDerivativeError(self._blame(found[1], exc)) from exc
+
+    def _blame(
+        self,
+        op: str | None,
+        exc: BaseException | None,
+        culprits: list[Any] | None = None,
+    ) -> str:
+        """A message naming the layers that run ``op`` (or custom Functions, for ``None``).
+
+        Without ``culprits`` (from :meth:`_culprits`) it runs one forward pass
+        on the first batch with gradients and forward hooks to find them.
+        """
+        if culprits is None:
+            try:
+                culprits = self._culprits(op)
+            except Exception as inner:  # the message must not hide the error
+                logger.debug("could not locate the layer: %s", inner)
+                culprits = []
+        where = ", ".join(c.where() for c in culprits[:4]) or "a layer of the model"
+        after = "or analyse only parameters after that layer (params=...)"
+        if op is not None:
+            return (
+                f"{where} runs aten::{op}, which torch cannot differentiate twice, so no "
+                "Hessian-vector product can go through it; fix: compute it with operations "
+                "torch differentiates twice (for attention F.scaled_dot_product_attention, "
+                "which critpoint runs with its math kernel; fused kernels of other libraries "
+                f"have no second derivative), {after}"
+            )
+        if culprits:
+            names = ", ".join(sorted({c.node for c in culprits}))
+            why = (
+                "whose backward is marked @once_differentiable: torch does not differentiate "
+                "it, so the Hessian through it is wrong"
+                if any(c.once_differentiable for c in culprits)
+                else "whose backward torch may not differentiate (computed outside autograd?), "
+                "which would make the Hessian through it wrong"
+            )
+            return (
+                f"{where} runs the custom autograd.Function {names}, {why}; fix: write that "
+                f"backward with differentiable torch operations, {after}"
+            )
+        return (
+            f"a layer has no second derivative in torch ({_first_line(exc)}); fix: compute "
+            f"it with operations torch differentiates twice, {after}"
+        )
+
+    def _culprits(self, op: str | None) -> list[Any]:
+        """Layers whose forward makes ``op``'s node (custom Functions for ``None``), first batch."""
+        from critpoint._graph import find_nodes
+
+        raw = next(iter(self._batches))
+        batch = _move(raw, self.device, self._cast_inputs)
+        theta = self.theta.requires_grad_(True)
+
+        def run() -> torch.Tensor:
+            return self._batch_fn(batch)(theta)
+
+        with self._session(), _autodiff.kernels(), torch.enable_grad():
+            return find_nodes(self._work, run, op)
 
     # ------------------------------------------------------- linearisation cache
     def _cache_budget(self) -> int:
@@ -705,7 +914,7 @@ class Objective:
         pieces: list[tuple[int, _autodiff.Linearized]] = []
         per_sample: float | None = None
         spent = 0.0
-        with self._session():
+        with self._session(), _autodiff.kernels():
             for raw in self._batches:
                 batch = _move(raw, self.device, self._cast_inputs)
                 count = _batch_count(batch)
@@ -744,10 +953,11 @@ class Objective:
         v = self._check_vector(v, "v", allow_block=True)
         if v.ndim == 2 and v.shape[1] == 0:
             return torch.zeros_like(v)
-        return self._sum(
-            ((count, apply(v, self.chunk_size)) for count, apply in pieces),
-            "Hessian-vector product",
-        )
+        with self._explain_missing_derivative():
+            return self._sum(
+                ((count, apply(v, self.chunk_size)) for count, apply in pieces),
+                "Hessian-vector product",
+            )
 
     def hessian(self, theta: torch.Tensor | None = None, check: bool = True) -> Any:
         """The Hessian at θ as a matrix-free :class:`~critpoint.HessianOperator`.
@@ -758,8 +968,8 @@ class Objective:
             Point of shape ``(n,)``; default the current parameters (copied, so
             later changes to the model do not move the operator).
         check : bool
-            Run the symmetry/determinism probe (3 HVPs): refuses a random or
-            non-symmetric product such as dropout left on.
+            Run the symmetry/determinism probe (3 HVPs, 4 in ``fwd-rev`` mode):
+            refuses a random or non-symmetric product such as dropout left on.
 
         Returns
         -------
@@ -774,9 +984,13 @@ class Objective:
         return op
 
     def __repr__(self) -> str:
+        mode = repr(self.hvp_mode)
+        if self.hvp_fallback is not None:
+            mode += " (forward-over-reverse fell back)"
         return (
             f"Objective(model={type(self.model).__name__}, num_params={self.num_params}, "
-            f"dtype={self.dtype}, device={self.device}, train_mode={self.train_mode})"
+            f"dtype={self.dtype}, device={self.device}, train_mode={self.train_mode}, "
+            f"reduction={self.reduction!r}, hvp_mode={mode})"
         )
 
 

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from critpoint.errors import DenseTooLargeError, InputError, NonDeterministicError
+from critpoint import _autodiff
+from critpoint.errors import (
+    DenseTooLargeError,
+    InputError,
+    NonDeterministicError,
+    SecondDerivativeError,
+)
 from critpoint.linalg._random import make_generator, randn
 
 if TYPE_CHECKING:
@@ -184,12 +190,18 @@ class HessianOperator:
         return out
 
     def check_symmetric(self, seed: int = 12345) -> float:
-        """Probe that the product is deterministic and symmetric (3 HVPs).
+        """Probe that the product is deterministic and symmetric (3 HVPs; 4 in ``fwd-rev``).
 
         Computes ``[Hu, Hv]`` in one pass and ``Hu`` again alone; a random
         product (dropout left on) differs between the two ``Hu``, a
         non-symmetric one has ``uᵀHv ≠ vᵀHu``. Rounding differences, e.g. from
         a shuffled DataLoader, stay far below the threshold ``10·√eps``.
+
+        With ``hvp_mode="fwd-rev"`` a fourth product computes ``Hu`` by
+        reverse-over-reverse: where the two modes disagree (a torch
+        forward-mode bug in some layer), the objective falls back to
+        ``"rev-rev"`` for good, says so (log and ``hvp_fallback``), and the
+        probe runs again.
 
         The first pass is the operator's own first product: it keeps the
         batches' linearisations when they fit (``hvp_cache``), so the probe
@@ -224,9 +236,8 @@ class HessianOperator:
         if scale == 0.0:
             return 0.0  # H is zero on the probes: symmetric and deterministic
         asym = abs(float(u @ Hv - v @ Hu)) / scale
-        drift = float(torch.linalg.vector_norm(Hu - Hu_again.double())) / (
-            float(torch.linalg.vector_norm(Hu)) + 1e-300
-        )
+        norm_Hu = float(torch.linalg.vector_norm(Hu)) + 1e-300
+        drift = float(torch.linalg.vector_norm(Hu - Hu_again.double())) / norm_Hu
         threshold = 10 * math.sqrt(torch.finfo(self.dtype).eps)
         if drift > threshold:
             msg = (
@@ -236,14 +247,54 @@ class HessianOperator:
                 "disable the randomness, or fix the data augmentation"
             )
             raise NonDeterministicError(msg)
+        if self.objective.hvp_mode == "fwd-rev":
+            Hu_rev = self._reverse_product(U[:, 0])
+            if Hu_rev is not None:
+                gap = float(torch.linalg.vector_norm(Hu - Hu_rev.double())) / norm_Hu
+                if gap > threshold:
+                    self.objective._fall_back(
+                        f"its products disagree with reverse-over-reverse by {gap:.2e} "
+                        f"relative on this model ({self.objective._why_modes_differ()})"
+                    )
+                    self._pieces = None
+                    self._cache_tried = (
+                        False  # reverse-over-reverse may keep its graphs
+                    )
+                    return self.check_symmetric(seed)
         if asym > threshold:
+            self._refuse_asymmetric(asym)
+        return max(asym, drift)
+
+    def _reverse_product(self, u: torch.Tensor) -> torch.Tensor | None:
+        """``H u`` by reverse-over-reverse (counted), or ``None`` where that mode fails."""
+        try:
+            out = self.objective._products(u, self.theta, "rev-rev")
+        except (RuntimeError, NotImplementedError) as exc:
+            if _autodiff.missing_derivative(exc) is None:
+                raise
+            return None  # no double backward: forward mode is all there is
+        self.num_matvecs += 1
+        self.num_passes += 1
+        return out
+
+    def _refuse_asymmetric(self, asym: float) -> None:
+        """Raise for a non-symmetric product, naming custom Functions if there are any."""
+        try:
+            culprits = self.objective._culprits(None)
+        except Exception:  # the refusal below must still happen
+            culprits = []
+        if culprits:
             msg = (
                 f"the Hessian-vector product is not symmetric (uᵀHv and vᵀHu differ by "
-                f"{asym:.2e} relative): the loss is not a fixed twice-differentiable function "
-                "of the parameters (a stateful or random layer?)"
+                f"{asym:.2e} relative): " + self.objective._blame(None, None, culprits)
             )
-            raise NonDeterministicError(msg)
-        return max(asym, drift)
+            raise SecondDerivativeError(msg)
+        msg = (
+            f"the Hessian-vector product is not symmetric (uᵀHv and vᵀHu differ by "
+            f"{asym:.2e} relative): the loss is not a fixed twice-differentiable function "
+            "of the parameters (a stateful or random layer?)"
+        )
+        raise NonDeterministicError(msg)
 
     def __repr__(self) -> str:
         n = self.shape[0]

@@ -41,6 +41,19 @@ def analyse(obj):
     }
 
 
+def analyse_sum(obj):
+    """Loss, gradient and products of a summed loss (no division by the count)."""
+    g = torch.Generator().manual_seed(6)
+    V = torch.randn(obj.num_params, 2, generator=g, dtype=torch.float64)
+    loss, grad = obj.loss_and_grad()
+    return {
+        "sum_loss": torch.tensor([loss, obj.loss()], dtype=torch.float64),
+        "sum_grad": grad,
+        "sum_hvp": obj.hvp(V),
+        "sum_dense": obj.hessian().dense(),
+    }
+
+
 def main():
     rank, world, init_file, out_dir = (
         int(sys.argv[1]),
@@ -59,6 +72,14 @@ def main():
         model, F.cross_entropy, local, batch_size=5, process_group=dist.group.WORLD
     )
     result = analyse(obj)
+    summed = cp.Objective(
+        model,
+        torch.nn.CrossEntropyLoss(reduction="sum"),
+        local,
+        batch_size=5,
+        process_group=dist.group.WORLD,
+    )
+    result.update(analyse_sum(summed))
     result["local_samples"] = torch.tensor([local[0].shape[0]])
     torch.save(result, f"{out_dir}/rank{rank}.pt")
     dist.barrier()

@@ -66,6 +66,16 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     for key in ("eigenvalues", "trace", "loss", "grad", "nodes"):
         assert torch.allclose(dist[key], single[key], rtol=0, atol=1e-12), key
     assert torch.allclose(dist["weights"], single["weights"], rtol=0, atol=1e-12)
+    # a summed loss is summed over the ranks too, never divided by the count
+    summed = cp.Objective(
+        model, torch.nn.CrossEntropyLoss(reduction="sum"), (X, y), batch_size=5
+    )
+    assert summed.reduction == "sum"
+    one = worker.analyse_sum(summed)
+    mean = cp.Objective(model, F.cross_entropy, (X, y))
+    assert one["sum_loss"][0].item() == pytest.approx(23 * mean.loss(), rel=1e-13)
+    for key in ("sum_loss", "sum_grad", "sum_hvp", "sum_dense"):
+        assert torch.allclose(dist[key], one[key], rtol=1e-12, atol=1e-12), key
 
 
 def test_shard_ranges_cover_the_data_unevenly():

@@ -77,3 +77,52 @@ def test_cuda_operator_keeps_its_linearisations():
     assert torch.allclose(H @ v, R @ v, rtol=0, atol=1e-12)
     assert torch.allclose(H @ v, first, rtol=0, atol=0)
     assert not R.cached
+
+
+class TinyLM(nn.Module):
+    """Embedding tied to the output, one causal encoder layer (SDPA inside)."""
+
+    def __init__(self, vocab=11, width=16, heads=2):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Embedding(vocab, width)
+        self.layer = nn.TransformerEncoderLayer(
+            width, heads, 2 * width, dropout=0.0, batch_first=True
+        )
+
+    def forward(self, ids):
+        T = ids.shape[1]
+        mask = nn.Transformer.generate_square_subsequent_mask(T, device=ids.device)
+        h = self.layer(self.embed(ids), src_mask=mask, is_causal=True)
+        return h @ self.embed.weight.T
+
+
+def lm_loss(model, batch):
+    ids = batch["input_ids"]
+    logits = model(ids[:, :-1])
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+
+
+@pytest.mark.parametrize("mode", ["rev-rev", "fwd-rev"])
+def test_cuda_attention_products_run_and_match_cpu(mode):
+    # float32 on CUDA would pick a fused attention kernel (no second derivative)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 11, (8, 9), generator=g)
+    batches = [{"input_ids": ids[:5]}, {"input_ids": ids[5:]}]
+    model = TinyLM()
+    cpu = cp.Objective(
+        model, data=batches, batch_loss=lm_loss, dtype=torch.float64, hvp_mode=mode
+    )
+    gpu = cp.Objective(
+        model,
+        data=batches,
+        batch_loss=lm_loss,
+        device="cuda",
+        dtype=torch.float32,
+        hvp_mode=mode,
+    )
+    V = torch.randn(cpu.num_params, 3, generator=g, dtype=torch.float64)
+    ref = cpu.hessian().matmat(V)
+    out = gpu.hessian().matmat(V.float().cuda()).double().cpu()
+    assert float((out - ref).abs().max() / ref.abs().max()) < 1e-4
+    assert gpu.hvp_fallback is None

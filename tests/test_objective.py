@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import critpoint as cp
-from critpoint.testing import reference_hessian
+from critpoint.testing import autograd_hessian, reference_hessian
 
 
 def make_data(n=37, d=5, classes=3, seed=0):
@@ -322,3 +322,127 @@ def test_auto_cache_budget_respects_a_container_limit(tmp_path, monkeypatch):
     assert obj._cache_budget() == int(2 * 2**20 * 0.25)
     limit.write_text("max\n")  # no limit: the host's free memory counts
     assert _memory.free_host_memory() > 2 * 2**20
+
+
+# ---------------------------------------------------------------- reduction
+def uneven_loader(X, y):
+    """Batches of 4, 4 and 1 samples."""
+    return torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(X, y), batch_size=4
+    )
+
+
+def whole(model, obj, loss, X, y):
+    """The loss over all samples in one call, as a function of θ."""
+
+    def f(theta):
+        return loss(torch.func.functional_call(model, obj.unflatten(theta), (X,)), y)
+
+    return f
+
+
+@pytest.mark.parametrize("mode", ["rev-rev", "fwd-rev"])
+@pytest.mark.parametrize("kind", ["mse", "ce"])
+def test_summed_nn_losses_give_the_exact_sum(kind, mode):
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(9, 5, generator=g, dtype=torch.float64)
+    if kind == "mse":
+        y = torch.randn(9, 3, generator=g, dtype=torch.float64)
+        loss, mean_loss = nn.MSELoss(reduction="sum"), nn.MSELoss()
+    else:
+        y = torch.randint(0, 3, (9,), generator=g)
+        loss, mean_loss = nn.CrossEntropyLoss(reduction="sum"), nn.CrossEntropyLoss()
+    model = mlp()
+    obj = cp.Objective(model, loss, uneven_loader(X, y), hvp_mode=mode)
+    assert obj.reduction == "sum"
+    assert "reduction='sum'" in repr(obj)
+    f = whole(model, obj, loss, X, y)
+    theta = obj.theta
+    with torch.no_grad():
+        total = f(theta).item()
+    assert obj.loss() == pytest.approx(total, rel=1e-13)
+    # the batching makes no difference, and neither does the count of batches
+    one = cp.Objective(model, loss, (X, y))
+    assert one.loss() == pytest.approx(total, rel=1e-13)
+    H_ref = autograd_hessian(f, theta)
+    g_ref = torch.func.grad(f)(theta)
+    assert rel(obj.grad(), g_ref) < 1e-12
+    value, grad = obj.loss_and_grad()
+    assert value == pytest.approx(total, rel=1e-13)
+    assert rel(grad, g_ref) < 1e-12
+    V = torch.randn(obj.num_params, 3, generator=g, dtype=torch.float64)
+    assert rel(obj.hvp(V[:, 0]), H_ref @ V[:, 0]) < 1e-12
+    assert rel(obj.hvp(V), H_ref @ V) < 1e-12
+    assert rel(obj.hessian().dense(), H_ref) < 1e-12
+    # the mean objective of the same data is exactly the sum divided by 9
+    mean = cp.Objective(model, mean_loss, uneven_loader(X, y), hvp_mode=mode)
+    assert mean.reduction == "mean"
+    scale = 9 if kind == "ce" else 27  # MSE's mean runs over 9 samples × 3 outputs
+    assert mean.loss() == pytest.approx(total / scale, rel=1e-13)
+    assert rel(mean.hvp(V) * scale, H_ref @ V) < 1e-12
+
+
+def test_reduction_argument_for_plain_functions_and_batch_loss():
+    X, y = make_data(n=9)
+    model = mlp()
+
+    def summed(out, t):
+        return F.cross_entropy(out, t, reduction="sum")
+
+    obj = cp.Objective(model, summed, uneven_loader(X, y), reduction="sum")
+    f = whole(model, obj, summed, X, y)
+    H_ref = autograd_hessian(f, obj.theta)
+    with torch.no_grad():
+        assert obj.loss() == pytest.approx(f(obj.theta).item(), rel=1e-13)
+    assert rel(obj.hessian().dense(), H_ref) < 1e-12
+    # a partial of a torch function says its reduction itself
+    import functools
+
+    part = functools.partial(F.cross_entropy, reduction="sum")
+    assert cp.Objective(model, part, (X, y)).reduction == "sum"
+    # batch_loss returning the sum of its batch
+    batches = [
+        {"x": X[:4], "y": y[:4]},
+        {"x": X[4:8], "y": y[4:8]},
+        {"x": X[8:], "y": y[8:]},
+    ]
+    by_dict = cp.Objective(
+        model,
+        data=batches,
+        batch_loss=lambda m, b: summed(m(b["x"]), b["y"]),
+        reduction="sum",
+    )
+    assert by_dict.loss() == pytest.approx(obj.loss(), rel=1e-13)
+    assert rel(by_dict.hessian().dense(), H_ref) < 1e-12
+    # without the argument a plain function is a mean, as before
+    assert cp.Objective(model, F.cross_entropy, (X, y)).reduction == "mean"
+
+
+def test_unusable_reductions_are_refused():
+    X, y = make_data(n=9)
+    model = mlp()
+    with pytest.raises(cp.InputError, match=r"reduction='none'.*'mean' or 'sum'"):
+        cp.Objective(model, nn.CrossEntropyLoss(reduction="none"), (X, y))
+    with pytest.raises(cp.InputError, match=r"reduction='sum'.*reduction='mean'"):
+        cp.Objective(
+            model, nn.CrossEntropyLoss(reduction="sum"), (X, y), reduction="mean"
+        )
+    with pytest.raises(cp.InputError, match="reduction must be 'mean' or 'sum'"):
+        cp.Objective(model, F.cross_entropy, (X, y), reduction="batchmean")
+    # KLDivLoss's "batchmean" is a mean over the batch's samples
+    kl = nn.KLDivLoss(reduction="batchmean")
+    assert cp.Objective(model, kl, (X, F.one_hot(y, 3).double())).reduction == "mean"
+
+
+def test_summed_loss_in_the_diagnosis():
+    X, y = make_data(n=9)
+    model = mlp()
+    obj = cp.Objective(model, nn.CrossEntropyLoss(reduction="sum"), uneven_loader(X, y))
+    d = cp.diagnose(obj, k=2, density=False, trace=False)
+    assert d.settings["reduction"] == "sum"
+    assert "(sum over samples)" in d.summary()
+    assert d.to_dict()["settings"]["reduction"] == "sum"
+    mean = cp.diagnose(
+        cp.Objective(model, F.cross_entropy, (X, y)), k=2, density=False, trace=False
+    )
+    assert "(mean over samples)" in mean.summary()

@@ -26,16 +26,16 @@ import os
 import pickle
 import pickletools
 import struct
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from critpoint._files import write_with_atomic
 from critpoint.errors import CheckpointError, InputError, UnsafeCheckpointError
 
 __all__ = [
@@ -90,6 +90,12 @@ class Checkpoint:
         The file read.
     critpoint_version, torch_version : str or None
         Versions that wrote a critpoint checkpoint.
+    trusted : bool
+        Whether the specs it stores may name code. ``False`` unless it was
+        loaded with ``trust=True``: ``model_spec``, ``data_spec`` and ``loss``
+        are data read from a file, so :meth:`build_model`, :meth:`load_data`
+        and :meth:`get_loss` accept only critpoint's built-in names in them
+        (a spec passed as an argument is the caller's and always accepted).
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -103,18 +109,29 @@ class Checkpoint:
     path: str = ""
     critpoint_version: str | None = None
     torch_version: str | None = None
+    trusted: bool = False
+
+    @property
+    def source(self) -> str:
+        """``"checkpoint 'path'"``, for messages."""
+        return f"checkpoint {self.path!r}"
 
     def build_model(
-        self, model_spec: Mapping[str, Any] | str | None = None
+        self, model_spec: Mapping[str, Any] | str | None = None, *, trust: bool = False
     ) -> nn.Module:
         """Rebuild the model and load the weights strictly.
 
         Parameters
         ----------
         model_spec : dict or str, optional
-            Overrides the stored spec (needed for plain state dicts). Without
-            either, a trusted module (``format`` ``"module"`` / ``"export"``)
-            is returned as it is.
+            Overrides the stored spec (needed for plain state dicts); it is the
+            caller's, so a user factory it names runs. Without either, a
+            trusted module (``format`` ``"module"`` / ``"export"``) is
+            returned as it is.
+        trust : bool
+            Let the *stored* spec name code (``module:factory``,
+            ``file.py:factory``). Without it (or ``load_checkpoint(...,
+            trust=True)``) a stored spec may name only a built-in model.
 
         Returns
         -------
@@ -126,14 +143,21 @@ class Checkpoint:
 
         Raises
         ------
+        UnsafeCheckpointError
+            The stored spec names code and neither the checkpoint nor the call
+            is trusted.
         CheckpointError
-            No spec is known, or the keys or shapes do not match the model.
+            No spec is known, or the keys, shapes or dtypes do not match the model.
         """
-        from critpoint.models import model_from_spec
+        from critpoint.models import check_materialised, model_from_spec
 
-        spec = model_spec if model_spec is not None else self.model_spec
+        if model_spec is not None:
+            spec, trusted = model_spec, True
+        else:
+            spec, trusted = self.model_spec, trust or self.trusted
         if spec is None:
             if self.module is not None:
+                check_materialised(self.module, self.source)
                 return self.module
             msg = (
                 f"checkpoint {self.path!r} has no model spec; pass one, e.g. "
@@ -141,13 +165,76 @@ class Checkpoint:
                 "package.module:factory"
             )
             raise CheckpointError(msg)
-        model = model_from_spec(spec)
+        model = model_from_spec(spec, trust=trusted, source=self.source)
         dtypes = {t.dtype for t in self.state_dict.values() if t.is_floating_point()}
         params = {p.dtype for p in model.parameters() if p.is_floating_point()}
         if len(dtypes) == 1 and params and params != dtypes:
             model = model.to(dtypes.pop())
         load_state_dict_strict(model, self.state_dict, source=self.path)
         return model
+
+    def load_data(
+        self,
+        data_spec: Any = None,
+        *,
+        trust: bool = False,
+        dtype: torch.dtype | str | None = torch.float32,
+    ) -> Any:
+        """Load the data the checkpoint was trained on (or ``data_spec``).
+
+        Parameters
+        ----------
+        data_spec : str or dict, optional
+            Overrides the stored spec; the caller's, so a function it names runs.
+        trust : bool
+            Let the stored spec name code (``module:function``). Without it a
+            stored spec may name only built-in sets and data files.
+        dtype : torch.dtype or str, optional
+            Floating dtype of the inputs.
+
+        Returns
+        -------
+        Data or DataSource
+
+        Notes
+        -----
+        A relative data path in the stored spec is read from the checkpoint's
+        folder, not the current one; it must exist there.
+        """
+        from critpoint.data import data_from_spec
+
+        if data_spec is not None:
+            return data_from_spec(data_spec, dtype=dtype, trust=True)
+        if self.data_spec is None:
+            msg = f"{self.source} does not say which data it was trained on; pass a data spec (--data)"
+            raise CheckpointError(msg)
+        return data_from_spec(
+            self.data_spec,
+            dtype=dtype,
+            trust=trust or self.trusted,
+            source=self.source,
+            base_dir=Path(self.path).parent,
+        )
+
+    def get_loss(
+        self, *, trust: bool = False, num_classes: int | None = None
+    ) -> Callable[..., Any]:
+        """The stored loss as a function (see :func:`critpoint.data.get_loss`).
+
+        ``trust`` lets the stored name be code (``module:function``); without
+        it only built-in losses are accepted.
+        """
+        from critpoint.data import get_loss
+
+        if self.loss is None:
+            msg = f"{self.source} does not store its loss; pass one (--loss)"
+            raise CheckpointError(msg)
+        return get_loss(
+            self.loss,
+            num_classes=num_classes,
+            trust=trust or self.trusted,
+            source=self.source,
+        )
 
     def load_into(self, model: nn.Module) -> nn.Module:
         """Load the weights into ``model`` strictly (see :func:`load_state_dict_strict`)."""
@@ -166,6 +253,7 @@ class Checkpoint:
             "meta": self.meta,
             "critpoint_version": self.critpoint_version,
             "torch_version": self.torch_version,
+            "trusted": self.trusted,
             "tensors": {
                 k: {
                     "shape": list(v.shape),
@@ -207,7 +295,12 @@ def load_state_dict_strict(
         for k in set(sd) & set(expected)
         if tuple(sd[k].shape) != tuple(expected[k].shape)
     )
-    if missing or unexpected or mismatched:
+    wrong_kind = sorted(
+        f"{k}: checkpoint {_dtype_text(sd[k])} vs model {_dtype_text(expected[k])}"
+        for k in set(sd) & set(expected)
+        if _dtype_kind(sd[k]) != _dtype_kind(expected[k])
+    )
+    if missing or unexpected or mismatched or wrong_kind:
         parts = []
         if missing:
             parts.append(f"missing keys (in the model, not the file): {missing}")
@@ -215,6 +308,11 @@ def load_state_dict_strict(
             parts.append(f"unexpected keys (in the file, not the model): {unexpected}")
         if mismatched:
             parts.append(f"shape mismatches: {mismatched}")
+        if wrong_kind:
+            parts.append(
+                "dtype mismatches (complex or integer weights are not loaded into "
+                f"floating tensors, nor the reverse): {wrong_kind}"
+            )
         msg = (
             f"the weights in {source!r} do not fit the model ({type(model).__name__}): "
             + "; ".join(parts)
@@ -223,6 +321,18 @@ def load_state_dict_strict(
         )
         raise CheckpointError(msg)
     model.load_state_dict(sd, strict=True)
+
+
+def _dtype_kind(t: torch.Tensor) -> str:
+    if t.is_complex():
+        return "complex"
+    if t.is_floating_point():
+        return "float"
+    return "bool" if t.dtype == torch.bool else "int"
+
+
+def _dtype_text(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
 
 
 # ---------------------------------------------------------------------- saving
@@ -268,12 +378,10 @@ def _plain(value: Any, where: str) -> Any:
 def _loss_to_str(loss: Any) -> str | None:
     if loss is None or isinstance(loss, str):
         return loss
-    from critpoint.data import _loss_name
+    from critpoint.data import _builtin_loss_key
 
-    name = _loss_name(loss)
-    from critpoint.data import LOSSES
-
-    if name in LOSSES:
+    name = _builtin_loss_key(loss)
+    if name is not None:
         return name
     module = getattr(loss, "__module__", None)
     qualname = getattr(loss, "__qualname__", None)
@@ -299,26 +407,6 @@ def _critpoint_version() -> str:
         return "unknown"
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Write through ``write(tmp_name)`` to a temporary file, then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; match a plain open()
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        # Atomic on POSIX and Windows: readers see the old file or the new one.
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_checkpoint(
     path: PathLike,
     model: nn.Module | Mapping[str, torch.Tensor],
@@ -336,8 +424,9 @@ def save_checkpoint(
         Target file. A ``.safetensors`` suffix writes safetensors (tensors, and
         the rest as JSON metadata under ``"critpoint"``); anything else writes a
         ``torch.save`` dict of primitive types and tensors. The file is written
-        to a temporary name in the same folder and renamed, so it is never seen
-        half-written.
+        whole (see :mod:`critpoint._files`): a temporary name in the same
+        folder, then a rename that keeps a replaced file's permissions; a
+        symbolic link's target is written, a device or FIFO straight through.
     model : nn.Module or dict of str to Tensor
         The model (its ``state_dict()`` is saved) or a state dict.
     model_spec : dict, optional
@@ -390,10 +479,12 @@ def save_checkpoint(
     if path.suffix.lower() == ".safetensors":
         save_file = _safetensors().save_file
         metadata = {_SAFETENSORS_KEY: json.dumps(header)}
-        _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+        write_with_atomic(
+            path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata)
+        )
     else:
         obj = {**header, "state_dict": tensors}
-        _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+        write_with_atomic(path, lambda tmp: torch.save(obj, tmp))
     return path
 
 
@@ -550,9 +641,13 @@ def load_checkpoint(
         safetensors file, or — with ``trust=True`` — a pickled module or a
         ``torch.export`` program (``.pt2``).
     trust : bool
-        Allow unpickling code objects. Only for files you made yourself:
-        unpickling can run arbitrary code. Files that load safely are always
-        loaded the safe way, whatever ``trust`` says.
+        Allow unpickling code objects, and let the specs the file stores
+        (model, data, loss) name code (``module:function``,
+        ``file.py:function``), which :meth:`Checkpoint.build_model` and the
+        command line then import and run. Only for files you made yourself.
+        Files that load safely are always loaded the safe way, whatever
+        ``trust`` says; without it, stored specs may name only critpoint's
+        built-ins (see :attr:`Checkpoint.trusted`).
     map_location : str or torch.device
         Where to put the tensors (``"cpu"`` by default: no GPU memory spike).
 
@@ -569,7 +664,11 @@ def load_checkpoint(
         Missing, empty, damaged or unrecognised file, TorchScript, a newer
         checkpoint version, or no state dict inside.
     """
-    path = Path(path)
+    ckpt = _load(Path(path), trust, map_location)
+    return replace(ckpt, trusted=bool(trust))
+
+
+def _load(path: Path, trust: bool, map_location: Any) -> Checkpoint:
     _check_file(path, "checkpoint", CheckpointError)
     kind, names = _sniff(path)
 
@@ -652,8 +751,9 @@ def _interpret(obj: Any, path: Path) -> Checkpoint:
         if not isinstance(state, Mapping):
             msg = f"checkpoint {where!r} has no 'state_dict'; it is damaged — save it again"
             raise CheckpointError(msg)
+        _check_header(obj, where)
         return Checkpoint(
-            state_dict=dict(state),
+            state_dict=_tensor_dict(state, where),
             model_spec=obj.get("model_spec"),
             data_spec=obj.get("data_spec"),
             loss=obj.get("loss"),
@@ -701,6 +801,60 @@ def _interpret(obj: Any, path: Path) -> Checkpoint:
     raise CheckpointError(msg)
 
 
+#: The types each header entry of a critpoint checkpoint may have.
+_HEADER_TYPES: dict[str, tuple[type, ...]] = {
+    "model_spec": (Mapping, str),
+    "data_spec": (Mapping, str),
+    "loss": (str,),
+    "history": (Mapping,),
+    "meta": (Mapping,),
+    "critpoint_version": (str,),
+    "torch_version": (str,),
+}
+
+
+def _check_header(obj: Mapping[str, Any], where: str) -> None:
+    """Refuse header entries of the wrong type (a damaged or hand-edited file)."""
+    for key, types in _HEADER_TYPES.items():
+        value = obj.get(key)
+        if value is not None and not isinstance(value, types):
+            wanted = " or ".join(
+                "a dict" if t is Mapping else f"a {t.__name__}" for t in types
+            )
+            msg = (
+                f"checkpoint {where!r} is damaged: its {key!r} is a {type(value).__name__} "
+                f"({str(value)[:80]!r}), not {wanted}; save it again"
+            )
+            raise CheckpointError(msg)
+    for key in ("model_spec", "data_spec"):
+        value = obj.get(key)
+        if isinstance(value, Mapping) and not isinstance(value.get("name"), str):
+            msg = (
+                f"checkpoint {where!r} is damaged: its {key!r} has no string 'name' "
+                f"({str(dict(value))[:80]!r}); save it again"
+            )
+            raise CheckpointError(msg)
+    if isinstance(obj.get("meta"), Mapping) and not all(
+        isinstance(k, str) for k in obj["meta"]
+    ):
+        msg = (
+            f"checkpoint {where!r} is damaged: its 'meta' has keys that are not strings"
+        )
+        raise CheckpointError(msg)
+
+
+def _tensor_dict(state: Mapping[Any, Any], where: str) -> dict[str, torch.Tensor]:
+    """The state dict, refusing entries that are not named tensors."""
+    for k, v in state.items():
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+            msg = (
+                f"checkpoint {where!r} is damaged: state dict entry {str(k)[:60]!r} is a "
+                f"{type(v).__name__}, not a tensor; save it again"
+            )
+            raise CheckpointError(msg)
+    return dict(state)
+
+
 def _load_safetensors(path: Path, map_location: Any) -> Checkpoint:
     st = _safetensors()
     from safetensors import safe_open
@@ -721,9 +875,15 @@ def _load_safetensors(path: Path, map_location: Any) -> Checkpoint:
         )
     try:
         header = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         msg = f"safetensors file {str(path)!r} has damaged critpoint metadata: {exc}"
         raise CheckpointError(msg) from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        msg = (
+            f"safetensors file {str(path)!r} has damaged critpoint metadata: expected a "
+            f"JSON object with format {FORMAT!r}; save it again"
+        )
+        raise CheckpointError(msg)
     return _interpret({**header, "state_dict": state}, path)
 
 

@@ -5,7 +5,8 @@ an optional training history and per-layer diagnoses, draws the figures,
 and writes a directory that reads offline: the HTML embeds every figure as a
 base64 PNG and tabulates the numbers; ``diagnosis.json`` holds everything the
 page was drawn from, so :func:`render_report` re-draws it without the model.
-Every file is written whole (temporary name, then rename).
+The folder is written as a unit (see :func:`critpoint._files.write_folder`):
+figures and JSON first, ``report.html`` last, stale figures removed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from critpoint._files import write_with_atomic
+from critpoint._files import write_folder
+from critpoint._text import printable
 from critpoint.report.document import (
     LayerEntry,
     ReportDocument,
@@ -40,16 +42,6 @@ REPORT_FILES = (
     "per_layer.png",
     "training.png",
 )
-
-
-def _write(path: Path, data: bytes) -> Path:
-    """Write ``data`` atomically, readable by everyone (a report is for sharing)."""
-
-    def writer(tmp: Path) -> None:
-        tmp.write_bytes(data)
-        tmp.chmod(0o644)
-
-    return write_with_atomic(path, writer)
 
 
 def fmt(x: Any, digits: int = 6) -> str:
@@ -256,7 +248,6 @@ def render_report(doc: ReportDocument, out_dir: str | Path, dpi: int = 110) -> P
     from critpoint.report import figures
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     data = doc.to_dict()
     pngs: dict[str, bytes] = {}
     sections: list[str] = []
@@ -359,10 +350,14 @@ def render_report(doc: ReportDocument, out_dir: str | Path, dpi: int = 110) -> P
         + ". Re-render with <code>critpoint report diagnosis.json -o DIR</code>.</p>"
         "</body></html>\n"
     )
-    for name, png in pngs.items():
-        _write(out / name, png)
-    _write(out / "diagnosis.json", (doc.to_json() + "\n").encode("utf-8"))
-    return _write(out / "report.html", page.encode("utf-8"))
+    files = {
+        **pngs,
+        "diagnosis.json": (doc.to_json() + "\n").encode("utf-8"),
+        "report.html": printable(page).encode("utf-8"),
+    }
+    # As a unit: figures and JSON first, report.html last, stale figures removed.
+    write_folder(out, files, owned=REPORT_FILES, last="report.html")
+    return out / "report.html"
 
 
 def build_report(

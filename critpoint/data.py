@@ -967,16 +967,17 @@ def check_data_against_model(
         x = x.to(device=param.device)
     y = y.to(device=x.device)
 
-    modes = [(m, m.training) for m in model.modules()]
+    from critpoint._model_state import ModelState, set_mode
+
+    state = ModelState(model)  # mode flags and buffers (a forward may write them)
     try:
-        model.eval()
+        set_mode(model, False)
         with torch.no_grad():
             outputs = model(x)
     except Exception as exc:
         raise InputError(_forward_message(model, x, name, exc)) from exc
     finally:
-        for m, mode in modes:
-            m.train(mode)
+        state.restore()
     if not isinstance(outputs, torch.Tensor):
         msg = (
             f"model returned {type(outputs).__name__}, not a tensor; wrap it so that it returns "

@@ -120,3 +120,40 @@ def test_help_says_that_named_code_runs() -> None:
     text = " ".join(invoke("diagnose", "--help").stdout.split())
     assert "--trust-checkpoint" in text
     assert "names" in text
+
+
+def test_trusted_export_program_is_diagnosed(tmp_path: Path) -> None:
+    """A ``.pt2`` program cannot switch to eval mode; it is analysed as exported."""
+    import torch
+
+    model = build_model("mlp", in_features=3, widths=[4], out_features=2, seed=0)
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(
+        model.eval(), (torch.randn(4, 3),), dynamic_shapes=({0: batch},)
+    )
+    torch.export.save(program, tmp_path / "m.pt2")
+    gen = torch.Generator().manual_seed(0)
+    torch.save(
+        {
+            "inputs": torch.randn(10, 3, generator=gen),
+            "targets": torch.randint(0, 2, (10,), generator=gen),
+        },
+        tmp_path / "d.pt",
+    )
+    args = ["diagnose", str(tmp_path / "m.pt2"), "--data", str(tmp_path / "d.pt")]
+    line = one_error_line(invoke(*args))
+    assert "--trust-checkpoint" in line
+    r = invoke(*args, "--trust-checkpoint", *FAST, "--json", "-")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["num_params"] == 3 * 4 + 4 + 4 * 2 + 2
+    # The same numbers as the model it was exported from.
+    import critpoint as cp
+
+    data = torch.load(tmp_path / "d.pt")
+    obj = cp.Objective(
+        model, torch.nn.functional.cross_entropy, (data["inputs"], data["targets"])
+    )
+    assert doc["loss"] == pytest.approx(obj.loss(), rel=1e-6)
+    r = invoke(*args, "--trust-checkpoint", *FAST)
+    assert "m-escaped.ckpt" in r.stdout

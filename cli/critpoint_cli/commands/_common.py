@@ -75,9 +75,10 @@ def shell_command(*words: str) -> str:
 
 
 def escaped_name(checkpoint: str) -> str:
-    """``dir/model.ckpt`` → ``dir/model-escaped.ckpt``."""
+    """``dir/model.ckpt`` → ``dir/model-escaped.ckpt`` (a ``.pt2`` program → ``.ckpt``)."""
     p = Path(checkpoint)
-    return str(p.with_name(f"{p.stem}-escaped{p.suffix or '.ckpt'}"))
+    suffix = p.suffix if p.suffix and p.suffix.lower() != ".pt2" else ".ckpt"
+    return str(p.with_name(f"{p.stem}-escaped{suffix}"))
 
 
 def plain(value: object) -> object:

@@ -276,7 +276,7 @@ def load_state_dict_strict(
     Raises
     ------
     CheckpointError
-        Listing the missing keys, the unexpected keys and the keys whose
+        Listing the missing keys, the extra keys and the keys whose
         shapes differ (checkpoint shape versus model shape).
     """
     expected = model.state_dict()
@@ -305,7 +305,7 @@ def load_state_dict_strict(
         if missing:
             parts.append(f"missing keys (in the model, not the file): {missing}")
         if unexpected:
-            parts.append(f"unexpected keys (in the file, not the model): {unexpected}")
+            parts.append(f"extra keys (in the file, not the model): {unexpected}")
         if mismatched:
             parts.append(f"shape mismatches: {mismatched}")
         if wrong_kind:
@@ -500,15 +500,82 @@ def _safetensors() -> Any:
 # --------------------------------------------------------------------- loading
 
 
+#: An entry inflating to more than this, at more than _BOMB_RATIO times its
+#: compressed size, is refused unread: torch.save never compresses (entries
+#: are stored), so only a crafted file has one.
+_BOMB_BYTES = 16 << 20
+_BOMB_RATIO = 100
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"
+
+
+def check_archive(
+    path: Path, what: str, error: type[Exception], compressed_ok: bool
+) -> list[str]:
+    """Read a zip archive's directory and refuse it before anything is inflated.
+
+    Parameters
+    ----------
+    path : Path
+        A zip archive (a ``torch.save`` file or an ``.npz``).
+    what : str
+        ``"checkpoint"`` or ``"data file"``, for messages.
+    error : type
+        The exception to raise.
+    compressed_ok : bool
+        Whether compressed entries are normal (``np.savez_compressed``); if
+        not, an entry compressed more than 100-fold to over 16 MiB is refused.
+
+    Returns
+    -------
+    list of str
+        The entry names.
+
+    Raises
+    ------
+    error
+        A damaged directory; declared sizes larger than the free memory; a
+        compression bomb.
+    """
+    from critpoint._memory import free_host_memory
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except Exception as exc:  # BadZipFile, OSError, UnicodeDecodeError in names...
+        msg = f"{what} {str(path)!r} is a damaged zip archive ({_first_line(exc)}); save it again"
+        raise error(msg) from None
+    declared = sum(i.file_size for i in infos)
+    free = free_host_memory()
+    if free and declared > free:
+        msg = (
+            f"{what} {str(path)!r} declares {_gib(declared)} of contents, more than the "
+            f"{_gib(free)} of free memory, so it was not read; free memory or check the file"
+        )
+        raise error(msg)
+    for i in infos:
+        ratio = i.file_size / max(i.compress_size, 1)
+        if (
+            not compressed_ok
+            and i.compress_type != zipfile.ZIP_STORED
+            and i.file_size > _BOMB_BYTES
+            and ratio > _BOMB_RATIO
+        ):
+            msg = (
+                f"{what} {str(path)!r} holds {i.filename!r} compressed {ratio:.0f}-fold to "
+                f"{_gib(i.file_size)}; torch.save never compresses, so this file was not "
+                "made by it and was not inflated"
+            )
+            raise error(msg)
+    return [i.filename for i in infos]
+
+
 def _sniff(path: Path) -> tuple[str, list[str]]:
     """Return ``(kind, zip entry names)``; kind is zip, safetensors or other."""
     if zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path) as zf:
-                return "zip", zf.namelist()
-        except (zipfile.BadZipFile, OSError) as exc:
-            msg = f"checkpoint {str(path)!r} is a damaged zip archive ({exc}); save it again"
-            raise CheckpointError(msg) from None
+        return "zip", check_archive(path, "checkpoint", CheckpointError, False)
     with open(path, "rb") as f:
         head = f.read(9)
     size = path.stat().st_size
@@ -704,7 +771,10 @@ def _load(path: Path, trust: bool, map_location: Any) -> Checkpoint:
         except Exception as exc2:
             msg = f"checkpoint {str(path)!r} could not be loaded even with trust=True: {exc2}"
             raise CheckpointError(msg) from exc2
-    except (RuntimeError, EOFError, OSError, ValueError, struct.error) as exc:
+    except Exception as exc:
+        # The file is torch.load's only input: whatever it raises (KeyError and
+        # IndexError from a damaged pickle, RuntimeError from a damaged archive)
+        # says the file is damaged.
         msg = f"checkpoint {str(path)!r} is damaged or not a checkpoint: {_first_line(exc)}"
         raise CheckpointError(msg) from None
     return _interpret(obj, path)
@@ -937,6 +1007,8 @@ def load_tensor_dict(path: PathLike, map_location: Any = "cpu") -> dict[str, Any
     path = Path(path)
     _check_file(path, "data file", InputError)
     hint = "save it with torch.save({'inputs': x, 'targets': y}, path)"
+    if zipfile.is_zipfile(path):
+        check_archive(path, "data file", InputError, False)
     try:
         obj = _torch_load(path, map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -948,7 +1020,7 @@ def load_tensor_dict(path: PathLike, map_location: Any = "cpu") -> dict[str, Any
         )
         msg = f"data file {str(path)!r} {what}, so it was not loaded; {hint} with plain tensors"
         raise InputError(msg) from None
-    except (RuntimeError, EOFError, OSError, ValueError, struct.error) as exc:
+    except Exception as exc:  # torch.load's only input is the file: it is damaged
         msg = f"data file {str(path)!r} is damaged or not a torch.save file ({_first_line(exc)}); {hint}"
         raise InputError(msg) from None
     if not isinstance(obj, Mapping):

@@ -561,6 +561,13 @@ def _read_pt(path: Path) -> Mapping[str, Any]:
 
 
 def _read_npz(path: Path) -> dict[str, Any]:
+    from critpoint.checkpoint import check_archive
+
+    hint = (
+        "Store plain numeric arrays, e.g. np.savez(path, inputs=x.astype(np.float32), "
+        "targets=y.astype(np.int64))"
+    )
+    check_archive(path, "data file", InputError, compressed_ok=True)
     try:
         with np.load(path, allow_pickle=False) as archive:
             out = {}
@@ -569,14 +576,11 @@ def _read_npz(path: Path) -> dict[str, Any]:
             return out
     except ValueError as exc:
         # NumPy raises ValueError for object arrays when allow_pickle=False.
-        msg = (
-            f"data file {str(path)!r} holds object arrays (or is not a valid .npz): {exc}. "
-            "Store plain numeric arrays, e.g. np.savez(path, inputs=x.astype(np.float32), "
-            "targets=y.astype(np.int64))"
-        )
+        msg = f"data file {str(path)!r} holds object arrays (or is not a valid .npz): {exc}. {hint}"
         raise InputError(msg) from None
-    except (OSError, EOFError) as exc:
-        msg = f"data file {str(path)!r} is not a readable .npz archive ({exc}); re-create it with np.savez"
+    except Exception as exc:  # BadZipFile, zlib.error, OSError...: the file is damaged
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        msg = f"data file {str(path)!r} is not a readable .npz archive ({detail}); re-create it with np.savez"
         raise InputError(msg) from None
 
 

@@ -183,3 +183,28 @@ def test_check_outputs_refuses_inputs_and_duplicates(tmp_path: Path) -> None:
         [("-o", str(new)), ("--json", "-"), ("--report", "/dev/null")],
         [("the checkpoint", str(ckpt)), ("--data", None)],
     )
+
+
+def test_write_folder_failing_midway_leaves_the_old_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "report"
+    owned = ["report.html", "a.png", "b.png"]
+    old = {"a.png": b"A1", "b.png": b"B1", "report.html": b"R1"}
+    write_folder(out, old, owned, "report.html")
+    calls = []
+    real = Path.write_bytes
+
+    def disk_full_on_second(self: Path, data: bytes) -> int:
+        calls.append(self)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device", str(self))
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full_on_second)
+    new = {"a.png": b"A2", "b.png": b"B2", "report.html": b"R2"}
+    with pytest.raises(OutputError, match=r"could not write .*report'.*No space left"):
+        write_folder(out, new, owned, "report.html")
+    monkeypatch.undo()
+    assert {n: (out / n).read_bytes() for n in os.listdir(out)} == old
+    assert sorted(os.listdir(tmp_path)) == ["report"]  # no staging folder left

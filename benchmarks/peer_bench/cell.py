@@ -250,7 +250,7 @@ def serve(
                     flush=True,
                 )
     path = folder / f"{workload}-records.json"
-    path.write_text(json.dumps(records, indent=1))
+    write_text_atomic(path, json.dumps(records, indent=1))
     return 0
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from critpoint._files import write_folder
 from critpoint._text import printable
+from critpoint.errors import InputError
 from critpoint.report.document import (
     LayerEntry,
     ReportDocument,
@@ -245,9 +246,35 @@ def render_report(doc: ReportDocument, out_dir: str | Path, dpi: int = 110) -> P
     Path
         The path of ``report.html``.
     """
+    out = Path(out_dir)
+    try:
+        files = _render(doc, dpi)
+    except (
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        OverflowError,
+    ) as exc:
+        if doc.source is None:
+            raise  # computed here, not read: a bug, with its traceback
+        detail = " ".join(str(exc).split())[:200]
+        msg = (
+            f"diagnosis file {doc.source!r} holds numbers that cannot be drawn "
+            f"({type(exc).__name__}: {detail}); it is damaged — write it again with "
+            "critpoint diagnose --report or --json"
+        )
+        raise InputError(msg) from exc
+    # As a unit: figures and JSON first, report.html last, stale figures removed.
+    write_folder(out, files, owned=REPORT_FILES, last="report.html")
+    return out / "report.html"
+
+
+def _render(doc: ReportDocument, dpi: int) -> dict[str, bytes]:
+    """Every file of the report folder, drawn in memory."""
     from critpoint.report import figures
 
-    out = Path(out_dir)
     data = doc.to_dict()
     pngs: dict[str, bytes] = {}
     sections: list[str] = []
@@ -350,14 +377,11 @@ def render_report(doc: ReportDocument, out_dir: str | Path, dpi: int = 110) -> P
         + ". Re-render with <code>critpoint report diagnosis.json -o DIR</code>.</p>"
         "</body></html>\n"
     )
-    files = {
+    return {
         **pngs,
         "diagnosis.json": (doc.to_json() + "\n").encode("utf-8"),
         "report.html": printable(page).encode("utf-8"),
     }
-    # As a unit: figures and JSON first, report.html last, stale figures removed.
-    write_folder(out, files, owned=REPORT_FILES, last="report.html")
-    return out / "report.html"
 
 
 def build_report(

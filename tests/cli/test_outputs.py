@@ -167,3 +167,11 @@ def test_a_file_name_that_is_not_utf8_does_not_break_the_report(
     assert "\ufffd" in r.stdout
     r = invoke("report", str(rep / "diagnosis.json"), "-o", str(tmp_path / "again"))
     assert r.exit_code == 0, r.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_full_disk_is_one_line(saddle: Path, tmp_path: Path) -> None:
+    line = one_error_line(invoke("escape", str(saddle), "-o", "/dev/full"))
+    assert "could not write '/dev/full'" in line
+    line = one_error_line(invoke("diagnose", str(saddle), *FAST, "--json", "/dev/full"))
+    assert "No space left on device" in line

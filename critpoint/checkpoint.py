@@ -149,7 +149,7 @@ class Checkpoint:
         CheckpointError
             No spec is known, or the keys, shapes or dtypes do not match the model.
         """
-        from critpoint.models import check_materialised, model_from_spec
+        from critpoint.models import check_materialised, model_from_spec, probe_builtin
 
         if model_spec is not None:
             spec, trusted = model_spec, True
@@ -165,6 +165,11 @@ class Checkpoint:
                 "package.module:factory"
             )
             raise CheckpointError(msg)
+        probe = probe_builtin(spec)
+        if probe is not None:
+            # Shapes first, on the meta device: a spec asking for a huge model
+            # that does not fit the weights is refused before any allocation.
+            _check_fits(probe, self.state_dict, self.path)
         model = model_from_spec(spec, trust=trusted, source=self.source)
         dtypes = {t.dtype for t in self.state_dict.values() if t.is_floating_point()}
         params = {p.dtype for p in model.parameters() if p.is_floating_point()}
@@ -279,6 +284,19 @@ def load_state_dict_strict(
         Listing the missing keys, the extra keys and the keys whose
         shapes differ (checkpoint shape versus model shape).
     """
+    sd = _check_fits(model, state_dict, source)
+    model.load_state_dict(sd, strict=True)
+
+
+def _check_fits(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str
+) -> dict[str, torch.Tensor]:
+    """The state dict (``module.`` prefix removed) if it fits ``model``, else raise.
+
+    Only names, shapes and dtype kinds are compared, so ``model`` may live on
+    the ``meta`` device (built without memory, to check a spec before the
+    real model is allocated).
+    """
     expected = model.state_dict()
     sd = dict(state_dict)
     prefix = "module."
@@ -320,7 +338,7 @@ def load_state_dict_strict(
             "batchnorm...)"
         )
         raise CheckpointError(msg)
-    model.load_state_dict(sd, strict=True)
+    return sd
 
 
 def _dtype_kind(t: torch.Tensor) -> str:

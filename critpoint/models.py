@@ -55,6 +55,7 @@ __all__ = [
     "model_from_spec",
     "model_spec",
     "parse_dtype",
+    "probe_builtin",
 ]
 
 #: Attribute under which :func:`build_model` records the spec of the model it
@@ -427,6 +428,30 @@ def model_from_spec(
     return _build(spec["name"], kwargs, trust=trust, source=source, shown=spec)
 
 
+def probe_builtin(spec: Mapping[str, Any] | str) -> nn.Module | None:
+    """The built-in model a spec names, built on the ``meta`` device (no memory).
+
+    Returns
+    -------
+    nn.Module or None
+        ``None`` when the spec does not name a built-in model (user factories
+        are never run here). Errors in the spec raise as in :func:`model_from_spec`.
+    """
+    if isinstance(spec, str):
+        text = spec.strip()
+        if text.startswith("{"):
+            try:
+                spec = json.loads(text)
+            except json.JSONDecodeError:
+                return None  # model_from_spec says what is wrong
+        else:
+            spec = {"name": text}
+    if not isinstance(spec, Mapping) or spec.get("name") not in MODELS:
+        return None
+    with torch.device("meta"):
+        return model_from_spec(spec, trust=False)
+
+
 def build_model(
     name: str,
     *,
@@ -516,7 +541,8 @@ def _build(
     if not isinstance(model, nn.Module):
         msg = f"model factory {name!r} returned {type(model).__name__}, not a torch.nn.Module"
         raise InputError(msg)
-    check_materialised(model, f"model {name!r}")
+    if not _building_on_meta():
+        check_materialised(model, f"model {name!r}")
     if torch_dtype is not None:
         model = model.to(torch_dtype)
     extra = {"seed": seed} if seed is not None else {}
@@ -531,6 +557,11 @@ def _build(
     # A plain attribute (not a buffer): not in the state dict, not moved by .to().
     setattr(model, SPEC_ATTR, spec)
     return model
+
+
+def _building_on_meta() -> bool:
+    """Whether a ``torch.device("meta")`` context is active (see :func:`probe_builtin`)."""
+    return torch.empty(0).is_meta
 
 
 def check_materialised(model: nn.Module, what: str) -> None:

@@ -482,3 +482,32 @@ def test_user_factory_raising_is_one_error(tmp_path) -> None:
         build_model(f"{module}:make")
     with pytest.raises(InputError, match=r"data function .* raised ValueError"):
         load_data(f"{module}:make")
+
+
+def test_stored_spec_is_checked_on_the_meta_device_first(tmp_path, monkeypatch) -> None:
+    """A spec asking for a huge model that does not fit the weights allocates nothing."""
+    import critpoint.models
+
+    devices = []
+    real = critpoint.models.MODELS["mlp"]
+
+    def recording(**kwargs):
+        devices.append(torch.empty(0).device.type)
+        return real(**kwargs)
+
+    monkeypatch.setitem(critpoint.models.MODELS, "mlp", recording)
+    path = tmp_path / "huge.ckpt"
+    huge = {
+        "name": "mlp",
+        "kwargs": {"widths": [200_000, 200_000]},
+    }  # 160 GB of float32
+    save_checkpoint(path, build_model("mlp", seed=0), model_spec=huge)
+    devices.clear()
+    with pytest.raises(CheckpointError, match=r"do not fit the model.*\(200000, 64\)"):
+        load_checkpoint(path).build_model()
+    assert devices == ["meta"]
+    good = tmp_path / "good.ckpt"
+    save_checkpoint(good, build_model("mlp", seed=0))
+    devices.clear()
+    load_checkpoint(good).build_model()
+    assert devices == ["meta", "cpu"]

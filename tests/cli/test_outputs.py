@@ -175,3 +175,17 @@ def test_full_disk_is_one_line(saddle: Path, tmp_path: Path) -> None:
     assert "could not write '/dev/full'" in line
     line = one_error_line(invoke("diagnose", str(saddle), *FAST, "--json", "/dev/full"))
     assert "No space left on device" in line
+
+
+def test_checkpoint_to_dev_stdout_goes_through_the_descriptor(
+    saddle: Path, tmp_path: Path, capfdbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    r = invoke("escape", str(saddle), "-o", "/dev/stdout", "--max-steps", "1")
+    assert r.exit_code == 0, r.stderr
+    written = capfdbinary.readouterr().out
+    assert written[:2] == b"PK"  # a torch.save zip archive, on file descriptor 1
+    copy = tmp_path / "copy.ckpt"
+    copy.write_bytes(written)
+    from critpoint.checkpoint import load_checkpoint
+
+    assert load_checkpoint(copy).meta["escape"]["from"] == str(saddle)

@@ -155,6 +155,8 @@ class Checkpoint:
             spec, trusted = model_spec, True
         else:
             spec, trusted = self.model_spec, trust or self.trusted
+            if trusted:
+                spec = self.resolve(spec, "model file")
         if spec is None:
             if self.module is not None:
                 check_materialised(self.module, self.source)
@@ -234,12 +236,39 @@ class Checkpoint:
         if self.loss is None:
             msg = f"{self.source} does not store its loss; pass one (--loss)"
             raise CheckpointError(msg)
+        trusted = trust or self.trusted
         return get_loss(
-            self.loss,
+            self.resolve(self.loss, "loss file") if trusted else self.loss,
             num_classes=num_classes,
-            trust=trust or self.trusted,
+            trust=trusted,
             source=self.source,
         )
+
+    def resolve(self, spec: Any, what: str = "model file") -> Any:
+        """``spec`` with a relative path in it read from the checkpoint's folder.
+
+        Parameters
+        ----------
+        spec : str or dict
+            A spec stored in this checkpoint (``"d.npz"``, ``"m.py:make"``,
+            ``{"name": ..., ...}``); names that are not paths are unchanged.
+        what : str
+            ``"data file"``, ``"model file"`` or ``"loss file"``, for messages.
+
+        Raises
+        ------
+        InputError
+            The path does not exist in the checkpoint's folder.
+        """
+        from critpoint.specs import resolve_relative
+
+        base = Path(self.path).parent
+        if isinstance(spec, str):
+            return resolve_relative(spec, base, self.source, what)
+        if isinstance(spec, Mapping) and isinstance(spec.get("name"), str):
+            name = resolve_relative(spec["name"], base, self.source, what)
+            return {**spec, "name": name}
+        return spec
 
     def load_into(self, model: nn.Module) -> nn.Module:
         """Load the weights into ``model`` strictly (see :func:`load_state_dict_strict`)."""

@@ -444,12 +444,12 @@ def data_from_spec(
     -------
     Data or DataSource
     """
-    from critpoint.specs import normalise_data_spec, resolve_data_path
+    from critpoint.specs import normalise_data_spec, resolve_relative
 
     normal = normalise_data_spec(spec)
     name = normal["name"]
     if base_dir is not None:
-        name = resolve_data_path(name, base_dir, source or "the data spec")
+        name = resolve_relative(name, base_dir, source or "the data spec")
     data = _load_data(
         name,
         normal["kwargs"],

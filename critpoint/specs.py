@@ -25,6 +25,7 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import os
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -38,7 +39,8 @@ __all__ = [
     "load_object",
     "normalise_data_spec",
     "refuse_untrusted",
-    "resolve_data_path",
+    "relative_to",
+    "resolve_relative",
     "spec_path",
 ]
 
@@ -294,30 +296,37 @@ def spec_path(name: str) -> tuple[str, str] | None:
     return None
 
 
-def resolve_data_path(name: str, base_dir: str | Path | None, source: str) -> str:
-    """Resolve a relative data file path stored in a file against that file's folder.
+def resolve_relative(
+    name: str,
+    base_dir: str | Path | None,
+    source: str,
+    what: str = "data file",
+) -> str:
+    """Resolve a relative path a spec read from a file names, against that file's folder.
 
     Parameters
     ----------
     name : str
-        A data spec's name. Only data files (``.pt``, ``.pth``, ``.npz``) and
-        the file part of ``file.py:function`` are paths; other names are
-        returned unchanged.
+        A spec: only data files (``.pt``, ``.pth``, ``.npz``) and the file
+        part of ``file.py:function`` are paths; other names are returned
+        unchanged.
     base_dir : str, Path or None
         The folder of the file the spec was read from; ``None`` leaves
         relative paths relative to the current folder.
     source : str
         Where the spec was read, for the message.
+    what : str
+        What the path is (``"data file"``, ``"model file"``...), for the message.
 
     Returns
     -------
     str
-        The path to read (unchanged when absolute or not a path).
+        The spec with its path resolved (unchanged when absolute or not a path).
 
     Raises
     ------
     InputError
-        A relative data file that does not exist in ``base_dir``.
+        A relative path that does not exist in ``base_dir``.
     """
     parts = spec_path(name)
     if base_dir is None or parts is None:
@@ -328,9 +337,26 @@ def resolve_data_path(name: str, base_dir: str | Path | None, source: str) -> st
         return name
     resolved = Path(base_dir) / path
     if not resolved.exists():
+        option = {"data file": "--data", "model file": "--model", "loss file": "--loss"}
         msg = (
-            f"{source} names the data file {path_text!r}, a path relative to its own folder, "
-            f"but {str(resolved)!r} does not exist; put the file there or give --data PATH"
+            f"{source} names the {what} {path_text!r}, a path relative to its own folder, "
+            f"but {str(resolved)!r} does not exist; put the file there or give "
+            f"{option.get(what, 'the option')} PATH"
         )
         raise InputError(msg)
     return f"{resolved}{tail}"
+
+
+def relative_to(output: str | Path, name: str) -> str:
+    """A spec as a file at ``output`` should store it: its path relative to that file's folder.
+
+    The inverse of :func:`resolve_relative`: a path given relative to the
+    current folder is rewritten relative to the folder of ``output``, so the
+    stored spec is read back from there; absolute paths and names stay.
+    """
+    parts = spec_path(name)
+    if parts is None or Path(parts[0]).is_absolute():
+        return name
+    target, tail = parts
+    folder = Path(output).absolute().parent
+    return os.path.relpath(Path(target).absolute(), folder) + tail

@@ -18,7 +18,7 @@ from critpoint.checkpoint import load_checkpoint, save_checkpoint
 from critpoint.data import data_from_spec, get_loss
 from critpoint.errors import InputError, UnsafeCheckpointError
 from critpoint.models import build_model, model_from_spec
-from critpoint.specs import load_object, normalise_data_spec, resolve_data_path
+from critpoint.specs import load_object, normalise_data_spec, resolve_relative
 
 FIELDS = ("model_spec", "data_spec", "loss")
 FORMS = ("os_system", "runpy", "file_py")
@@ -197,10 +197,10 @@ def test_relative_data_paths_resolve_against_the_file(
         {"inputs": torch.zeros(5, 1), "targets": torch.zeros(5, 1)}, other / "d.pt"
     )
     monkeypatch.chdir(other)  # a different d.pt here must not be read
-    assert resolve_data_path("d.pt", folder, "x") == str(folder / "d.pt")
-    assert resolve_data_path("digits", folder, "x") == "digits"
-    assert resolve_data_path("pkg.mod:fn", folder, "x") == "pkg.mod:fn"
-    assert resolve_data_path(str(other / "d.pt"), folder, "x") == str(other / "d.pt")
+    assert resolve_relative("d.pt", folder, "x") == str(folder / "d.pt")
+    assert resolve_relative("digits", folder, "x") == "digits"
+    assert resolve_relative("pkg.mod:fn", folder, "x") == "pkg.mod:fn"
+    assert resolve_relative(str(other / "d.pt"), folder, "x") == str(other / "d.pt")
     save_checkpoint(
         folder / "m.ckpt", build_model("two_weight"), data_spec="d.pt", loss="mse"
     )

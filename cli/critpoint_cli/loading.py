@@ -81,20 +81,29 @@ def load_data_spec(spec: Mapping[str, Any], dtype: torch.dtype) -> Data | DataSo
 def data_spec_for(output: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     """``spec`` as a checkpoint at ``output`` stores it: data paths relative to its folder.
 
-    A checkpoint's relative data paths are read from its own folder, so a
-    path given relative to the current folder is rewritten to be relative to
-    the output's folder (absolute paths stay absolute).
+    A checkpoint's relative paths are read from its own folder, so a path
+    given relative to the current folder is rewritten to be relative to the
+    output's folder (absolute paths stay absolute).
     """
-    from critpoint.specs import spec_path
+    from critpoint.specs import relative_to
 
     out = dict(spec)
-    parts = spec_path(str(spec.get("name", "")))
-    if parts is None or Path(parts[0]).is_absolute():
-        return out
-    target, tail = parts
-    folder = Path(output).absolute().parent
-    out["name"] = os.path.relpath(Path(target).absolute(), folder) + tail
+    out["name"] = relative_to(output, str(spec.get("name", "")))
     return out
+
+
+def model_spec_for(output: str, spec: Any) -> Any:
+    """A model spec as a checkpoint at ``output`` stores it (see :func:`data_spec_for`)."""
+    if isinstance(spec, Mapping) and isinstance(spec.get("name"), str):
+        return data_spec_for(output, spec)
+    return spec
+
+
+def loss_for(output: str, loss: str) -> str:
+    """A loss name as a checkpoint at ``output`` stores it (see :func:`data_spec_for`)."""
+    from critpoint.specs import relative_to
+
+    return relative_to(output, loss)
 
 
 def num_samples(data: Data | DataSource) -> int | None:
@@ -237,7 +246,9 @@ def load_setup(
         # A spec given here is the user's; the checkpoint's own is trusted only
         # with --trust-checkpoint (ckpt.trusted).
         net = ckpt.build_model(model_spec)
-        if model_spec is None:
+        if model_spec is None and ckpt.trusted:
+            model_spec = ckpt.resolve(ckpt.model_spec, "model file")
+        elif model_spec is None:
             model_spec = ckpt.model_spec
     else:
         if model_spec is None:
@@ -271,23 +282,21 @@ def load_setup(
         data_spec["subset_seed"] = state.seed
     source = ckpt.source if ckpt is not None else None
     if base_dir is not None:
-        from critpoint.specs import resolve_data_path
+        from critpoint.specs import resolve_relative
 
-        data_spec["name"] = resolve_data_path(data_spec["name"], base_dir, str(source))
+        data_spec["name"] = resolve_relative(data_spec["name"], base_dir, str(source))
     dataset = data_from_spec(
         data_spec, dtype=model_dtype(net), trust=trusted_data, source=source
     )
 
-    if loss is not None:
-        loss_name, trusted_loss = loss, True
-    elif ckpt is not None and ckpt.loss is not None:
-        loss_name, trusted_loss = ckpt.loss, ckpt.trusted
-    else:
-        loss_name, trusted_loss = default_loss(dataset), True
     num_classes = dataset.num_classes if isinstance(dataset, Data) else None
-    loss_fn = get_loss(
-        loss_name, num_classes=num_classes, trust=trusted_loss, source=source
-    )
+    if loss is None and ckpt is not None and ckpt.loss is not None:
+        # Code it names runs only with --trust-checkpoint (ckpt.trusted).
+        loss_fn = ckpt.get_loss(num_classes=num_classes)
+        loss_name = ckpt.resolve(ckpt.loss, "loss file") if ckpt.trusted else ckpt.loss
+    else:
+        loss_name = loss if loss is not None else default_loss(dataset)
+        loss_fn = get_loss(loss_name, num_classes=num_classes)
     check_data_against_model(net, dataset, loss_fn)
 
     setup = Setup(

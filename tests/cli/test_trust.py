@@ -157,3 +157,38 @@ def test_trusted_export_program_is_diagnosed(tmp_path: Path) -> None:
     assert doc["loss"] == pytest.approx(obj.loss(), rel=1e-6)
     r = invoke(*args, "--trust-checkpoint", *FAST)
     assert "m-escaped.ckpt" in r.stdout
+
+
+def test_trusted_relative_code_paths_are_read_from_the_checkpoints_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "mine.py").write_text(
+        "import torch\n"
+        "from critpoint.models import TwoWeight\n"
+        "def make():\n    return TwoWeight()\n"
+        "def loss(outputs, targets):\n    return ((outputs - targets) ** 2).mean()\n"
+    )
+    monkeypatch.chdir(run)
+    r = invoke(
+        "train", "--model", "mine.py:make", "--data", "two_weight", "--loss",
+        "mine.py:loss", "--steps", "2", "-o", "out/m.ckpt",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    monkeypatch.chdir(tmp_path)
+    ckpt = run / "out" / "m.ckpt"
+    line = one_error_line(invoke("diagnose", str(ckpt), *FAST))
+    assert "names code" in line
+    r = invoke("diagnose", str(ckpt), "--trust-checkpoint", *FAST, "--json", "-")
+    assert r.exit_code == 0, r.stderr
+    assert (
+        json.loads(r.stdout)["settings"]["model"]["name"]
+        == str(run / "out" / "../mine.py") + ":make"
+    )
+    r = invoke(
+        "escape", str(ckpt), "--trust-checkpoint", "-o", str(tmp_path / "e.ckpt")
+    )
+    assert r.exit_code == 0, r.stderr
+    r = invoke("diagnose", str(tmp_path / "e.ckpt"), "--trust-checkpoint", *FAST)
+    assert r.exit_code == 0, r.stderr

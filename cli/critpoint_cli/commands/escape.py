@@ -144,9 +144,9 @@ def escape(
     save_checkpoint(
         out_path,
         setup.model,
-        model_spec=setup.model_spec,
+        model_spec=loading.model_spec_for(out_path, setup.model_spec),
         data_spec=loading.data_spec_for(out_path, setup.data_spec),
-        loss=setup.loss_name,
+        loss=loading.loss_for(out_path, setup.loss_name),
         history=ckpt.history if ckpt is not None else None,
         meta=meta,
     )

@@ -291,9 +291,9 @@ def train(
     save_checkpoint(
         out_path,
         net,
-        model_spec=model_spec,
+        model_spec=loading.model_spec_for(out_path, model_spec),
         data_spec=loading.data_spec_for(out_path, setup.data_spec),
-        loss=setup.loss_name,
+        loss=loading.loss_for(out_path, setup.loss_name),
         history=plain(history.to_dict()),
         meta=plain({"train": settings}),
     )

@@ -201,13 +201,11 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         fd, tmp_name = tempfile.mkstemp(
             prefix=f".{real.name}.", suffix=".tmp", dir=real.parent
         )
-        try:
-            os.fchmod(fd, mode)
-            if owner is not None and os.geteuid() == 0:
-                with contextlib.suppress(OSError):
-                    os.fchown(fd, *owner)
-        finally:
-            os.close(fd)
+        os.close(fd)
+        os.chmod(tmp_name, mode)  # mkstemp makes 0600
+        if owner is not None and getattr(os, "geteuid", lambda: -1)() == 0:
+            with contextlib.suppress(OSError):  # root replacing a user's file
+                os.chown(tmp_name, *owner)
         yield Path(tmp_name)
         with open(tmp_name, "rb") as f:
             os.fsync(f.fileno())

@@ -379,7 +379,8 @@ def load_data(
     spec : str or Path
         ``"digits"``, ``"two_weight"``, ``"teacher"``, a ``.pt``/``.pth`` or
         ``.npz`` file, or ``package.module:function`` /
-        ``path/file.py:function``.
+        ``path/file.py:function`` (imported and run: the caller's code; for a
+        spec read from a file use :func:`data_from_spec` with ``trust=False``).
     dtype : torch.dtype or str, optional
         Floating dtype of the inputs (and of regression targets), float32 by
         default. ``None`` keeps what a file stores.

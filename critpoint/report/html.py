@@ -236,8 +236,11 @@ def render_report(doc: ReportDocument, out_dir: str | Path, dpi: int = 110) -> P
     doc : ReportDocument
         What to show (see :func:`build_report`).
     out_dir : str or Path
-        Directory to write (created if needed). Files it already holds with
-        the report's names are replaced; nothing else is touched.
+        Directory to write (created if needed). Everything is drawn and written
+        to a sibling folder first; a new directory is then renamed into place,
+        an existing one gets the figures and ``diagnosis.json`` first and
+        ``report.html`` last, and loses the report figures this report no
+        longer has. Other files in it are not touched.
     dpi : int
         Resolution of the PNG figures.
 
@@ -245,6 +248,12 @@ def render_report(doc: ReportDocument, out_dir: str | Path, dpi: int = 110) -> P
     -------
     Path
         The path of ``report.html``.
+
+    Raises
+    ------
+    InputError
+        A document read from a file (:func:`load_report`) holds numbers that
+        cannot be drawn; the message names the file.
     """
     out = Path(out_dir)
     try:

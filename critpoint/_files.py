@@ -95,11 +95,13 @@ def _describe(exc: BaseException, tmp: str | None, path: Path) -> str:
     return text
 
 
-def _output_error(exc: BaseException, tmp: str | None, path: Path) -> OutputError:
+def _output_error(
+    exc: BaseException, tmp: str | None, path: Path, partial: bool = False
+) -> OutputError:
+    state = "what reached it may be incomplete" if partial else "it was left as it was"
     msg = (
-        f"could not write {str(path)!r}: {_describe(exc, tmp, path)}; "
-        f"{'nothing was written there' if tmp else 'it may be incomplete'} — free some "
-        "space, check the permissions, or choose another path"
+        f"could not write {str(path)!r}: {_describe(exc, tmp, path)}; {state} — free "
+        "some space, check the permissions, or choose another path"
     )
     return OutputError(msg)
 
@@ -188,7 +190,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         except Exception as exc:
             if isinstance(exc, OutputError) or not _is_write_failure(exc):
                 raise
-            raise _output_error(exc, str(tmp), target) from exc
+            raise _output_error(exc, str(tmp), target, partial=True) from exc
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return

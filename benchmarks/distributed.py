@@ -39,6 +39,8 @@ sys.path.insert(0, str(HERE))
 
 import engine  # noqa: E402  (the same workload and README writer)
 
+from critpoint._files import write_text_atomic  # noqa: E402
+
 HEADING = "## Several processes"
 WORLD_SIZES = (1, 2)
 #: Rounds, alternating the world sizes: the machine's background load drifts.
@@ -119,7 +121,7 @@ def worker(rank: int, world: int, init_file: str, out: str) -> None:
     result["eigsh hvps"] = r.num_matvecs
     result["eigenvalues"] = [float(e) for e in r.eigenvalues]
     dist.destroy_process_group()
-    Path(out).write_text(json.dumps(result))
+    write_text_atomic(out, json.dumps(result))
 
 
 def run(world: int) -> list[dict]:

@@ -44,6 +44,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 import critpoint as cp
+from critpoint._files import write_text_atomic
 
 BATCH_SIZE = 512
 REPEATS = 7
@@ -729,9 +730,7 @@ def write_readme(text: str, heading: str = HEADING) -> None:
         )
         tail = "".join(lines[end:])
         new = "".join(lines[:begin]) + text + ("\n" + tail if tail else "")
-    tmp = README.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    tmp.replace(README)
+    write_text_atomic(README, new)
 
 
 def main(argv: list[str] | None = None) -> int:

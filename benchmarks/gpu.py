@@ -38,6 +38,8 @@ from engine import write_readme
 from peer_bench import report, workloads
 from peer_bench.adapters import ADAPTERS
 
+from critpoint._files import write_text_atomic
+
 HEADING = "## Side by side on a GPU"
 WORKLOADS = ("w1-init", "w2", "w3")
 LIBRARIES = ("critpoint", "pyhessian", "eigenthings", "curvlinops")
@@ -206,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("no CUDA device here")
     if args.one:
         records = measure_workload(args.one, args.folder, args.device)
-        (args.folder / f"{args.one}-gpu.json").write_text(json.dumps(records))
+        write_text_atomic(args.folder / f"{args.one}-gpu.json", json.dumps(records))
         return 0
     started = time.perf_counter()
     records = []

@@ -33,6 +33,8 @@ from peer_bench import cell, report, workloads
 from peer_bench import profile as peer_profile
 from peer_bench.adapters import LIBRARIES, TASKS
 
+from critpoint._files import write_text_atomic
+
 FULL = ("w1-init", "w1-trained", "w2", "w3", "planted")
 QUICK = ("planted", "w1-init")
 PROFILED = ("w1-init", "w2", "w3")
@@ -168,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory(prefix="critpoint-bench-") as tmp:
                 names = [n for n in saved["workloads"] if n in PROFILED]
                 saved["meta"]["profile"] = run_profile(names, Path(tmp), fresh=True)
-            args.from_json.write_text(json.dumps(saved, indent=1))
+            write_text_atomic(args.from_json, json.dumps(saved, indent=1))
         text = report.section(saved["records"], saved["workloads"], saved["meta"])
         print(text)
         if args.write:
@@ -223,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             records += serve(name, libraries, tasks, folder, repeats, slow, args.quick)
             if args.json:  # keep what is measured so far
                 partial = {"meta": {}, "workloads": prepared, "records": records}
-                args.json.write_text(json.dumps(partial, indent=1))
+                write_text_atomic(args.json, json.dumps(partial, indent=1))
         if not args.quick and not args.no_profile:
             profile = run_profile(
                 [n for n in names if n in PROFILED], folder, fresh=False
@@ -236,10 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     text = report.section(records, prepared, meta)
     print(text)
     if args.json:
-        args.json.write_text(
+        write_text_atomic(
+            args.json,
             json.dumps(
                 {"meta": meta, "workloads": prepared, "records": records}, indent=1
-            )
+            ),
         )
     if args.write:
         report.write_readme(text)

@@ -26,16 +26,16 @@ import os
 import pickle
 import pickletools
 import struct
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from critpoint._files import write_with_atomic
 from critpoint.errors import CheckpointError, InputError, UnsafeCheckpointError
 
 __all__ = [
@@ -90,6 +90,12 @@ class Checkpoint:
         The file read.
     critpoint_version, torch_version : str or None
         Versions that wrote a critpoint checkpoint.
+    trusted : bool
+        Whether the specs it stores may name code. ``False`` unless it was
+        loaded with ``trust=True``: ``model_spec``, ``data_spec`` and ``loss``
+        are data read from a file, so :meth:`build_model`, :meth:`load_data`
+        and :meth:`get_loss` accept only critpoint's built-in names in them
+        (a spec passed as an argument is the caller's and always accepted).
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -103,18 +109,29 @@ class Checkpoint:
     path: str = ""
     critpoint_version: str | None = None
     torch_version: str | None = None
+    trusted: bool = False
+
+    @property
+    def source(self) -> str:
+        """``"checkpoint 'path'"``, for messages."""
+        return f"checkpoint {self.path!r}"
 
     def build_model(
-        self, model_spec: Mapping[str, Any] | str | None = None
+        self, model_spec: Mapping[str, Any] | str | None = None, *, trust: bool = False
     ) -> nn.Module:
         """Rebuild the model and load the weights strictly.
 
         Parameters
         ----------
         model_spec : dict or str, optional
-            Overrides the stored spec (needed for plain state dicts). Without
-            either, a trusted module (``format`` ``"module"`` / ``"export"``)
-            is returned as it is.
+            Overrides the stored spec (needed for plain state dicts); it is the
+            caller's, so a user factory it names runs. Without either, a
+            trusted module (``format`` ``"module"`` / ``"export"``) is
+            returned as it is.
+        trust : bool
+            Let the *stored* spec name code (``module:factory``,
+            ``file.py:factory``). Without it (or ``load_checkpoint(...,
+            trust=True)``) a stored spec may name only a built-in model.
 
         Returns
         -------
@@ -126,14 +143,23 @@ class Checkpoint:
 
         Raises
         ------
+        UnsafeCheckpointError
+            The stored spec names code and neither the checkpoint nor the call
+            is trusted.
         CheckpointError
-            No spec is known, or the keys or shapes do not match the model.
+            No spec is known, or the keys, shapes or dtypes do not match the model.
         """
-        from critpoint.models import model_from_spec
+        from critpoint.models import check_materialised, model_from_spec, probe_builtin
 
-        spec = model_spec if model_spec is not None else self.model_spec
+        if model_spec is not None:
+            spec, trusted = model_spec, True
+        else:
+            spec, trusted = self.model_spec, trust or self.trusted
+            if trusted:
+                spec = self.resolve(spec, "model file")
         if spec is None:
             if self.module is not None:
+                check_materialised(self.module, self.source)
                 return self.module
             msg = (
                 f"checkpoint {self.path!r} has no model spec; pass one, e.g. "
@@ -141,13 +167,108 @@ class Checkpoint:
                 "package.module:factory"
             )
             raise CheckpointError(msg)
-        model = model_from_spec(spec)
+        probe = probe_builtin(spec)
+        if probe is not None:
+            # Shapes first, on the meta device: a spec asking for a huge model
+            # that does not fit the weights is refused before any allocation.
+            _check_fits(probe, self.state_dict, self.path)
+        model = model_from_spec(spec, trust=trusted, source=self.source)
         dtypes = {t.dtype for t in self.state_dict.values() if t.is_floating_point()}
         params = {p.dtype for p in model.parameters() if p.is_floating_point()}
         if len(dtypes) == 1 and params and params != dtypes:
             model = model.to(dtypes.pop())
         load_state_dict_strict(model, self.state_dict, source=self.path)
         return model
+
+    def load_data(
+        self,
+        data_spec: Any = None,
+        *,
+        trust: bool = False,
+        dtype: torch.dtype | str | None = torch.float32,
+    ) -> Any:
+        """Load the data the checkpoint was trained on (or ``data_spec``).
+
+        Parameters
+        ----------
+        data_spec : str or dict, optional
+            Overrides the stored spec; the caller's, so a function it names runs.
+        trust : bool
+            Let the stored spec name code (``module:function``). Without it a
+            stored spec may name only built-in sets and data files.
+        dtype : torch.dtype or str, optional
+            Floating dtype of the inputs.
+
+        Returns
+        -------
+        Data or DataSource
+
+        Notes
+        -----
+        A relative data path in the stored spec is read from the checkpoint's
+        folder, not the current one; it must exist there.
+        """
+        from critpoint.data import data_from_spec
+
+        if data_spec is not None:
+            return data_from_spec(data_spec, dtype=dtype, trust=True)
+        if self.data_spec is None:
+            msg = f"{self.source} does not say which data it was trained on; pass a data spec (--data)"
+            raise CheckpointError(msg)
+        return data_from_spec(
+            self.data_spec,
+            dtype=dtype,
+            trust=trust or self.trusted,
+            source=self.source,
+            base_dir=Path(self.path).parent,
+        )
+
+    def get_loss(
+        self, *, trust: bool = False, num_classes: int | None = None
+    ) -> Callable[..., Any]:
+        """The stored loss as a function (see :func:`critpoint.data.get_loss`).
+
+        ``trust`` lets the stored name be code (``module:function``); without
+        it only built-in losses are accepted.
+        """
+        from critpoint.data import get_loss
+
+        if self.loss is None:
+            msg = f"{self.source} does not store its loss; pass one (--loss)"
+            raise CheckpointError(msg)
+        trusted = trust or self.trusted
+        return get_loss(
+            self.resolve(self.loss, "loss file") if trusted else self.loss,
+            num_classes=num_classes,
+            trust=trusted,
+            source=self.source,
+        )
+
+    def resolve(self, spec: Any, what: str = "model file") -> Any:
+        """``spec`` with a relative path in it read from the checkpoint's folder.
+
+        Parameters
+        ----------
+        spec : str or dict
+            A spec stored in this checkpoint (``"d.npz"``, ``"m.py:make"``,
+            ``{"name": ..., ...}``); names that are not paths are unchanged.
+        what : str
+            ``"data file"``, ``"model file"`` or ``"loss file"``, for messages.
+
+        Raises
+        ------
+        InputError
+            The path does not exist in the checkpoint's folder.
+        """
+        from critpoint.specs import resolve_relative
+
+        base = Path(self.path).parent
+        if isinstance(spec, str):
+            return resolve_relative(spec, base, self.source, what)
+        if isinstance(spec, Mapping) and isinstance(spec.get("name"), str):
+            name = resolve_relative(spec["name"], base, self.source, what)
+            return {**spec, "name": name}
+        return spec
 
     def load_into(self, model: nn.Module) -> nn.Module:
         """Load the weights into ``model`` strictly (see :func:`load_state_dict_strict`)."""
@@ -166,6 +287,7 @@ class Checkpoint:
             "meta": self.meta,
             "critpoint_version": self.critpoint_version,
             "torch_version": self.torch_version,
+            "trusted": self.trusted,
             "tensors": {
                 k: {
                     "shape": list(v.shape),
@@ -188,8 +310,21 @@ def load_state_dict_strict(
     Raises
     ------
     CheckpointError
-        Listing the missing keys, the unexpected keys and the keys whose
+        Listing the missing keys, the extra keys and the keys whose
         shapes differ (checkpoint shape versus model shape).
+    """
+    sd = _check_fits(model, state_dict, source)
+    model.load_state_dict(sd, strict=True)
+
+
+def _check_fits(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str
+) -> dict[str, torch.Tensor]:
+    """The state dict (``module.`` prefix removed) if it fits ``model``, else raise.
+
+    Only names, shapes and dtype kinds are compared, so ``model`` may live on
+    the ``meta`` device (built without memory, to check a spec before the
+    real model is allocated).
     """
     expected = model.state_dict()
     sd = dict(state_dict)
@@ -207,14 +342,24 @@ def load_state_dict_strict(
         for k in set(sd) & set(expected)
         if tuple(sd[k].shape) != tuple(expected[k].shape)
     )
-    if missing or unexpected or mismatched:
+    wrong_kind = sorted(
+        f"{k}: checkpoint {_dtype_text(sd[k])} vs model {_dtype_text(expected[k])}"
+        for k in set(sd) & set(expected)
+        if _dtype_kind(sd[k]) != _dtype_kind(expected[k])
+    )
+    if missing or unexpected or mismatched or wrong_kind:
         parts = []
         if missing:
             parts.append(f"missing keys (in the model, not the file): {missing}")
         if unexpected:
-            parts.append(f"unexpected keys (in the file, not the model): {unexpected}")
+            parts.append(f"extra keys (in the file, not the model): {unexpected}")
         if mismatched:
             parts.append(f"shape mismatches: {mismatched}")
+        if wrong_kind:
+            parts.append(
+                "dtype mismatches (complex or integer weights are not loaded into "
+                f"floating tensors, nor the reverse): {wrong_kind}"
+            )
         msg = (
             f"the weights in {source!r} do not fit the model ({type(model).__name__}): "
             + "; ".join(parts)
@@ -222,7 +367,19 @@ def load_state_dict_strict(
             "batchnorm...)"
         )
         raise CheckpointError(msg)
-    model.load_state_dict(sd, strict=True)
+    return sd
+
+
+def _dtype_kind(t: torch.Tensor) -> str:
+    if t.is_complex():
+        return "complex"
+    if t.is_floating_point():
+        return "float"
+    return "bool" if t.dtype == torch.bool else "int"
+
+
+def _dtype_text(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
 
 
 # ---------------------------------------------------------------------- saving
@@ -268,12 +425,10 @@ def _plain(value: Any, where: str) -> Any:
 def _loss_to_str(loss: Any) -> str | None:
     if loss is None or isinstance(loss, str):
         return loss
-    from critpoint.data import _loss_name
+    from critpoint.data import _builtin_loss_key
 
-    name = _loss_name(loss)
-    from critpoint.data import LOSSES
-
-    if name in LOSSES:
+    name = _builtin_loss_key(loss)
+    if name is not None:
         return name
     module = getattr(loss, "__module__", None)
     qualname = getattr(loss, "__qualname__", None)
@@ -299,26 +454,6 @@ def _critpoint_version() -> str:
         return "unknown"
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Write through ``write(tmp_name)`` to a temporary file, then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; match a plain open()
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        # Atomic on POSIX and Windows: readers see the old file or the new one.
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_checkpoint(
     path: PathLike,
     model: nn.Module | Mapping[str, torch.Tensor],
@@ -336,8 +471,9 @@ def save_checkpoint(
         Target file. A ``.safetensors`` suffix writes safetensors (tensors, and
         the rest as JSON metadata under ``"critpoint"``); anything else writes a
         ``torch.save`` dict of primitive types and tensors. The file is written
-        to a temporary name in the same folder and renamed, so it is never seen
-        half-written.
+        whole (see :mod:`critpoint._files`): a temporary name in the same
+        folder, then a rename that keeps a replaced file's permissions; a
+        symbolic link's target is written, a device or FIFO straight through.
     model : nn.Module or dict of str to Tensor
         The model (its ``state_dict()`` is saved) or a state dict.
     model_spec : dict, optional
@@ -390,10 +526,12 @@ def save_checkpoint(
     if path.suffix.lower() == ".safetensors":
         save_file = _safetensors().save_file
         metadata = {_SAFETENSORS_KEY: json.dumps(header)}
-        _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+        write_with_atomic(
+            path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata)
+        )
     else:
         obj = {**header, "state_dict": tensors}
-        _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+        write_with_atomic(path, lambda tmp: torch.save(obj, tmp))
     return path
 
 
@@ -409,15 +547,82 @@ def _safetensors() -> Any:
 # --------------------------------------------------------------------- loading
 
 
+#: An entry inflating to more than this, at more than _BOMB_RATIO times its
+#: compressed size, is refused unread: torch.save never compresses (entries
+#: are stored), so only a crafted file has one.
+_BOMB_BYTES = 16 << 20
+_BOMB_RATIO = 100
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"
+
+
+def check_archive(
+    path: Path, what: str, error: type[Exception], compressed_ok: bool
+) -> list[str]:
+    """Read a zip archive's directory and refuse it before anything is inflated.
+
+    Parameters
+    ----------
+    path : Path
+        A zip archive (a ``torch.save`` file or an ``.npz``).
+    what : str
+        ``"checkpoint"`` or ``"data file"``, for messages.
+    error : type
+        The exception to raise.
+    compressed_ok : bool
+        Whether compressed entries are normal (``np.savez_compressed``); if
+        not, an entry compressed more than 100-fold to over 16 MiB is refused.
+
+    Returns
+    -------
+    list of str
+        The entry names.
+
+    Raises
+    ------
+    error
+        A damaged directory; declared sizes larger than the free memory; a
+        compression bomb.
+    """
+    from critpoint._memory import free_host_memory
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except Exception as exc:  # BadZipFile, OSError, UnicodeDecodeError in names...
+        msg = f"{what} {str(path)!r} is a damaged zip archive ({_first_line(exc)}); save it again"
+        raise error(msg) from None
+    declared = sum(i.file_size for i in infos)
+    free = free_host_memory()
+    if free and declared > free:
+        msg = (
+            f"{what} {str(path)!r} declares {_gib(declared)} of contents, more than the "
+            f"{_gib(free)} of free memory, so it was not read; free memory or check the file"
+        )
+        raise error(msg)
+    for i in infos:
+        ratio = i.file_size / max(i.compress_size, 1)
+        if (
+            not compressed_ok
+            and i.compress_type != zipfile.ZIP_STORED
+            and i.file_size > _BOMB_BYTES
+            and ratio > _BOMB_RATIO
+        ):
+            msg = (
+                f"{what} {str(path)!r} holds {i.filename!r} compressed {ratio:.0f}-fold to "
+                f"{_gib(i.file_size)}; torch.save never compresses, so this file was not "
+                "made by it and was not inflated"
+            )
+            raise error(msg)
+    return [i.filename for i in infos]
+
+
 def _sniff(path: Path) -> tuple[str, list[str]]:
     """Return ``(kind, zip entry names)``; kind is zip, safetensors or other."""
     if zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path) as zf:
-                return "zip", zf.namelist()
-        except (zipfile.BadZipFile, OSError) as exc:
-            msg = f"checkpoint {str(path)!r} is a damaged zip archive ({exc}); save it again"
-            raise CheckpointError(msg) from None
+        return "zip", check_archive(path, "checkpoint", CheckpointError, False)
     with open(path, "rb") as f:
         head = f.read(9)
     size = path.stat().st_size
@@ -550,9 +755,13 @@ def load_checkpoint(
         safetensors file, or — with ``trust=True`` — a pickled module or a
         ``torch.export`` program (``.pt2``).
     trust : bool
-        Allow unpickling code objects. Only for files you made yourself:
-        unpickling can run arbitrary code. Files that load safely are always
-        loaded the safe way, whatever ``trust`` says.
+        Allow unpickling code objects, and let the specs the file stores
+        (model, data, loss) name code (``module:function``,
+        ``file.py:function``), which :meth:`Checkpoint.build_model` and the
+        command line then import and run. Only for files you made yourself.
+        Files that load safely are always loaded the safe way, whatever
+        ``trust`` says; without it, stored specs may name only critpoint's
+        built-ins (see :attr:`Checkpoint.trusted`).
     map_location : str or torch.device
         Where to put the tensors (``"cpu"`` by default: no GPU memory spike).
 
@@ -569,7 +778,11 @@ def load_checkpoint(
         Missing, empty, damaged or unrecognised file, TorchScript, a newer
         checkpoint version, or no state dict inside.
     """
-    path = Path(path)
+    ckpt = _load(Path(path), trust, map_location)
+    return replace(ckpt, trusted=bool(trust))
+
+
+def _load(path: Path, trust: bool, map_location: Any) -> Checkpoint:
     _check_file(path, "checkpoint", CheckpointError)
     kind, names = _sniff(path)
 
@@ -605,7 +818,10 @@ def load_checkpoint(
         except Exception as exc2:
             msg = f"checkpoint {str(path)!r} could not be loaded even with trust=True: {exc2}"
             raise CheckpointError(msg) from exc2
-    except (RuntimeError, EOFError, OSError, ValueError, struct.error) as exc:
+    except Exception as exc:
+        # The file is torch.load's only input: whatever it raises (KeyError and
+        # IndexError from a damaged pickle, RuntimeError from a damaged archive)
+        # says the file is damaged.
         msg = f"checkpoint {str(path)!r} is damaged or not a checkpoint: {_first_line(exc)}"
         raise CheckpointError(msg) from None
     return _interpret(obj, path)
@@ -652,8 +868,9 @@ def _interpret(obj: Any, path: Path) -> Checkpoint:
         if not isinstance(state, Mapping):
             msg = f"checkpoint {where!r} has no 'state_dict'; it is damaged — save it again"
             raise CheckpointError(msg)
+        _check_header(obj, where)
         return Checkpoint(
-            state_dict=dict(state),
+            state_dict=_tensor_dict(state, where),
             model_spec=obj.get("model_spec"),
             data_spec=obj.get("data_spec"),
             loss=obj.get("loss"),
@@ -701,6 +918,60 @@ def _interpret(obj: Any, path: Path) -> Checkpoint:
     raise CheckpointError(msg)
 
 
+#: The types each header entry of a critpoint checkpoint may have.
+_HEADER_TYPES: dict[str, tuple[type, ...]] = {
+    "model_spec": (Mapping, str),
+    "data_spec": (Mapping, str),
+    "loss": (str,),
+    "history": (Mapping,),
+    "meta": (Mapping,),
+    "critpoint_version": (str,),
+    "torch_version": (str,),
+}
+
+
+def _check_header(obj: Mapping[str, Any], where: str) -> None:
+    """Refuse header entries of the wrong type (a damaged or hand-edited file)."""
+    for key, types in _HEADER_TYPES.items():
+        value = obj.get(key)
+        if value is not None and not isinstance(value, types):
+            wanted = " or ".join(
+                "a dict" if t is Mapping else f"a {t.__name__}" for t in types
+            )
+            msg = (
+                f"checkpoint {where!r} is damaged: its {key!r} is a {type(value).__name__} "
+                f"({str(value)[:80]!r}), not {wanted}; save it again"
+            )
+            raise CheckpointError(msg)
+    for key in ("model_spec", "data_spec"):
+        value = obj.get(key)
+        if isinstance(value, Mapping) and not isinstance(value.get("name"), str):
+            msg = (
+                f"checkpoint {where!r} is damaged: its {key!r} has no string 'name' "
+                f"({str(dict(value))[:80]!r}); save it again"
+            )
+            raise CheckpointError(msg)
+    if isinstance(obj.get("meta"), Mapping) and not all(
+        isinstance(k, str) for k in obj["meta"]
+    ):
+        msg = (
+            f"checkpoint {where!r} is damaged: its 'meta' has keys that are not strings"
+        )
+        raise CheckpointError(msg)
+
+
+def _tensor_dict(state: Mapping[Any, Any], where: str) -> dict[str, torch.Tensor]:
+    """The state dict, refusing entries that are not named tensors."""
+    for k, v in state.items():
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+            msg = (
+                f"checkpoint {where!r} is damaged: state dict entry {str(k)[:60]!r} is a "
+                f"{type(v).__name__}, not a tensor; save it again"
+            )
+            raise CheckpointError(msg)
+    return dict(state)
+
+
 def _load_safetensors(path: Path, map_location: Any) -> Checkpoint:
     st = _safetensors()
     from safetensors import safe_open
@@ -721,9 +992,15 @@ def _load_safetensors(path: Path, map_location: Any) -> Checkpoint:
         )
     try:
         header = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         msg = f"safetensors file {str(path)!r} has damaged critpoint metadata: {exc}"
         raise CheckpointError(msg) from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        msg = (
+            f"safetensors file {str(path)!r} has damaged critpoint metadata: expected a "
+            f"JSON object with format {FORMAT!r}; save it again"
+        )
+        raise CheckpointError(msg)
     return _interpret({**header, "state_dict": state}, path)
 
 
@@ -777,6 +1054,8 @@ def load_tensor_dict(path: PathLike, map_location: Any = "cpu") -> dict[str, Any
     path = Path(path)
     _check_file(path, "data file", InputError)
     hint = "save it with torch.save({'inputs': x, 'targets': y}, path)"
+    if zipfile.is_zipfile(path):
+        check_archive(path, "data file", InputError, False)
     try:
         obj = _torch_load(path, map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -788,7 +1067,7 @@ def load_tensor_dict(path: PathLike, map_location: Any = "cpu") -> dict[str, Any
         )
         msg = f"data file {str(path)!r} {what}, so it was not loaded; {hint} with plain tensors"
         raise InputError(msg) from None
-    except (RuntimeError, EOFError, OSError, ValueError, struct.error) as exc:
+    except Exception as exc:  # torch.load's only input is the file: it is damaged
         msg = f"data file {str(path)!r} is damaged or not a torch.save file ({_first_line(exc)}); {hint}"
         raise InputError(msg) from None
     if not isinstance(obj, Mapping):

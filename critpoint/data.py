@@ -18,6 +18,9 @@
 ``package.module:function`` / ``path/file.py:function``
     A function returning an ``(inputs, targets)`` pair (→ :class:`Data`), a
     ``Dataset`` or a ``DataLoader`` (→ :class:`DataSource`, passed on as is).
+    It is the caller's code and runs because the caller named it; a spec read
+    from a file (:func:`data_from_spec` with ``trust=False``) may name only the
+    built-in sets and data files.
 
 :func:`get_loss` names the losses (``cross_entropy``, ``mse``, ``bce`` or
 ``module:function``), and :func:`check_data_against_model` runs one forward
@@ -39,7 +42,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from critpoint.errors import InputError
-from critpoint.models import load_object, parse_dtype
+from critpoint.models import parse_dtype
+from critpoint.specs import DATA_FILE_SUFFIXES, load_object
 
 __all__ = [
     "DATASETS",
@@ -49,6 +53,7 @@ __all__ = [
     "bce",
     "check_data_against_model",
     "cross_entropy",
+    "data_from_spec",
     "get_loss",
     "load_data",
     "mse",
@@ -356,7 +361,7 @@ DATASETS: dict[str, Callable[..., Data]] = {
     "teacher": _teacher,
 }
 
-_FILE_SUFFIXES = (".pt", ".pth", ".npz")
+_FILE_SUFFIXES = DATA_FILE_SUFFIXES
 
 
 def load_data(
@@ -374,7 +379,8 @@ def load_data(
     spec : str or Path
         ``"digits"``, ``"two_weight"``, ``"teacher"``, a ``.pt``/``.pth`` or
         ``.npz`` file, or ``package.module:function`` /
-        ``path/file.py:function``.
+        ``path/file.py:function`` (imported and run: the caller's code; for a
+        spec read from a file use :func:`data_from_spec` with ``trust=False``).
     dtype : torch.dtype or str, optional
         Floating dtype of the inputs (and of regression targets), float32 by
         default. ``None`` keeps what a file stores.
@@ -396,8 +402,97 @@ def load_data(
         :class:`Data` for in-memory tensors; :class:`DataSource` wrapping a
         user ``Dataset`` / ``DataLoader`` / iterable of batches as it is.
     """
+    options = dict(kwargs)
+    if task is not None:
+        options["task"] = task
+    if num_classes is not None:
+        options["num_classes"] = num_classes
+    return _load_data(spec, options, dtype=dtype, trust=True)
+
+
+def data_from_spec(
+    spec: Any,
+    *,
+    dtype: torch.dtype | str | None = torch.float32,
+    trust: bool = True,
+    source: str | None = None,
+    base_dir: str | Path | None = None,
+) -> Data | DataSource:
+    """Load the data a spec describes (as a checkpoint stores it).
+
+    Parameters
+    ----------
+    spec : str or dict
+        A name or path, ``{"name": ..., "kwargs": {...}}`` (optionally with
+        ``"max_samples"`` and ``"subset_seed"``: a random subset), or the
+        flat form ``{"name": "digits", "split": "test"}``; see
+        :func:`critpoint.specs.normalise_data_spec`.
+    dtype : torch.dtype or str, optional
+        Floating dtype of the inputs, as in :func:`load_data`.
+    trust : bool
+        ``True`` (default): the caller names the spec, so a user function
+        (``module:function``, ``file.py:function``) is imported and run.
+        ``False``: the spec was read from a file and may name only built-in
+        data sets and data files; code raises
+        :class:`~critpoint.errors.UnsafeCheckpointError`.
+    source : str, optional
+        Where the spec was read (``"checkpoint 'm.ckpt'"``), for messages.
+    base_dir : str or Path, optional
+        The folder of the file the spec was read from: relative data paths are
+        resolved against it (never the current folder), and must exist there.
+
+    Returns
+    -------
+    Data or DataSource
+    """
+    from critpoint.specs import normalise_data_spec, resolve_relative
+
+    normal = normalise_data_spec(spec)
+    name = normal["name"]
+    if base_dir is not None:
+        name = resolve_relative(name, base_dir, source or "the data spec")
+    data = _load_data(
+        name,
+        normal["kwargs"],
+        dtype=dtype,
+        trust=trust,
+        source=source,
+        shown=spec,
+    )
+    max_samples = normal["max_samples"]
+    if max_samples is not None:
+        if not isinstance(data, Data):
+            msg = (
+                f"max_samples needs in-memory data (tensors); data {name!r} is a "
+                f"{data.kind}: subset it in your data function instead"
+            )
+            raise InputError(msg)
+        data = data.subset(max_samples, seed=normal["subset_seed"])
+    return data
+
+
+def _load_data(
+    spec: Any,
+    options: Mapping[str, Any],
+    *,
+    dtype: torch.dtype | str | None,
+    trust: bool,
+    source: str | None = None,
+    shown: Any = None,
+) -> Data | DataSource:
+    """:func:`load_data` with the trust of the spec stated (see critpoint.specs)."""
+    kwargs = dict(options)
+    kwargs.pop("dtype", None)  # the caller's precision wins over a stored one
+    task = kwargs.pop("task", None)
+    num_classes = kwargs.pop("num_classes", None)
     torch_dtype = parse_dtype(dtype)
+    if not isinstance(spec, (str, Path)):
+        msg = f"a data spec must be a name or a path; got {spec!r}"
+        raise InputError(msg)
     name = str(spec)
+    if not name.strip():
+        msg = "the data spec is empty; name a data set (digits, teacher, two_weight), a file or a function"
+        raise InputError(msg)
     if name in DATASETS:
         options = dict(kwargs)
         if torch_dtype is not None:
@@ -428,11 +523,24 @@ def load_data(
         return _make_data(arrays, name, torch_dtype, task, num_classes, from_file=True)
 
     if ":" in name:
-        fn = load_object(name, what="data function")
+        fn = load_object(
+            name,
+            what="data function",
+            trust=trust,
+            source=source,
+            shown=shown if shown is not None else name,
+            builtins=[*DATASETS, "file.pt", "file.npz"],
+        )
         if not callable(fn):
             msg = f"data function {name!r} is not callable ({type(fn).__name__})"
             raise InputError(msg)
-        result = fn(**kwargs)
+        try:
+            result = fn(**kwargs)
+        except InputError:
+            raise
+        except Exception as exc:  # the user's code: name it and what it raised
+            msg = f"data function {name!r} raised {type(exc).__name__} when called with {kwargs}: {exc}"
+            raise InputError(msg) from exc
         return _wrap_user_result(result, name, torch_dtype, task, num_classes)
 
     msg = (
@@ -454,6 +562,13 @@ def _read_pt(path: Path) -> Mapping[str, Any]:
 
 
 def _read_npz(path: Path) -> dict[str, Any]:
+    from critpoint.checkpoint import check_archive
+
+    hint = (
+        "Store plain numeric arrays, e.g. np.savez(path, inputs=x.astype(np.float32), "
+        "targets=y.astype(np.int64))"
+    )
+    check_archive(path, "data file", InputError, compressed_ok=True)
     try:
         with np.load(path, allow_pickle=False) as archive:
             out = {}
@@ -462,14 +577,11 @@ def _read_npz(path: Path) -> dict[str, Any]:
             return out
     except ValueError as exc:
         # NumPy raises ValueError for object arrays when allow_pickle=False.
-        msg = (
-            f"data file {str(path)!r} holds object arrays (or is not a valid .npz): {exc}. "
-            "Store plain numeric arrays, e.g. np.savez(path, inputs=x.astype(np.float32), "
-            "targets=y.astype(np.int64))"
-        )
+        msg = f"data file {str(path)!r} holds object arrays (or is not a valid .npz): {exc}. {hint}"
         raise InputError(msg) from None
-    except (OSError, EOFError) as exc:
-        msg = f"data file {str(path)!r} is not a readable .npz archive ({exc}); re-create it with np.savez"
+    except Exception as exc:  # BadZipFile, zlib.error, OSError...: the file is damaged
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        msg = f"data file {str(path)!r} is not a readable .npz archive ({detail}); re-create it with np.savez"
         raise InputError(msg) from None
 
 
@@ -715,19 +827,32 @@ def _loss_key(name: str) -> str:
     return _ALIASES.get(key, key)
 
 
-def get_loss(name: str | LossFn, num_classes: int | None = None) -> LossFn:
+def get_loss(
+    name: str | LossFn,
+    num_classes: int | None = None,
+    *,
+    trust: bool = True,
+    source: str | None = None,
+) -> LossFn:
     """Return the loss function ``(outputs, targets) -> mean loss`` for a name.
 
     Parameters
     ----------
     name : str or callable
         ``"cross_entropy"`` (also ``"cross-entropy"``, ``"ce"``), ``"mse"``,
-        ``"bce"``, or ``package.module:function`` / ``path/file.py:function``.
-        An ``nn.Module`` class named this way (``torch.nn:MSELoss``) is
-        instantiated without arguments. A callable is returned as it is.
+        ``"bce"``, or ``package.module:function`` / ``path/file.py:function``
+        (imported and run: the caller's code). An ``nn.Module`` class named
+        this way (``torch.nn:MSELoss``) is instantiated without arguments. A
+        callable is returned as it is.
     num_classes : int, optional
         For ``mse`` with integer labels: the one-hot width (default: the
         output width).
+    trust : bool
+        ``True`` (default): the caller names the loss. ``False``: the name was
+        read from a file and may name only a built-in loss; code raises
+        :class:`~critpoint.errors.UnsafeCheckpointError`.
+    source : str, optional
+        Where the name was read, for messages.
 
     Returns
     -------
@@ -739,6 +864,9 @@ def get_loss(name: str | LossFn, num_classes: int | None = None) -> LossFn:
     if not isinstance(name, str):
         msg = f"loss must be a name or a callable; got {name!r}"
         raise InputError(msg)
+    if not name.strip():
+        msg = f"the loss name is empty; choose one of {sorted(LOSSES)} or name a function 'package.module:function'"
+        raise InputError(msg)
     key = _loss_key(name)
     if key in LOSSES:
         fn = LOSSES[key]
@@ -748,9 +876,15 @@ def get_loss(name: str | LossFn, num_classes: int | None = None) -> LossFn:
             return part
         return fn
     if ":" in name:
-        obj = load_object(name, what="loss function")
+        obj = load_object(
+            name, what="loss function", trust=trust, source=source, builtins=LOSSES
+        )
         if isinstance(obj, type) and issubclass(obj, nn.Module):
-            obj = obj()
+            try:
+                obj = obj()
+            except Exception as exc:
+                msg = f"loss {name!r}: {obj.__name__}() failed: {type(exc).__name__}: {exc}"
+                raise InputError(msg) from exc
         if not callable(obj):
             msg = f"loss function {name!r} is not callable ({type(obj).__name__})"
             raise InputError(msg)
@@ -762,14 +896,24 @@ def get_loss(name: str | LossFn, num_classes: int | None = None) -> LossFn:
     raise InputError(msg)
 
 
-def _loss_name(loss: str | LossFn) -> str:
+def _builtin_loss_key(loss: str | LossFn) -> str | None:
+    """The built-in name of ``loss`` (a name, a built-in or a partial of one), else None."""
     if isinstance(loss, str):
         key = _loss_key(loss)
-        return key if key in LOSSES else loss
+        return key if key in LOSSES else None
     fn = loss.func if isinstance(loss, functools.partial) else loss
     for key, value in LOSSES.items():
         if fn is value:
             return key
+    return None
+
+
+def _loss_name(loss: str | LossFn) -> str:
+    key = _builtin_loss_key(loss)
+    if key is not None:
+        return key
+    if isinstance(loss, str):
+        return loss
     return getattr(loss, "__name__", type(loss).__name__)
 
 
@@ -828,16 +972,17 @@ def check_data_against_model(
         x = x.to(device=param.device)
     y = y.to(device=x.device)
 
-    modes = [(m, m.training) for m in model.modules()]
+    from critpoint._model_state import ModelState, set_mode
+
+    state = ModelState(model)  # mode flags and buffers (a forward may write them)
     try:
-        model.eval()
+        set_mode(model, False)
         with torch.no_grad():
             outputs = model(x)
     except Exception as exc:
         raise InputError(_forward_message(model, x, name, exc)) from exc
     finally:
-        for m, mode in modes:
-            m.train(mode)
+        state.restore()
     if not isinstance(outputs, torch.Tensor):
         msg = (
             f"model returned {type(outputs).__name__}, not a tensor; wrap it so that it returns "
@@ -852,8 +997,10 @@ def check_data_against_model(
         raise InputError(msg)
 
     key = _loss_name(loss_name)
-    _check_targets(key, outputs, y, y_all, name)
-    loss_fn = get_loss(loss_name)
+    # Only critpoint's own losses have known target rules (a user's function
+    # that happens to be called "mse" is not checked as if it were ours).
+    _check_targets(_builtin_loss_key(loss_name) or "", outputs, y, y_all, name)
+    loss_fn = loss_name if callable(loss_name) else get_loss(loss_name)
     try:
         value = loss_fn(outputs, y)
     except Exception as exc:

@@ -18,6 +18,10 @@ class InputError(CritpointError, ValueError):
     """An argument, a model, a data set or a file is not what critpoint needs."""
 
 
+class OutputError(CritpointError, OSError):
+    """An output could not be written (full disk, read-only folder...); it names the path."""
+
+
 class NonFiniteError(CritpointError, FloatingPointError):
     """A loss, gradient or Hessian-vector product contains NaN or Inf."""
 
@@ -58,6 +62,7 @@ __all__ = [
     "InputError",
     "NonDeterministicError",
     "NonFiniteError",
+    "OutputError",
     "SecondDerivativeError",
     "UnsafeCheckpointError",
 ]

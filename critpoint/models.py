@@ -18,8 +18,10 @@ built-in names are:
     controllable initial scale (``init="zero"`` is a degenerate critical point).
 
 Any other name of the form ``package.module:factory`` or ``path/file.py:factory``
-calls the user's factory with the keyword arguments. A ``.py`` file is executed
-only because the user named it.
+calls the user's factory with the keyword arguments: that is the user's code,
+and it runs because the user named it. A spec read from a file
+(``model_from_spec(spec, trust=False)``, as checkpoints do) may name only the
+built-in models.
 
 Initialisation is deterministic given ``seed=``: the weights are drawn inside
 ``torch.random.fork_rng``, so the global random state is left as it was.
@@ -27,22 +29,18 @@ Initialisation is deterministic given ``seed=``: the weights are drawn inside
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
 import inspect
 import itertools
 import json
 import math
-import sys
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from critpoint.errors import InputError
+from critpoint.specs import load_object
 
 __all__ = [
     "CNN",
@@ -51,11 +49,13 @@ __all__ = [
     "DeepLinear",
     "TwoWeight",
     "build_model",
+    "check_materialised",
     "count_parameters",
     "load_object",
     "model_from_spec",
     "model_spec",
     "parse_dtype",
+    "probe_builtin",
 ]
 
 #: Attribute under which :func:`build_model` records the spec of the model it
@@ -385,7 +385,9 @@ def model_spec(name: str, **kwargs: Any) -> dict[str, Any]:
     return {"name": name, "kwargs": _jsonable(kwargs, f"model spec {name!r}")}
 
 
-def model_from_spec(spec: Mapping[str, Any] | str) -> nn.Module:
+def model_from_spec(
+    spec: Mapping[str, Any] | str, *, trust: bool = True, source: str | None = None
+) -> nn.Module:
     """Build the model a spec describes.
 
     Parameters
@@ -393,11 +395,19 @@ def model_from_spec(spec: Mapping[str, Any] | str) -> nn.Module:
     spec : dict or str
         ``{"name": ..., "kwargs": {...}}`` as :func:`model_spec` returns (the
         ``kwargs`` key may be missing), a JSON string of it, or a bare name.
+    trust : bool
+        ``True`` (default): the caller names the spec, so a user factory
+        (``module:factory``, ``file.py:factory``) is imported and run.
+        ``False``: the spec was read from a file and may name only a built-in
+        model; anything else raises :class:`~critpoint.errors.UnsafeCheckpointError`.
+    source : str, optional
+        Where the spec was read (``"checkpoint 'm.ckpt'"``), for messages.
 
     Returns
     -------
     nn.Module
     """
+    shown = spec
     if isinstance(spec, str):
         text = spec.strip()
         if text.startswith("{"):
@@ -407,15 +417,39 @@ def model_from_spec(spec: Mapping[str, Any] | str) -> nn.Module:
                 msg = f"model spec {spec!r} is not valid JSON: {exc}"
                 raise InputError(msg) from None
         else:
-            return build_model(text)
+            return _build(text, {}, trust=trust, source=source, shown=shown)
     if not isinstance(spec, Mapping) or "name" not in spec:
         msg = f'a model spec is a dict {{"name": ..., "kwargs": {{...}}}}; got {spec!r}'
         raise InputError(msg)
     kwargs = spec.get("kwargs") or {}
-    if not isinstance(kwargs, Mapping):
-        msg = f"model spec 'kwargs' must be a dict; got {kwargs!r}"
+    if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+        msg = f"model spec 'kwargs' must be a dict of options; got {kwargs!r}"
         raise InputError(msg)
-    return build_model(spec["name"], **kwargs)
+    return _build(spec["name"], kwargs, trust=trust, source=source, shown=spec)
+
+
+def probe_builtin(spec: Mapping[str, Any] | str) -> nn.Module | None:
+    """The built-in model a spec names, built on the ``meta`` device (no memory).
+
+    Returns
+    -------
+    nn.Module or None
+        ``None`` when the spec does not name a built-in model (user factories
+        are never run here). Errors in the spec raise as in :func:`model_from_spec`.
+    """
+    if isinstance(spec, str):
+        text = spec.strip()
+        if text.startswith("{"):
+            try:
+                spec = json.loads(text)
+            except json.JSONDecodeError:
+                return None  # model_from_spec says what is wrong
+        else:
+            spec = {"name": text}
+    if not isinstance(spec, Mapping) or spec.get("name") not in MODELS:
+        return None
+    with torch.device("meta"):
+        return model_from_spec(spec, trust=False)
 
 
 def build_model(
@@ -431,7 +465,8 @@ def build_model(
     ----------
     name : str
         ``"mlp"``, ``"cnn"``, ``"two_weight"``, ``"deep_linear"``, or a user
-        factory ``package.module:factory`` / ``path/to/file.py:factory``.
+        factory ``package.module:factory`` / ``path/to/file.py:factory``
+        (imported and run: it is the caller's code).
     seed : int, optional
         Seed of the initialisation. The weights are drawn inside
         ``torch.random.fork_rng`` with the CPU generator seeded, so the same
@@ -449,14 +484,36 @@ def build_model(
         The model, with its spec (name, kwargs, seed, dtype) recorded in the
         attribute ``critpoint_spec`` for :func:`~critpoint.checkpoint.save_checkpoint`.
     """
-    if not isinstance(name, str):
-        msg = f"model name must be a string; got {name!r}"
+    return _build(name, {**kwargs, "seed": seed, "dtype": dtype}, trust=True)
+
+
+def _build(
+    name: Any,
+    options: Mapping[str, Any],
+    *,
+    trust: bool,
+    source: str | None = None,
+    shown: Any = None,
+) -> nn.Module:
+    """Build model ``name`` with ``options`` (``seed`` and ``dtype`` included)."""
+    kwargs = dict(options)
+    seed = kwargs.pop("seed", None)
+    dtype = kwargs.pop("dtype", None)
+    if not isinstance(name, str) or not name.strip():
+        msg = f"model name must be a non-empty string; got {name!r}"
         raise InputError(msg)
     torch_dtype = parse_dtype(dtype)
     if name in MODELS:
         factory = MODELS[name]
     elif ":" in name:
-        factory = load_object(name, what="model factory")
+        factory = load_object(
+            name,
+            what="model factory",
+            trust=trust,
+            source=source,
+            shown=shown if shown is not None else name,
+            builtins=MODELS,
+        )
         if not callable(factory):
             msg = f"model factory {name!r} is not callable ({type(factory).__name__})"
             raise InputError(msg)
@@ -467,8 +524,10 @@ def build_model(
         )
         raise InputError(msg)
 
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        msg = f"model seed must be an int; got {seed!r}"
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63
+    ):
+        msg = f"model seed must be an integer in [0, 2**63); got {seed!r}"
         raise InputError(msg)
     _check_kwargs(factory, kwargs, name)
     if seed is None:
@@ -482,6 +541,8 @@ def build_model(
     if not isinstance(model, nn.Module):
         msg = f"model factory {name!r} returned {type(model).__name__}, not a torch.nn.Module"
         raise InputError(msg)
+    if not _building_on_meta():
+        check_materialised(model, f"model {name!r}")
     if torch_dtype is not None:
         model = model.to(torch_dtype)
     extra = {"seed": seed} if seed is not None else {}
@@ -496,6 +557,30 @@ def build_model(
     # A plain attribute (not a buffer): not in the state dict, not moved by .to().
     setattr(model, SPEC_ATTR, spec)
     return model
+
+
+def _building_on_meta() -> bool:
+    """Whether a ``torch.device("meta")`` context is active (see :func:`probe_builtin`)."""
+    return torch.empty(0).is_meta
+
+
+def check_materialised(model: nn.Module, what: str) -> None:
+    """Refuse a model whose tensors are on the ``meta`` device (shapes, no values).
+
+    Raises
+    ------
+    InputError
+        Naming the first such tensor and how to give it storage.
+    """
+    tensors = itertools.chain(model.named_parameters(), model.named_buffers())
+    for pname, t in tensors:
+        if t.is_meta:
+            msg = (
+                f"{what} has its tensor {pname!r} on the meta device (a shape without values), "
+                "so it cannot be evaluated; create it on a real device, or call "
+                "model.to_empty(device='cpu') and then load or initialise its weights"
+            )
+            raise InputError(msg)
 
 
 def _check_kwargs(
@@ -528,83 +613,11 @@ def _call_factory(
     except TypeError as exc:
         msg = f"model {name!r} could not be built with {dict(kwargs)}: {exc}"
         raise InputError(msg) from exc
-
-
-def _is_file_spec(target: str) -> bool:
-    return target.endswith(".py") or "/" in target or "\\" in target
-
-
-def load_object(spec: str, what: str = "object") -> Any:
-    """Import the object named by ``package.module:attr`` or ``path/file.py:attr``.
-
-    Parameters
-    ----------
-    spec : str
-        ``module:attr`` (``attr`` may be dotted, ``Class.method``) or a path to
-        a Python file, then ``:attr``. The split is at the *last* colon, so
-        Windows drive letters work.
-    what : str
-        What the object is for, used in error messages ("model factory", ...).
-
-    Returns
-    -------
-    object
-        The attribute. A file is executed once per process (cached in
-        ``sys.modules`` under a name derived from its resolved path), and only
-        because the caller named it.
-    """
-    target, sep, attr = spec.rpartition(":")
-    if not sep or not target or not attr:
-        msg = f"{what} {spec!r} must look like 'package.module:name' or 'path/to/file.py:name'"
-        raise InputError(msg)
-    if _is_file_spec(target):
-        module = _load_file_module(Path(target), spec, what)
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as exc:
-            msg = (
-                f"cannot import module {target!r} for {what} {spec!r}: {exc}. Install it, "
-                "run from the folder that holds it, or give a file path 'path/to/file.py:name'"
-            )
-            raise InputError(msg) from exc
-    obj: Any = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            names = sorted(n for n in vars(module) if not n.startswith("_"))
-            msg = f"{what} {spec!r}: {target!r} has no attribute {attr!r}; it defines {names}"
-            raise InputError(msg) from None
-    return obj
-
-
-def _load_file_module(path: Path, spec: str, what: str) -> Any:
-    if not path.is_file():
+    except InputError:
+        raise
+    except Exception as exc:  # the factory is the user's code: say where it failed
         msg = (
-            f"{what} {spec!r}: file {str(path)!r} not found; give an existing .py file"
+            f"model factory {name!r} raised {type(exc).__name__} when called with "
+            f"{dict(kwargs)}: {exc}"
         )
-        raise InputError(msg)
-    resolved = path.resolve()
-    digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:12]
-    mod_name = f"_critpoint_user_{resolved.stem}_{digest}"
-    mtime = resolved.stat().st_mtime_ns
-    cached = sys.modules.get(mod_name)
-    if cached is not None and getattr(cached, "__critpoint_mtime__", None) == mtime:
-        return cached
-    module_spec = importlib.util.spec_from_file_location(mod_name, resolved)
-    if module_spec is None or module_spec.loader is None:
-        msg = f"{what} {spec!r}: cannot load {str(path)!r} as a Python module"
-        raise InputError(msg)
-    module = importlib.util.module_from_spec(module_spec)
-    # Registered before running, as importlib does, so that dataclasses and
-    # pickling of objects defined in the file can find the module.
-    sys.modules[mod_name] = module
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as exc:
-        del sys.modules[mod_name]
-        msg = f"{what} {spec!r}: running {str(path)!r} failed: {type(exc).__name__}: {exc}"
         raise InputError(msg) from exc
-    module.__critpoint_mtime__ = mtime  # type: ignore[attr-defined]
-    return module

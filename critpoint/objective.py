@@ -23,6 +23,7 @@ from torch import nn
 from critpoint import _autodiff
 from critpoint._finite import all_finite
 from critpoint._memory import free_memory
+from critpoint._model_state import ModelState, explain_mutation, set_mode
 from critpoint.errors import InputError, NonFiniteError, SecondDerivativeError
 
 logger = logging.getLogger("critpoint")
@@ -500,40 +501,37 @@ class Objective:
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[None]:
-        """Set the mode the analysis needs; restore the model's own state after."""
-        modules = list(self._work.modules())
-        modes = [m.training for m in modules]
+        """Set the mode the analysis needs; restore the model's own state after.
+
+        Every buffer, ``requires_grad`` flag and mode flag is captured first
+        and put back after (see :class:`critpoint._model_state.ModelState`), so
+        a forward that writes to buffers (a counter, spectral norm's ``_u``
+        under ``train_mode=True``) or a ``train()`` override that freezes
+        parameters leaves no trace, and every pass starts from the same buffers.
+        """
+        state = ModelState(self._work)
         selected = set(self._names)
-        frozen = [
-            p
-            for name, p in self._work.named_parameters()
-            if name not in selected and p.requires_grad
-        ]
-        saved_stats: list[tuple[nn.Module, Any, Any, Any]] = []
         try:
-            self._work.train(self.train_mode)
-            for p in frozen:  # no graph for parameters outside θ
-                p.requires_grad_(False)
+            set_mode(self._work, self.train_mode)
+            for name, p in self._work.named_parameters():
+                if name not in selected and p.requires_grad:
+                    p.requires_grad_(False)  # no graph for parameters outside θ
             if self.train_mode:
-                for m in modules:
+                for m in self._work.modules():
                     if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                        # Batch statistics without updating the running ones.
-                        saved_stats.append(
-                            (m, m.running_mean, m.running_var, m.num_batches_tracked)
-                        )
+                        # Batch statistics without updating the running ones
+                        # (the captured state puts the tensors back).
                         m.running_mean = None
                         m.running_var = None
                         m.num_batches_tracked = None
             yield
+        except (RuntimeError, AssertionError) as exc:
+            message = explain_mutation(exc, self._work)
+            if message is None:
+                raise
+            raise InputError(message) from exc
         finally:
-            for m, mean, var, count in saved_stats:
-                m.running_mean = mean
-                m.running_var = var
-                m.num_batches_tracked = count
-            for p in frozen:
-                p.requires_grad_(True)
-            for m, mode in zip(modules, modes, strict=True):
-                m.training = mode
+            state.restore()
 
     # -------------------------------------------------------------- θ <-> model
     @property

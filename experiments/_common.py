@@ -11,17 +11,16 @@ import argparse
 import io
 import json
 import math
-import os
 import platform
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from critpoint._files import atomic_path
 
 #: Where the scripts write by default.
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -72,23 +71,6 @@ def panel_label(ax: Any, text: str) -> None:
     ax.set_title(text, loc="left", fontsize=11, fontweight="bold")
 
 
-@contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; results are shared
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
 def save_figure(fig: Any, path: Path) -> Path:
     """Write the figure as a PNG at 100 dpi, whole (temporary name, then rename).
 
@@ -101,7 +83,7 @@ def save_figure(fig: Any, path: Path) -> Path:
     fig.savefig(buffer, format="png", dpi=100)
     buffer.seek(0)
     image = Image.open(buffer).convert("RGB").quantize(colors=128)
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         image.save(tmp, format="PNG", optimize=True)
     return path
 
@@ -121,7 +103,7 @@ def _clean(value: Any) -> Any:
 def save_json(data: dict[str, Any], path: Path) -> Path:
     """Write ``data`` as indented JSON, whole; non-finite floats become strings."""
     text = json.dumps(_clean(data), indent=2, allow_nan=False) + "\n"
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path
 

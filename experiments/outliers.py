@@ -33,7 +33,7 @@ from critpoint.training import train
 def load_common() -> Any:
     name = "critpoint_experiments_common"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
+        spec = importlib.util.spec_from_file_location(  # noqa: TID251 (our own file)
             name, Path(__file__).with_name("_common.py")
         )
         module = importlib.util.module_from_spec(spec)

@@ -215,7 +215,7 @@ def test_mismatched_keys_and_shapes_are_listed(tmp_path) -> None:
         ckpt.build_model({"name": "mlp", "kwargs": {"widths": [16]}})
     with pytest.raises(
         CheckpointError,
-        match=r"missing keys \(in the model, not the file\): \['net.1.bias', 'net.1.num_batches_tracked', 'net.1.running_mean', 'net.1.running_var', 'net.1.weight', 'net.3.bias', 'net.3.weight'\]; unexpected keys \(in the file, not the model\): \['net.2.bias', 'net.2.weight'\]",
+        match=r"missing keys \(in the model, not the file\): \['net.1.bias', 'net.1.num_batches_tracked', 'net.1.running_mean', 'net.1.running_var', 'net.1.weight', 'net.3.bias', 'net.3.weight'\]; extra keys \(in the file, not the model\): \['net.2.bias', 'net.2.weight'\]",
     ):
         ckpt.build_model({"name": "mlp", "kwargs": {"batchnorm": True}})
     with pytest.raises(CheckpointError, match="do not fit the model"):
@@ -379,3 +379,135 @@ def test_load_tensor_dict(tmp_path) -> None:
     assert set(out) == {"inputs", "targets"}
     with pytest.raises(InputError, match="not found"):
         load_tensor_dict(tmp_path / "none.pt")
+
+
+def test_text_file_and_damaged_pickles_are_one_error(tmp_path) -> None:
+    text = tmp_path / "notes.ckpt"
+    text.write_text("hello world\nthis is not a checkpoint\n")
+    with pytest.raises(CheckpointError, match=r"notes\.ckpt'"):
+        load_checkpoint(text)
+    data = tmp_path / "d.pt"
+    data.write_text("hello world\n")
+    with pytest.raises(InputError, match=r"d\.pt'"):
+        load_tensor_dict(data)
+
+
+def test_compression_bomb_is_refused_before_inflating(tmp_path, monkeypatch) -> None:
+    import zipfile
+
+    path = tmp_path / "bomb.ckpt"
+    save_checkpoint(path, build_model("two_weight"))
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("bomb/data/9", bytes(32 << 20))  # 32 MiB of zeros, ~32 KB on disk
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(CheckpointError, match=r"compressed \d+-fold to 32 MiB"):
+        load_checkpoint(path)
+    # Declared sizes beyond the free memory are refused too, stored or not.
+    import critpoint._memory
+
+    save_checkpoint(path, build_model("two_weight"))
+    monkeypatch.setattr(critpoint._memory, "free_host_memory", lambda: 64)
+    with pytest.raises(CheckpointError, match=r"more than the .* of free memory"):
+        load_checkpoint(path)
+    np.savez(tmp_path / "d.npz", inputs=np.ones((100, 3)), targets=np.ones(100))
+    with pytest.raises(InputError, match=r"d\.npz' declares"):
+        load_data(str(tmp_path / "d.npz"))
+
+
+def test_mistyped_header_entries_are_refused(tmp_path) -> None:
+    model = build_model("two_weight")
+    for key, value, needle in [
+        ("meta", [1, 2], r"its 'meta' is a list"),
+        ("meta", "x", r"its 'meta' is a str"),
+        ("history", 3, r"its 'history' is a int"),
+        ("model_spec", 7, r"its 'model_spec' is a int"),
+        ("model_spec", {"kwargs": {}}, r"'model_spec' has no string 'name'"),
+        ("loss", ["mse"], r"its 'loss' is a list"),
+    ]:
+        path = tmp_path / f"{key}.ckpt"
+        save_checkpoint(path, model)
+        obj = torch.load(path, weights_only=True)
+        obj[key] = value
+        torch.save(obj, path)
+        with pytest.raises(CheckpointError, match=needle):
+            load_checkpoint(path)
+    obj["state_dict"] = {"w1": torch.zeros(()), "w2": 3.0}
+    obj["loss"] = None
+    torch.save(obj, tmp_path / "t.ckpt")
+    with pytest.raises(CheckpointError, match=r"entry 'w2' is a float, not a tensor"):
+        load_checkpoint(tmp_path / "t.ckpt")
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.int64, torch.bool])
+def test_complex_and_integer_weights_are_refused(tmp_path, dtype) -> None:
+    model = build_model("mlp", in_features=2, widths=[2], out_features=2)
+    state = {
+        k: v.to(dtype) if k == "net.0.weight" else v
+        for k, v in model.state_dict().items()
+    }
+    torch.save(state, tmp_path / "w.pt")
+    ckpt = load_checkpoint(tmp_path / "w.pt")
+    spec = {
+        "name": "mlp",
+        "kwargs": {"in_features": 2, "widths": [2], "out_features": 2},
+    }
+    name = str(dtype).removeprefix("torch.")
+    with pytest.raises(
+        CheckpointError,
+        match=rf"dtype mismatches .*net\.0\.weight: checkpoint {name} vs model float32",
+    ):
+        ckpt.build_model(spec)
+
+
+def test_model_on_the_meta_device_is_refused(tmp_path) -> None:
+    module = tmp_path / "meta_model.py"
+    module.write_text(
+        "import torch\n"
+        "def make():\n"
+        "    with torch.device('meta'):\n"
+        "        return torch.nn.Linear(2, 1)\n"
+    )
+    with pytest.raises(InputError, match=r"on the meta device"):
+        build_model(f"{module}:make")
+
+
+def test_user_factory_raising_is_one_error(tmp_path) -> None:
+    module = tmp_path / "raising.py"
+    module.write_text(
+        "def make(width=3):\n    raise ValueError('width must be even')\n"
+    )
+    with pytest.raises(
+        InputError, match=r"raised ValueError when called with .*width must be even"
+    ):
+        build_model(f"{module}:make")
+    with pytest.raises(InputError, match=r"data function .* raised ValueError"):
+        load_data(f"{module}:make")
+
+
+def test_stored_spec_is_checked_on_the_meta_device_first(tmp_path, monkeypatch) -> None:
+    """A spec asking for a huge model that does not fit the weights allocates nothing."""
+    import critpoint.models
+
+    devices = []
+    real = critpoint.models.MODELS["mlp"]
+
+    def recording(**kwargs):
+        devices.append(torch.empty(0).device.type)
+        return real(**kwargs)
+
+    monkeypatch.setitem(critpoint.models.MODELS, "mlp", recording)
+    path = tmp_path / "huge.ckpt"
+    huge = {
+        "name": "mlp",
+        "kwargs": {"widths": [200_000, 200_000]},
+    }  # 160 GB of float32
+    save_checkpoint(path, build_model("mlp", seed=0), model_spec=huge)
+    devices.clear()
+    with pytest.raises(CheckpointError, match=r"do not fit the model.*\(200000, 64\)"):
+        load_checkpoint(path).build_model()
+    assert devices == ["meta"]
+    good = tmp_path / "good.ckpt"
+    save_checkpoint(good, build_model("mlp", seed=0))
+    devices.clear()
+    load_checkpoint(good).build_model()
+    assert devices == ["meta", "cpu"]

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from critpoint._files import write_text_atomic
 from peer_bench import workloads
 from peer_bench.adapters import ADAPTERS, Adapter, Outcome
 from peer_bench.workloads import Workload, relative_error
@@ -178,9 +179,7 @@ def _fork(
         code = 1
         try:
             record = measure(wl, library, tasks, repeats, slow)
-            tmp = out_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(record, indent=1))
-            tmp.replace(out_path)
+            write_text_atomic(out_path, json.dumps(record, indent=1))
             code = 0
         except BaseException:
             traceback.print_exc()
@@ -251,7 +250,7 @@ def serve(
                     flush=True,
                 )
     path = folder / f"{workload}-records.json"
-    path.write_text(json.dumps(records, indent=1))
+    write_text_atomic(path, json.dumps(records, indent=1))
     return 0
 
 

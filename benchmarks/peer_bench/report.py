@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from critpoint._files import write_text_atomic
 from peer_bench.adapters import (
     ADAPTERS,
     ARPACK_MAX_HVPS,
@@ -511,6 +512,4 @@ def write_readme(text: str) -> None:
         )
         tail = "".join(lines[end:])
         new = "".join(lines[:begin]) + text + ("\n" + tail if tail else "")
-    tmp = README.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    tmp.replace(README)
+    write_text_atomic(README, new)

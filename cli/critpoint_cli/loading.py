@@ -22,8 +22,8 @@ from critpoint.data import (
     Data,
     DataSource,
     check_data_against_model,
+    data_from_spec,
     get_loss,
-    load_data,
 )
 from critpoint.errors import InputError
 from critpoint.models import build_model, count_parameters
@@ -67,42 +67,43 @@ def model_dtype(model: nn.Module) -> torch.dtype:
 
 
 def normalise_data_spec(spec: Any) -> dict[str, Any]:
-    """A data spec as ``{"name", "kwargs", "max_samples", "subset_seed"}``.
+    """A data spec as ``{"name", "kwargs", "max_samples", "subset_seed"}`` (see critpoint.specs)."""
+    from critpoint.specs import normalise_data_spec as normalise
 
-    Accepts a bare name or path, ``{"name": ..., "kwargs": {...}}``, or the
-    flat form ``{"name": "digits", "split": "test"}`` (other keys are options).
-    """
-    if isinstance(spec, (str, Path)):
-        return {
-            "name": str(spec),
-            "kwargs": {},
-            "max_samples": None,
-            "subset_seed": None,
-        }
-    if isinstance(spec, Mapping) and isinstance(spec.get("name"), str):
-        special = {"name", "kwargs", "max_samples", "subset_seed"}
-        kwargs = dict(spec.get("kwargs") or {})
-        kwargs.update({k: v for k, v in spec.items() if k not in special})
-        return {
-            "name": spec["name"],
-            "kwargs": kwargs,
-            "max_samples": spec.get("max_samples"),
-            "subset_seed": spec.get("subset_seed"),
-        }
-    msg = f'the data spec {spec!r} is not understood; give --data NAME (and --data-kwargs), or store {{"name": ..., "kwargs": {{...}}}}'
-    raise InputError(msg)
+    return normalise(spec)
 
 
 def load_data_spec(spec: Mapping[str, Any], dtype: torch.dtype) -> Data | DataSource:
-    """Load the data a normalised spec describes, in ``dtype``, subset if asked."""
-    data = load_data(spec["name"], dtype=dtype, **spec["kwargs"])
-    max_samples = spec.get("max_samples")
-    if max_samples is not None:
-        if not isinstance(data, Data):
-            msg = f"--max-samples needs in-memory data (tensors); data {spec['name']!r} is a {data.kind}: subset it in your data function instead"
-            raise InputError(msg)
-        data = data.subset(int(max_samples), seed=spec.get("subset_seed"))
-    return data
+    """Load the data a normalised spec the user gave describes, in ``dtype``, subset if asked."""
+    return data_from_spec(spec, dtype=dtype, trust=True)
+
+
+def data_spec_for(output: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """``spec`` as a checkpoint at ``output`` stores it: data paths relative to its folder.
+
+    A checkpoint's relative paths are read from its own folder, so a path
+    given relative to the current folder is rewritten to be relative to the
+    output's folder (absolute paths stay absolute).
+    """
+    from critpoint.specs import relative_to
+
+    out = dict(spec)
+    out["name"] = relative_to(output, str(spec.get("name", "")))
+    return out
+
+
+def model_spec_for(output: str, spec: Any) -> Any:
+    """A model spec as a checkpoint at ``output`` stores it (see :func:`data_spec_for`)."""
+    if isinstance(spec, Mapping) and isinstance(spec.get("name"), str):
+        return data_spec_for(output, spec)
+    return spec
+
+
+def loss_for(output: str, loss: str) -> str:
+    """A loss name as a checkpoint at ``output`` stores it (see :func:`data_spec_for`)."""
+    from critpoint.specs import relative_to
+
+    return relative_to(output, loss)
 
 
 def num_samples(data: Data | DataSource) -> int | None:
@@ -229,6 +230,10 @@ def load_setup(
     Setup
     """
     device = resolve_device(state.device)
+    for option, value in (("--model", model), ("--data", data), ("--loss", loss)):
+        if value is not None and not value.strip():
+            msg = f"{option} is empty; give a name or leave the option out"
+            raise InputError(msg)
     ckpt = None
     if model_kwargs is not None and model is None and checkpoint is not None:
         msg = "--model-kwargs needs --model (the checkpoint's own model spec already holds its options)"
@@ -238,8 +243,12 @@ def load_setup(
         model_spec = {"name": model, "kwargs": dict(model_kwargs or {})}
     if checkpoint is not None:
         ckpt = load_checkpoint(checkpoint, trust=trust_checkpoint)
+        # A spec given here is the user's; the checkpoint's own is trusted only
+        # with --trust-checkpoint (ckpt.trusted).
         net = ckpt.build_model(model_spec)
-        if model_spec is None:
+        if model_spec is None and ckpt.trusted:
+            model_spec = ckpt.resolve(ckpt.model_spec, "model file")
+        elif model_spec is None:
             model_spec = ckpt.model_spec
     else:
         if model_spec is None:
@@ -247,6 +256,8 @@ def load_setup(
         net = build_model(model_spec["name"], seed=state.seed, **model_spec["kwargs"])
     analysis_dtype = resolve_dtype(state.dtype) or model_dtype(net)
 
+    trusted_data = True
+    base_dir = None
     if data is not None:
         data_spec = normalise_data_spec(
             {"name": data, "kwargs": dict(data_kwargs or {})}
@@ -256,6 +267,8 @@ def load_setup(
         raise InputError(msg)
     elif ckpt is not None and ckpt.data_spec is not None:
         data_spec = normalise_data_spec(ckpt.data_spec)
+        trusted_data = ckpt.trusted
+        base_dir = Path(ckpt.path).parent
     elif ckpt is None:
         data_spec = normalise_data_spec("digits")
     else:
@@ -267,13 +280,24 @@ def load_setup(
     if max_samples is not None:
         data_spec["max_samples"] = max_samples
         data_spec["subset_seed"] = state.seed
-    dataset = load_data_spec(data_spec, model_dtype(net))
+    source = ckpt.source if ckpt is not None else None
+    if base_dir is not None:
+        from critpoint.specs import resolve_relative
 
-    loss_name = loss or (ckpt.loss if ckpt is not None and ckpt.loss else None)
-    loss_name = loss_name or default_loss(dataset)
+        data_spec["name"] = resolve_relative(data_spec["name"], base_dir, str(source))
+    dataset = data_from_spec(
+        data_spec, dtype=model_dtype(net), trust=trusted_data, source=source
+    )
+
     num_classes = dataset.num_classes if isinstance(dataset, Data) else None
-    loss_fn = get_loss(loss_name, num_classes=num_classes)
-    check_data_against_model(net, dataset, loss_name)
+    if loss is None and ckpt is not None and ckpt.loss is not None:
+        # Code it names runs only with --trust-checkpoint (ckpt.trusted).
+        loss_fn = ckpt.get_loss(num_classes=num_classes)
+        loss_name = ckpt.resolve(ckpt.loss, "loss file") if ckpt.trusted else ckpt.loss
+    else:
+        loss_name = loss if loss is not None else default_loss(dataset)
+        loss_fn = get_loss(loss_name, num_classes=num_classes)
+    check_data_against_model(net, dataset, loss_fn)
 
     setup = Setup(
         model=net,

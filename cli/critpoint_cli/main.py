@@ -88,7 +88,9 @@ class CritpointGroup(click.Group):
             if state.debug:
                 raise
             message, code = error_message(exc)
-            click.echo(f"critpoint: error: {message}", err=True)
+            from critpoint_cli.render import printable
+
+            click.echo(printable(f"critpoint: error: {message}"), err=True)
             ctx.exit(code)
         return result
 

@@ -101,7 +101,7 @@ def global_options(f: F) -> F:
         ),
         click.option(
             "--seed",
-            type=int,
+            type=click.IntRange(min=0, max=2**63 - 1),
             default=None,
             expose_value=False,
             callback=_store("seed"),
@@ -178,8 +178,8 @@ def model_options(f: F) -> F:
             metavar="SPEC",
             default=None,
             help="Model: a built-in name (mlp, cnn, two_weight, deep_linear), "
-            "package.module:factory or path/to/file.py:factory. "
-            "[default: the checkpoint's]",
+            "package.module:factory or path/to/file.py:factory (imported and run: it is "
+            "your code). [default: the checkpoint's]",
         ),
         click.option(
             "--model-kwargs",
@@ -193,8 +193,9 @@ def model_options(f: F) -> F:
             metavar="SPEC",
             default=None,
             help="Data: digits, teacher, two_weight, a file.pt / file.npz (keys inputs, "
-            "targets), or package.module:function / path/to/file.py:function. "
-            "[default: the checkpoint's]",
+            "targets), or package.module:function / path/to/file.py:function (imported and "
+            "run: it is your code). [default: the checkpoint's; a relative path in it is "
+            "read from the checkpoint's folder]",
         ),
         click.option(
             "--data-kwargs",
@@ -206,8 +207,9 @@ def model_options(f: F) -> F:
             "--loss",
             metavar="NAME",
             default=None,
-            help="cross_entropy, mse, bce or package.module:function. "
-            "[default: the checkpoint's, else cross_entropy for class labels, mse otherwise]",
+            help="cross_entropy, mse, bce or package.module:function (imported and run: "
+            "it is your code). [default: the checkpoint's, else cross_entropy for class "
+            "labels, mse otherwise]",
         ),
         click.option(
             "--batch-size",
@@ -225,8 +227,10 @@ def model_options(f: F) -> F:
             "--trust-checkpoint",
             is_flag=True,
             default=False,
-            help="Allow checkpoints that need code to unpickle. Only for files you made: "
-            "unpickling can run arbitrary code.",
+            help="Run code the checkpoint names: allow files that need code to unpickle, "
+            "and model / data / loss specs in the file that name package.module:function or "
+            "file.py:function (without it a file may name only built-ins). Only for files "
+            "you made: this runs arbitrary code.",
         ),
     ]
     for decorator in reversed(decorators):

@@ -166,6 +166,17 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def printable(text: str) -> str:
+    """``text`` with file names that are not UTF-8 shown with replacement characters."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        from critpoint._text import printable as replace
+
+        return replace(text)
+    return text
+
+
 class Output:
     """Where messages go: standard output, unless JSON is printed there.
 
@@ -182,17 +193,17 @@ class Output:
         """The main result text (the verdict): standard output unless JSON is there."""
         if self.json_to_stdout:
             return
-        click.echo(text)
+        click.echo(printable(text))
 
     def info(self, text: str) -> None:
         """A side message (files written...): hidden with --quiet."""
         if self.quiet:
             return
-        click.echo(text, err=self.json_to_stdout)
+        click.echo(printable(text), err=self.json_to_stdout)
 
     def warn(self, text: str) -> None:
         """A warning: always on standard error."""
-        click.echo(f"critpoint: warning: {text}", err=True)
+        click.echo(printable(f"critpoint: warning: {text}"), err=True)
 
     def json(self, document: Mapping[str, Any]) -> None:
         """Write the JSON document to the --json target, if any."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 import torch
 
 
@@ -29,7 +31,16 @@ def make_generator(seed: int | torch.Generator | None) -> torch.Generator:
     gen = torch.Generator(device="cpu")
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())
-    gen.manual_seed(int(seed))
+    try:
+        value = None if isinstance(seed, bool) else operator.index(seed)
+    except TypeError:
+        value = None
+    if value is None or not -(2**63) <= value < 2**64:
+        from critpoint.errors import InputError
+
+        msg = f"seed must be an integer in [0, 2**64) (or a CPU torch.Generator); got {seed!r}"
+        raise InputError(msg)
+    gen.manual_seed(value)
     return gen
 
 

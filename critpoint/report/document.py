@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -158,6 +158,8 @@ class ReportDocument:
         Training curves (``History.to_dict()``).
     settings : dict
         The command's settings (checkpoint, model, data, loss, seed...).
+    source : str or None
+        The file it was read from (:func:`load_report`), for messages.
     """
 
     title: str
@@ -165,6 +167,7 @@ class ReportDocument:
     per_layer: list[LayerEntry] | None = None
     history: dict[str, Any] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    source: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``critpoint.report`` JSON document."""
@@ -244,10 +247,19 @@ class ReportDocument:
                     history=data.get("history"),
                     settings=dict(data.get("settings") or {}),
                 )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            IndexError,
+            OverflowError,
+            RecursionError,
+        ) as exc:
             if isinstance(exc, InputError):
                 raise
-            msg = f"damaged {schema} document: {type(exc).__name__}: {exc}"
+            detail = " ".join(str(exc).split())[:200]
+            msg = f"damaged {schema} document: {type(exc).__name__}: {detail}"
             raise InputError(msg) from exc
         msg = (
             f"not a critpoint report or diagnosis document (schema {schema!r}); give the "
@@ -295,13 +307,18 @@ def load_report(path: str | Path) -> ReportDocument:
         raise InputError(msg)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         msg = f"diagnosis file {str(path)!r} is not valid JSON ({exc})"
         raise InputError(msg) from None
     if not isinstance(data, Mapping):
         msg = f"diagnosis file {str(path)!r} holds a JSON {type(data).__name__}, not an object"
         raise InputError(msg)
-    return ReportDocument.from_dict(data)
+    try:
+        doc = ReportDocument.from_dict(data)
+    except InputError as exc:
+        msg = f"diagnosis file {str(path)!r}: {exc}"
+        raise InputError(msg) from exc
+    return replace(doc, source=str(path))
 
 
 def entries_from(

@@ -5,7 +5,8 @@ an optional training history and per-layer diagnoses, draws the figures,
 and writes a directory that reads offline: the HTML embeds every figure as a
 base64 PNG and tabulates the numbers; ``diagnosis.json`` holds everything the
 page was drawn from, so :func:`render_report` re-draws it without the model.
-Every file is written whole (temporary name, then rename).
+The folder is written as a unit (see :func:`critpoint._files.write_folder`):
+figures and JSON first, ``report.html`` last, stale figures removed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from critpoint._files import write_with_atomic
+from critpoint._files import write_folder
+from critpoint._text import printable
+from critpoint.errors import InputError
 from critpoint.report.document import (
     LayerEntry,
     ReportDocument,
@@ -40,16 +43,6 @@ REPORT_FILES = (
     "per_layer.png",
     "training.png",
 )
-
-
-def _write(path: Path, data: bytes) -> Path:
-    """Write ``data`` atomically, readable by everyone (a report is for sharing)."""
-
-    def writer(tmp: Path) -> None:
-        tmp.write_bytes(data)
-        tmp.chmod(0o644)
-
-    return write_with_atomic(path, writer)
 
 
 def fmt(x: Any, digits: int = 6) -> str:
@@ -243,8 +236,11 @@ def render_report(doc: ReportDocument, out_dir: str | Path, dpi: int = 110) -> P
     doc : ReportDocument
         What to show (see :func:`build_report`).
     out_dir : str or Path
-        Directory to write (created if needed). Files it already holds with
-        the report's names are replaced; nothing else is touched.
+        Directory to write (created if needed). Everything is drawn and written
+        to a sibling folder first; a new directory is then renamed into place,
+        an existing one gets the figures and ``diagnosis.json`` first and
+        ``report.html`` last, and loses the report figures this report no
+        longer has. Other files in it are not touched.
     dpi : int
         Resolution of the PNG figures.
 
@@ -252,11 +248,42 @@ def render_report(doc: ReportDocument, out_dir: str | Path, dpi: int = 110) -> P
     -------
     Path
         The path of ``report.html``.
+
+    Raises
+    ------
+    InputError
+        A document read from a file (:func:`load_report`) holds numbers that
+        cannot be drawn; the message names the file.
     """
+    out = Path(out_dir)
+    try:
+        files = _render(doc, dpi)
+    except (
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        OverflowError,
+    ) as exc:
+        if doc.source is None:
+            raise  # computed here, not read: a bug, with its traceback
+        detail = " ".join(str(exc).split())[:200]
+        msg = (
+            f"diagnosis file {doc.source!r} holds numbers that cannot be drawn "
+            f"({type(exc).__name__}: {detail}); it is damaged — write it again with "
+            "critpoint diagnose --report or --json"
+        )
+        raise InputError(msg) from exc
+    # As a unit: figures and JSON first, report.html last, stale figures removed.
+    write_folder(out, files, owned=REPORT_FILES, last="report.html")
+    return out / "report.html"
+
+
+def _render(doc: ReportDocument, dpi: int) -> dict[str, bytes]:
+    """Every file of the report folder, drawn in memory."""
     from critpoint.report import figures
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     data = doc.to_dict()
     pngs: dict[str, bytes] = {}
     sections: list[str] = []
@@ -359,10 +386,11 @@ def render_report(doc: ReportDocument, out_dir: str | Path, dpi: int = 110) -> P
         + ". Re-render with <code>critpoint report diagnosis.json -o DIR</code>.</p>"
         "</body></html>\n"
     )
-    for name, png in pngs.items():
-        _write(out / name, png)
-    _write(out / "diagnosis.json", (doc.to_json() + "\n").encode("utf-8"))
-    return _write(out / "report.html", page.encode("utf-8"))
+    return {
+        **pngs,
+        "diagnosis.json": (doc.to_json() + "\n").encode("utf-8"),
+        "report.html": printable(page).encode("utf-8"),
+    }
 
 
 def build_report(

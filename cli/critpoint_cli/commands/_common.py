@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import shlex
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,10 +35,50 @@ def stage(state: State, text: str) -> Iterator[None]:
         click.echo(f"{text}: done in {time.perf_counter() - t0:.1f} s", err=True)
 
 
+def spec_files(**specs: str | None) -> list[tuple[str, str | None]]:
+    """The files that ``--model``/``--data``/``--loss`` style specs read, as inputs.
+
+    ``spec_files(data="d.npz", model="m.py:make")`` →
+    ``[("--data", "d.npz"), ("--model", "m.py")]``; built-in names give nothing.
+    """
+    from critpoint.specs import spec_path
+
+    found: list[tuple[str, str | None]] = []
+    for option, spec in specs.items():
+        parts = spec_path(spec) if isinstance(spec, str) else None
+        if parts is not None:
+            found.append((f"--{option.replace('_', '-')}", parts[0]))
+    return found
+
+
+def check_paths(
+    outputs: Sequence[tuple[str, str | None]],
+    inputs: Sequence[tuple[str, str | None]],
+    report_dir: str | None = None,
+) -> None:
+    """Refuse, before any work, an output that is an input or another output.
+
+    A report folder counts as the files it will hold.
+    """
+    from critpoint._files import check_outputs
+    from critpoint.report.html import REPORT_FILES
+
+    outs = list(outputs)
+    if report_dir is not None:
+        outs += [("the report file", os.path.join(report_dir, n)) for n in REPORT_FILES]
+    check_outputs(outs, inputs)
+
+
+def shell_command(*words: str) -> str:
+    """A command line to copy: every word quoted for a POSIX shell where needed."""
+    return " ".join(shlex.quote(w) for w in words)
+
+
 def escaped_name(checkpoint: str) -> str:
-    """``dir/model.ckpt`` → ``dir/model-escaped.ckpt``."""
+    """``dir/model.ckpt`` → ``dir/model-escaped.ckpt`` (a ``.pt2`` program → ``.ckpt``)."""
     p = Path(checkpoint)
-    return str(p.with_name(f"{p.stem}-escaped{p.suffix or '.ckpt'}"))
+    suffix = p.suffix if p.suffix and p.suffix.lower() != ".pt2" else ".ckpt"
+    return str(p.with_name(f"{p.stem}-escaped{suffix}"))
 
 
 def plain(value: object) -> object:

@@ -10,7 +10,10 @@ import click
 
 from critpoint_cli.commands._common import (
     EXIT_NOT_CONVERGED,
+    check_paths,
     escaped_name,
+    shell_command,
+    spec_files,
     stage,
     start,
 )
@@ -93,8 +96,15 @@ def diagnose(
     t0 = time.perf_counter()
 
     import critpoint as cp
+    from critpoint.errors import InputError
     from critpoint_cli import loading
 
+    outputs = [("--json", json_path)]
+    inputs = [
+        ("the checkpoint", checkpoint),
+        *spec_files(model=model, data=data, loss=loss),
+    ]
+    check_paths(outputs, inputs, report_dir)
     setup = loading.load_setup(
         state,
         checkpoint,
@@ -107,9 +117,18 @@ def diagnose(
         max_samples,
         trust_checkpoint,
     )
+    # The checkpoint's own data file is known only now.
+    check_paths(outputs, spec_files(data=setup.data_spec["name"]), report_dir)
     t_setup = time.perf_counter() - t0
     globs = list(params) or None
     obj = setup.objective(globs)
+    given = ctx.get_parameter_source("k") is not click.core.ParameterSource.DEFAULT
+    if given and k > obj.num_params:  # the default adapts to tiny models
+        msg = (
+            f"-k {k} asks for more eigenpairs than the {obj.num_params:,} parameters "
+            f"diagnosed; give -k {obj.num_params} or less"
+        )
+        raise InputError(msg)
     progress = state.show_progress()
     options = {
         "k": k,
@@ -198,9 +217,10 @@ def diagnose(
     hint = None
     if dg.escape_direction is not None:
         extra = " (with the same --model/--data options)" if model or data else ""
-        hint = (
-            f"Try: critpoint escape {checkpoint} -o {escaped_name(checkpoint)}{extra}"
+        command = shell_command(
+            "critpoint", "escape", checkpoint, "-o", escaped_name(checkpoint)
         )
+        hint = f"Try: {command}{extra}"
     text = diagnosis_text(dg, header=f"{checkpoint}: {what}", hint=hint)
     if layers is not None:
         text += "\n\nPer layer (each layer's block of the Hessian on its own):\n"

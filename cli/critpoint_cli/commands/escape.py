@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from critpoint_cli.commands._common import stage, start
+from critpoint_cli.commands._common import check_paths, spec_files, stage, start
 from critpoint_cli.options import get_state, global_options, json_option, model_options
 
 
@@ -96,6 +96,12 @@ def escape(
     from critpoint.checkpoint import save_checkpoint
     from critpoint_cli import loading
 
+    outputs = [("-o", out_path), ("--json", json_path)]
+    inputs = [
+        ("the checkpoint", checkpoint),
+        *spec_files(model=model, data=data, loss=loss),
+    ]
+    check_paths(outputs, inputs)
     setup = loading.load_setup(
         state,
         checkpoint,
@@ -108,6 +114,7 @@ def escape(
         max_samples,
         trust_checkpoint,
     )
+    check_paths(outputs, spec_files(data=setup.data_spec["name"]))
     obj = setup.objective(list(params) or None)
     steps = []
     loss_before = None
@@ -137,9 +144,9 @@ def escape(
     save_checkpoint(
         out_path,
         setup.model,
-        model_spec=setup.model_spec,
-        data_spec=setup.data_spec,
-        loss=setup.loss_name,
+        model_spec=loading.model_spec_for(out_path, setup.model_spec),
+        data_spec=loading.data_spec_for(out_path, setup.data_spec),
+        loss=loading.loss_for(out_path, setup.loss_name),
         history=ckpt.history if ckpt is not None else None,
         meta=meta,
     )

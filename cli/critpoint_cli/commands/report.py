@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from critpoint_cli.commands._common import start
+from critpoint_cli.commands._common import check_paths, start
 from critpoint_cli.options import get_state, global_options
 
 
@@ -49,10 +49,13 @@ def report(
 
     from critpoint.report import load_report, render_report
 
+    check_paths([], [("the diagnosis file", diagnosis)], report_dir=out_dir)
     doc = load_report(diagnosis)
     if title is not None:
         doc = replace(doc, title=title)
     page = render_report(doc, out_dir, dpi=dpi)
     if not state.quiet:
         labels = ", ".join(e.label for e in doc.entries)
-        click.echo(f"Report of {labels} written to {page}")
+        from critpoint_cli.render import printable
+
+        click.echo(printable(f"Report of {labels} written to {page}"))

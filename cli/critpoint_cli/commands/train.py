@@ -7,7 +7,13 @@ from typing import Any
 
 import click
 
-from critpoint_cli.commands._common import plain, stage, start
+from critpoint_cli.commands._common import (
+    check_paths,
+    plain,
+    spec_files,
+    stage,
+    start,
+)
 from critpoint_cli.options import JSON_OBJECT, get_state, global_options, json_option
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
@@ -33,7 +39,8 @@ DEFAULT_STEPS = 300
     metavar="SPEC",
     default="mlp",
     show_default=True,
-    help="mlp, cnn, two_weight, deep_linear, package.module:factory or path/to/file.py:factory.",
+    help="mlp, cnn, two_weight, deep_linear, package.module:factory or "
+    "path/to/file.py:factory (imported and run: it is your code).",
 )
 @click.option(
     "--model-kwargs",
@@ -50,7 +57,8 @@ DEFAULT_STEPS = 300
     metavar="SPEC",
     default="digits",
     show_default=True,
-    help="digits, teacher, two_weight, file.pt / file.npz, or module:function.",
+    help="digits, teacher, two_weight, file.pt / file.npz, or module:function "
+    "(imported and run: it is your code).",
 )
 @click.option(
     "--data-kwargs",
@@ -74,8 +82,8 @@ DEFAULT_STEPS = 300
     "--loss",
     metavar="NAME",
     default=None,
-    help="cross_entropy, mse, bce or package.module:function. "
-    "[default: cross_entropy for class labels, mse otherwise]",
+    help="cross_entropy, mse, bce or package.module:function (imported and run: it is "
+    "your code). [default: cross_entropy for class labels, mse otherwise]",
 )
 @click.option(
     "--optimizer",
@@ -206,6 +214,10 @@ def train(
     from critpoint.training import train as run_training
     from critpoint_cli import loading
 
+    check_paths(
+        [("-o", out_path), ("--json", json_path)],
+        spec_files(model=model, data=data, test_data=test_data, loss=loss),
+    )
     kwargs = dict(model_kwargs or {})
     if batchnorm:
         kwargs["batchnorm"] = True
@@ -279,9 +291,9 @@ def train(
     save_checkpoint(
         out_path,
         net,
-        model_spec=model_spec,
-        data_spec=setup.data_spec,
-        loss=setup.loss_name,
+        model_spec=loading.model_spec_for(out_path, model_spec),
+        data_spec=loading.data_spec_for(out_path, setup.data_spec),
+        loss=loading.loss_for(out_path, setup.loss_name),
         history=plain(history.to_dict()),
         meta=plain({"train": settings}),
     )

@@ -1,0 +1,213 @@
+"""A spec read from a file names only built-ins: no code runs from a checkpoint.
+
+Every spec field a checkpoint stores (model, data, loss), in both file types
+(torch.save and safetensors metadata), is tried with three forms of code that
+would create a marker file: ``os:system`` with a command, ``runpy:run_path``
+of a script, and ``file.py:function`` whose module creates it on import. The
+marker never appears unless the user trusts the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from critpoint.checkpoint import load_checkpoint, save_checkpoint
+from critpoint.data import data_from_spec, get_loss
+from critpoint.errors import InputError, UnsafeCheckpointError
+from critpoint.models import build_model, model_from_spec
+from critpoint.specs import load_object, normalise_data_spec, resolve_relative
+
+FIELDS = ("model_spec", "data_spec", "loss")
+FORMS = ("os_system", "runpy", "file_py")
+
+
+def evil_specs(tmp_path: Path) -> dict[str, dict[str, object]]:
+    """For each form, the spec of each field that would create ``tmp_path/marker``."""
+    marker = tmp_path / "marker"
+    script = tmp_path / "evil_script.py"
+    script.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    module = tmp_path / "evil_module.py"
+    module.write_text(
+        f"open({str(marker)!r}, 'w').close()\n"
+        "import torch\n"
+        "def make():\n    from critpoint.models import TwoWeight\n    return TwoWeight()\n"
+        "def data():\n    return torch.ones(4, 1), torch.ones(4, 1)\n"
+        "def loss(outputs, targets):\n    return ((outputs - targets) ** 2).mean()\n"
+    )
+    command = f"touch {marker}"
+    return {
+        "os_system": {
+            "model_spec": {"name": "os:system", "kwargs": {"command": command}},
+            "data_spec": {"name": "os:system", "kwargs": {"command": command}},
+            "loss": "os:system",  # a loss takes no options: the import is the attack
+        },
+        "runpy": {
+            "model_spec": {
+                "name": "runpy:run_path",
+                "kwargs": {"path_name": str(script)},
+            },
+            "data_spec": {
+                "name": "runpy:run_path",
+                "kwargs": {"path_name": str(script)},
+            },
+            "loss": f"{module}:loss",
+        },
+        "file_py": {
+            "model_spec": {"name": f"{module}:make"},
+            "data_spec": {"name": f"{module}:data"},
+            "loss": f"{module}:loss",
+        },
+    }
+
+
+def write_evil(tmp_path: Path, field: str, form: str, suffix: str = ".ckpt") -> Path:
+    """A two-weight checkpoint whose ``field`` is code; the other fields are built-ins."""
+    fields: dict[str, object] = {
+        "model_spec": {"name": "two_weight", "kwargs": {}},
+        "data_spec": "two_weight",
+        "loss": "mse",
+    }
+    fields[field] = evil_specs(tmp_path)[form][field]
+    path = tmp_path / f"evil-{field}-{form}{suffix}"
+    save_checkpoint(path, build_model("two_weight"), **fields)
+    return path
+
+
+def use(ckpt_path: Path, field: str, trust: bool = False) -> object:
+    ckpt = load_checkpoint(ckpt_path, trust=trust)
+    if field == "model_spec":
+        return ckpt.build_model()
+    if field == "data_spec":
+        return ckpt.load_data()
+    return ckpt.get_loss()
+
+
+@pytest.mark.parametrize("suffix", [".ckpt", ".safetensors"])
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("field", FIELDS)
+def test_stored_code_is_refused_and_never_runs(
+    tmp_path: Path, field: str, form: str, suffix: str
+) -> None:
+    path = write_evil(tmp_path, field, form, suffix)
+    with pytest.raises(UnsafeCheckpointError) as info:
+        use(path, field)
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(path) in message
+    assert "names code" in message
+    assert "--trust-checkpoint" in message
+    assert "trust=True" in message
+    option = {"model_spec": "--model", "data_spec": "--data", "loss": "--loss"}[field]
+    assert option in message
+    spec = evil_specs(tmp_path)[form][field]
+    name = spec["name"] if isinstance(spec, dict) else spec
+    assert str(name) in message  # the spec is shown
+    assert not (tmp_path / "marker").exists()
+
+
+@pytest.mark.parametrize("field", FIELDS)
+def test_trust_runs_stored_code(tmp_path: Path, field: str) -> None:
+    """The test above can fail: with trust=True the same file does run its code."""
+    path = write_evil(tmp_path, field, "file_py")
+    use(path, field, trust=True)
+    assert (tmp_path / "marker").exists()
+
+
+def test_trust_per_call_and_explicit_specs(tmp_path: Path) -> None:
+    path = write_evil(tmp_path, "model_spec", "file_py")
+    ckpt = load_checkpoint(path)
+    assert ckpt.trusted is False
+    assert load_checkpoint(path, trust=True).trusted is True
+    # A spec the caller passes is the caller's own: the factory it names runs.
+    mine = tmp_path / "mine.py"
+    mine.write_text(
+        "from critpoint.models import TwoWeight\ndef make():\n    return TwoWeight()\n"
+    )
+    model = ckpt.build_model({"name": f"{mine}:make"})
+    assert type(model).__name__ == "TwoWeight"
+    assert not (tmp_path / "marker").exists()
+    with pytest.raises(UnsafeCheckpointError):
+        ckpt.build_model()
+    assert not (tmp_path / "marker").exists()
+    assert type(ckpt.build_model(trust=True)).__name__ == "TwoWeight"
+    assert (tmp_path / "marker").exists()
+
+
+def test_builtins_from_a_file_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "ok.ckpt"
+    save_checkpoint(
+        path,
+        build_model("two_weight", w1=0.5, w2=-1.0),
+        data_spec={"name": "two_weight"},
+        loss="mse",
+    )
+    ckpt = load_checkpoint(path)
+    model = ckpt.build_model()
+    assert model.w1.item() == 0.5
+    assert model.w2.item() == -1.0
+    data = ckpt.load_data(dtype=torch.float64)
+    assert data.inputs.dtype == torch.float64
+    assert len(data) == 1
+    assert ckpt.get_loss().__name__ == "mse"
+
+
+def test_library_defaults_trust_the_caller(tmp_path: Path) -> None:
+    module = tmp_path / "mine.py"
+    module.write_text("import torch\ndef make():\n    return torch.nn.Linear(2, 1)\n")
+    assert isinstance(model_from_spec({"name": f"{module}:make"}), torch.nn.Linear)
+    with pytest.raises(UnsafeCheckpointError, match="names code"):
+        model_from_spec({"name": f"{module}:make"}, trust=False, source="file 'x'")
+    assert callable(get_loss("torch.nn.functional:mse_loss"))
+    with pytest.raises(UnsafeCheckpointError):
+        get_loss("torch.nn.functional:mse_loss", trust=False)
+    with pytest.raises(UnsafeCheckpointError):
+        data_from_spec({"name": "os:getcwd"}, trust=False)
+    with pytest.raises(UnsafeCheckpointError):
+        load_object("os:getcwd", what="data function", trust=False)
+    assert load_object("os:getcwd", trust=True)() is not None
+
+
+def test_normalise_data_spec_refuses_damaged_specs() -> None:
+    assert normalise_data_spec("digits")["name"] == "digits"
+    flat = normalise_data_spec({"name": "digits", "split": "test"})
+    assert flat["kwargs"] == {"split": "test"}
+    for bad in (3, [1], {"kwargs": {}}, {"name": "x", "kwargs": [1]}, ""):
+        with pytest.raises(InputError):
+            normalise_data_spec(bad)
+    with pytest.raises(InputError, match="max_samples"):
+        normalise_data_spec({"name": "digits", "max_samples": "many"})
+    with pytest.raises(InputError, match="subset_seed"):
+        normalise_data_spec({"name": "digits", "subset_seed": 2**70})
+
+
+def test_relative_data_paths_resolve_against_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    torch.save(
+        {"inputs": torch.ones(3, 1), "targets": torch.ones(3, 1)}, folder / "d.pt"
+    )
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    torch.save(
+        {"inputs": torch.zeros(5, 1), "targets": torch.zeros(5, 1)}, other / "d.pt"
+    )
+    monkeypatch.chdir(other)  # a different d.pt here must not be read
+    assert resolve_relative("d.pt", folder, "x") == str(folder / "d.pt")
+    assert resolve_relative("digits", folder, "x") == "digits"
+    assert resolve_relative("pkg.mod:fn", folder, "x") == "pkg.mod:fn"
+    assert resolve_relative(str(other / "d.pt"), folder, "x") == str(other / "d.pt")
+    save_checkpoint(
+        folder / "m.ckpt", build_model("two_weight"), data_spec="d.pt", loss="mse"
+    )
+    data = load_checkpoint(folder / "m.ckpt").load_data()
+    assert len(data) == 3
+    save_checkpoint(
+        folder / "n.ckpt", build_model("two_weight"), data_spec="gone.pt", loss="mse"
+    )
+    with pytest.raises(InputError, match=r"relative to its own folder.*gone\.pt"):
+        load_checkpoint(folder / "n.ckpt").load_data()

@@ -19,7 +19,13 @@ from critpoint.errors import (
     NonFiniteError,
     UnsafeCheckpointError,
 )
-from critpoint.escape import EscapeStep, SaddleEscape, escape_saddle
+from critpoint.escape import (
+    EscapeStep,
+    QuadraticStep,
+    SaddleEscape,
+    escape_saddle,
+    quadratic_step,
+)
 from critpoint.landscape import Landscape, landscape, loss_plane, loss_slice
 from critpoint.linalg.lanczos import EigenResult, eigsh
 from critpoint.linalg.slq import SpectralDensity, spectral_density
@@ -28,6 +34,7 @@ from critpoint.models import build_model
 from critpoint.objective import Objective
 from critpoint.operator import HessianOperator
 from critpoint.report import build_report, render_report
+from critpoint.rule import Curvature, curvature, zero_tolerance
 from critpoint.training import History, train
 
 __version__ = "0.1.0"
@@ -37,6 +44,7 @@ __all__ = [
     "CheckpointError",
     "ConvergenceError",
     "CritpointError",
+    "Curvature",
     "Data",
     "DenseTooLargeError",
     "Diagnosis",
@@ -49,6 +57,7 @@ __all__ = [
     "NonDeterministicError",
     "NonFiniteError",
     "Objective",
+    "QuadraticStep",
     "SaddleEscape",
     "SpectralDensity",
     "TraceEstimate",
@@ -57,6 +66,7 @@ __all__ = [
     "build_model",
     "build_report",
     "classify",
+    "curvature",
     "diagnose",
     "eigsh",
     "escape_saddle",
@@ -66,9 +76,11 @@ __all__ = [
     "load_data",
     "loss_plane",
     "loss_slice",
+    "quadratic_step",
     "render_report",
     "save_checkpoint",
     "spectral_density",
     "trace",
     "train",
+    "zero_tolerance",
 ]

@@ -156,6 +156,10 @@ class EigenResult:
     ritz_min, ritz_max : float
         The smallest and largest Ritz values seen (Rayleigh quotients, so
         always inside ``[λ_min, λ_max]``).
+    certificate : Certificate or None
+        What :meth:`extreme_bounds` needs from the first Krylov space (each
+        random start's Lanczos tridiagonal, ``n``, the block size, whether the
+        space was exhausted); ``None`` without a random start.
     """
 
     eigenvalues: torch.Tensor

@@ -5,10 +5,10 @@ its projected (block-tridiagonal) matrix on the host in float64. Each
 :meth:`BlockLanczos.step` multiplies the newest block (the *frontier*) by
 ``H`` in one ``matmat`` call, reorthogonalises the products fully (classical
 Gram–Schmidt, twice) against everything stored, and orthonormalises what is
-left into the next block with a rank-revealing SVD: a direction whose norm is
-below ``breakdown_rtol`` times the spectrum's scale is dropped, because the
-Krylov space has reached an invariant subspace along it. When every
-direction is dropped the space is *exhausted*: its Ritz pairs are exact.
+left into the next block, column by column: a direction whose norm is below
+``breakdown_rtol`` times the spectrum's scale is dropped, because the Krylov
+space has reached an invariant subspace along it. When every direction is
+dropped the space is *exhausted*: its Ritz pairs are exact.
 
 Storage is one ``(n, capacity)`` tensor whose columns are, in order,
 
@@ -46,6 +46,10 @@ from critpoint.linalg._operator import SymmetricOperator
 #: A residual direction this small relative to the spectrum's scale is rounding:
 #: products carry an error of a few eps·‖H‖, so 1000·eps leaves a wide margin.
 BREAKDOWN_EPS = 1e3
+#: A new direction whose norm fell below this share of the product it came
+#: from is mostly the rounding of two Gram–Schmidt passes: a third pass keeps
+#: it orthogonal to the basis.
+REORTHOGONALISE = 1e-3
 
 
 def _project_out(W: torch.Tensor, Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,42 +162,62 @@ class BlockLanczos:
         self.num_steps = 0
 
     def _orthonormal_block(
-        self, W: torch.Tensor, room: int
+        self, W: torch.Tensor, room: int, before: np.ndarray | None = None
     ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
         """Orthonormalise ``W`` (n, f), already orthogonal to the stored columns.
 
-        Returns the new columns ``F`` (n, r), ``r ≤ min(f, room)``, the
-        coupling ``B`` (r, f) with ``W ≈ F B``, and the norm of what was
-        dropped from each column of ``W`` (f,).
+        Gram–Schmidt column by column, dropping a column whose remainder is
+        below the breakdown threshold: the block is tiny, so this costs a few
+        vector operations on the device and one host transfer per column
+        (where an SVD or a QR of a tall block would cost a factorisation).
+
+        Parameters
+        ----------
+        W : torch.Tensor
+            Shape ``(n, f)``.
+        room : int
+            Most columns to keep.
+        before : numpy.ndarray, optional
+            Norms of the columns before they were projected off the basis:
+            a remainder far below them is mostly rounding of that projection,
+            and gets one more pass to stay orthogonal.
+
+        Returns
+        -------
+        F : torch.Tensor
+            The new columns, shape ``(n, r)``, ``r ≤ min(f, room)``.
+        B : numpy.ndarray
+            The coupling ``(r, f)``, ``W ≈ F B``.
+        lost : numpy.ndarray
+            Norm of what was dropped from each column of ``W``, shape ``(f,)``.
         """
         f = W.shape[1]
         thr = self.threshold()
-        if f == 1:
-            norm = float(torch.linalg.vector_norm(W.double()))
+        basis = self.Q[:, : self.used]
+        cols: list[torch.Tensor] = []
+        # A kept column's remainder becomes the new direction, so nothing of it
+        # is lost; a dropped column loses its remainder.
+        lost = np.zeros(f)
+        for j in range(f):
+            w = W[:, j : j + 1]
+            if cols:
+                w, _ = _project_out(w, torch.cat(cols, dim=1))
+            norm = float(torch.linalg.vector_norm(w.double()))
             if not math.isfinite(norm):
                 msg = "the operator returned NaN/Inf inside Lanczos; check the model and data, or use float64"
                 raise NonFiniteError(msg)
-            if norm <= thr or room < 1:
-                return W[:, :0], np.zeros((0, 1)), np.array([norm])
-            return W / norm, np.array([[norm]]), np.zeros(1)
-        U, S, Vh = torch.linalg.svd(W, full_matrices=False)
-        s = S.double().cpu().numpy()
-        vh = Vh.double().cpu().numpy()
-        if not np.isfinite(s).all():
-            msg = "the operator returned NaN/Inf inside Lanczos; check the model and data, or use float64"
-            raise NonFiniteError(msg)
-        keep = np.flatnonzero(s > thr)[:room]
-        drop = np.setdiff1d(np.arange(s.shape[0]), keep)
-        lost = np.sqrt(((s[drop, None] * vh[drop]) ** 2).sum(axis=0))
-        if keep.size == 0:
+            if norm <= thr or len(cols) >= room:
+                lost[j] = norm
+                continue
+            q = w / norm
+            if before is not None and norm < REORTHOGONALISE * before[j]:
+                q, _ = _project_out(q, torch.cat([basis, *cols], dim=1))
+                q = q / torch.linalg.vector_norm(q)
+            cols.append(q)
+        if not cols:
             return W[:, :0], np.zeros((0, f)), lost
-        F = U[:, torch.as_tensor(keep, device=U.device)]
-        # U = W V / σ inherits W's rounding relative to the smallest kept σ: one
-        # more pass against the basis and a QR restore orthogonality.
-        F, _ = _project_out(F, self.Q[:, : self.used])
-        F, R = torch.linalg.qr(F)
-        B = R.double().cpu().numpy() @ (s[keep, None] * vh[keep])
-        return F, B, lost
+        F = torch.cat(cols, dim=1)
+        return F, (F.T @ W).double().cpu().numpy(), lost
 
     def add_block(self, Z: torch.Tensor) -> np.ndarray:
         """Append ``Z`` (n, c), orthonormalised against the stored columns, to the frontier.
@@ -240,6 +264,7 @@ class BlockLanczos:
             msg = f"the operator's matmat returned shape {tuple(W.shape)} for input {(self.n, self.width)}"
             raise InputError(msg)
         W = W.to(self.dtype)
+        before = torch.linalg.vector_norm(W.double(), dim=0).cpu().numpy()
         W, h = _project_out(W, self.Q[:, : self.used])
         # One host transfer of the coefficients; NaN/Inf anywhere in HQ reaches
         # them (Inf − Inf is NaN), so they carry the check.
@@ -251,7 +276,7 @@ class BlockLanczos:
         self.scale = max(self.scale, float(np.abs(h64).max(initial=0.0)))
         # Room for the next block: the stored columns can never exceed n.
         room = self.capacity - self.used
-        F, B, lost = self._orthonormal_block(W, room)
+        F, B, lost = self._orthonormal_block(W, room, before)
         if B.size:
             self.scale = max(self.scale, float(np.abs(B).max()))
         self.lost[front] = lost

@@ -20,7 +20,13 @@ from critpoint.errors import (
     SecondDerivativeError,
     UnsafeCheckpointError,
 )
-from critpoint.escape import EscapeStep, SaddleEscape, escape_saddle
+from critpoint.escape import (
+    EscapeStep,
+    QuadraticStep,
+    SaddleEscape,
+    escape_saddle,
+    quadratic_step,
+)
 from critpoint.landscape import Landscape, landscape, loss_plane, loss_slice
 from critpoint.linalg.lanczos import EigenResult, eigsh
 from critpoint.linalg.slq import SpectralDensity, spectral_density
@@ -29,6 +35,7 @@ from critpoint.models import build_model
 from critpoint.objective import Objective
 from critpoint.operator import HessianOperator
 from critpoint.report import build_report, render_report
+from critpoint.rule import Curvature, curvature, zero_tolerance
 from critpoint.training import History, train
 
 __version__ = "0.1.0"
@@ -38,6 +45,7 @@ __all__ = [
     "CheckpointError",
     "ConvergenceError",
     "CritpointError",
+    "Curvature",
     "Data",
     "DenseTooLargeError",
     "Diagnosis",
@@ -50,6 +58,7 @@ __all__ = [
     "NonDeterministicError",
     "NonFiniteError",
     "Objective",
+    "QuadraticStep",
     "SaddleEscape",
     "SecondDerivativeError",
     "SpectralDensity",
@@ -59,6 +68,7 @@ __all__ = [
     "build_model",
     "build_report",
     "classify",
+    "curvature",
     "diagnose",
     "eigsh",
     "escape_saddle",
@@ -68,9 +78,11 @@ __all__ = [
     "load_data",
     "loss_plane",
     "loss_slice",
+    "quadratic_step",
     "render_report",
     "save_checkpoint",
     "spectral_density",
     "trace",
     "train",
+    "zero_tolerance",
 ]

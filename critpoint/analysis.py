@@ -1,8 +1,9 @@
 """Minimum, maximum, saddle or degenerate? The diagnosis of a point, with error bars.
 
 :func:`diagnose` gathers the evidence (loss, gradient, extreme eigenpairs with
-residual bounds, spectral density, trace) through the objective's Hessian
-operator; :func:`classify` is the one place where the verdict is decided.
+residual bounds and a bound on the whole spectrum, spectral density, trace)
+through the objective's Hessian operator; the verdict is the rule of
+:mod:`critpoint.rule` (:func:`classify`), the one place where it is decided.
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from critpoint.errors import InputError
-from critpoint.linalg.lanczos import eigsh
+from critpoint.escape import downhill, quadratic_step
 from critpoint.linalg.slq import SpectralDensity, spectral_density
 from critpoint.linalg.trace import TraceEstimate, trace
+from critpoint.rule import Kind, Verdict, classify, measure_extremes, verdict
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -25,121 +27,43 @@ if TYPE_CHECKING:
 
     from critpoint.objective import Objective
 
-Kind = Literal["minimum", "maximum", "saddle", "degenerate"]
+__all__ = [
+    "Diagnosis",
+    "Kind",
+    "Verdict",
+    "classify",
+    "default_grad_tol",
+    "diagnose",
+    "minimum_ratio",
+]
 
 DIAGNOSIS_SCHEMA = "critpoint.diagnosis"
 DIAGNOSIS_SCHEMA_VERSION = 1
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """The outcome of :func:`classify`.
+def minimum_ratio(
+    density: SpectralDensity, zero_tol: float
+) -> tuple[float, float, float]:
+    """``(minimum ratio, negative fraction, flat fraction)`` of a density at tolerance ``τ``.
 
-    Attributes
-    ----------
-    kind : {"minimum", "maximum", "saddle", "degenerate"}
-    side : {"positive", "negative", "both", "none"}
-        Signs of the eigenvalues that are clearly away from zero.
-    threshold : float
-        The tolerance ``τ = eig_rtol · scale`` used on top of the error bounds.
-    reason : str
-        One sentence giving the numbers that decided.
-    """
-
-    kind: Kind
-    side: str
-    threshold: float
-    reason: str
-
-
-def classify(
-    lambda_min: float,
-    lambda_min_error: float,
-    lambda_max: float,
-    lambda_max_error: float,
-    eig_rtol: float = 1e-3,
-) -> Verdict:
-    """Decide the kind of a point from its extreme eigenvalues and their error bounds.
-
-    The rule, in full:
-
-    * the spectrum's scale is ``s = max(|λ_min|, |λ_max|)`` and the zero
-      tolerance is ``τ = eig_rtol · s``;
-    * ``λ_min`` is *clearly negative* when ``λ_min + err_min < −τ``: below zero
-      by more than its error bound plus the tolerance; ``λ_max`` is *clearly
-      positive* when ``λ_max − err_max > τ``; likewise ``λ_min`` clearly
-      positive when ``λ_min − err_min > τ`` and ``λ_max`` clearly negative when
-      ``λ_max + err_max < −τ``;
-    * **saddle**: a clearly negative and a clearly positive eigenvalue;
-    * **minimum**: every eigenvalue clearly positive (``λ_min`` is);
-    * **maximum**: every eigenvalue clearly negative (``λ_max`` is);
-    * **degenerate** otherwise: an extreme eigenvalue cannot be told from zero,
-      so second order cannot decide (a flat valley, a plateau, or a
-      higher-order saddle). ``side`` then says which sign the clear
-      eigenvalues have: ``"positive"`` (a flat minimum up to second order),
-      ``"negative"`` (a flat maximum) or ``"none"`` (the Hessian is zero to
-      the tolerance).
+    The minimum ratio is the mass *not* clearly negative (at or above ``−τ``):
+    eigenvalues within ``τ`` of zero count as non-negative, since their sign
+    is rounding noise. :func:`diagnose` and :func:`critpoint.train`'s tracking
+    both use it.
 
     Parameters
     ----------
-    lambda_min, lambda_max : float
-        Smallest and largest Ritz values.
-    lambda_min_error, lambda_max_error : float
-        Rigorous error bounds (residual norms) of those values.
-    eig_rtol : float
-        Relative zero tolerance.
+    density : SpectralDensity
+    zero_tol : float
+        ``τ`` of :func:`critpoint.rule.zero_tolerance`.
 
     Returns
     -------
-    Verdict
+    (float, float, float)
     """
-    scale = max(abs(lambda_min), abs(lambda_max))
-    tau = eig_rtol * scale
-    neg = lambda_min + lambda_min_error < -tau
-    pos = lambda_max - lambda_max_error > tau
-    all_pos = lambda_min - lambda_min_error > tau
-    all_neg = lambda_max + lambda_max_error < -tau
-    span = (
-        f"λ_min = {lambda_min:.4g} ± {lambda_min_error:.2g}, "
-        f"λ_max = {lambda_max:.4g} ± {lambda_max_error:.2g}, zero tolerance τ = {tau:.2g}"
-    )
-    if neg and pos:
-        return Verdict(
-            "saddle",
-            "both",
-            tau,
-            f"eigenvalues of both signs beyond their error bounds ({span})",
-        )
-    if all_pos:
-        return Verdict(
-            "minimum", "positive", tau, f"every eigenvalue is clearly positive ({span})"
-        )
-    if all_neg:
-        return Verdict(
-            "maximum", "negative", tau, f"every eigenvalue is clearly negative ({span})"
-        )
-    if pos:
-        return Verdict(
-            "degenerate",
-            "positive",
-            tau,
-            f"no clearly negative eigenvalue, but λ_min cannot be told from zero: a flat "
-            f"minimum up to second order, or a higher-order saddle ({span})",
-        )
-    if neg:
-        return Verdict(
-            "degenerate",
-            "negative",
-            tau,
-            f"no clearly positive eigenvalue, but λ_max cannot be told from zero: a flat "
-            f"maximum up to second order ({span})",
-        )
-    return Verdict(
-        "degenerate",
-        "none",
-        tau,
-        f"the Hessian is zero within its error bounds: second order cannot decide ({span})",
-    )
+    negative = density.fraction_negative(zero_tol)
+    flat = max(0.0, 1.0 - negative - density.fraction_positive(zero_tol))
+    return 1.0 - negative, negative, flat
 
 
 def default_grad_tol(
@@ -224,13 +148,20 @@ class Diagnosis:
         Unit eigenvector of ``λ_min`` oriented downhill (``gᵀu ≤ 0``), shape
         ``(n,)``, when ``λ_min`` is clearly negative.
     escape_prediction : float or None
-        Predicted loss change ``½ λ_min α²`` (plus ``gᵀu α``) of a step of
-        length ``α = √(2·L/|λ_min|)`` along it.
+        Predicted loss change ``gᵀu·α + ½ λ_min α²`` of the step of
+        :func:`critpoint.quadratic_step` (``α = √(2·L/|λ_min|)``) along it.
     num_params : int
     num_matvecs : int
         Hessian-vector products spent.
     settings : dict
         Every setting, seed included.
+    lambda_lower, lambda_upper : float or None
+        Bounds on every eigenvalue of the Hessian that hold with probability
+        ``bound_probability`` over the random start
+        (:meth:`critpoint.EigenResult.extreme_bounds`); the verdict "minimum"
+        needs ``lambda_lower > zero_tol``.
+    bound_probability : float or None
+        ``1 − delta`` (1 when the bounds are exact).
     """
 
     loss: float
@@ -260,6 +191,20 @@ class Diagnosis:
     num_params: int
     num_matvecs: int
     settings: dict[str, Any] = field(default_factory=dict)
+    lambda_lower: float | None = None
+    lambda_upper: float | None = None
+    bound_probability: float | None = None
+
+    @property
+    def uncertified(self) -> bool:
+        """λ_min (or λ_max) is clearly away from zero, but the bound on the spectrum is not."""
+        if self.kind != "degenerate":
+            return False
+        if self.side == "positive":
+            return self.lambda_min - self.lambda_min_error > self.zero_tol
+        if self.side == "negative":
+            return self.lambda_max + self.lambda_max_error < -self.zero_tol
+        return False
 
     # ------------------------------------------------------------------ text
     def headline(self) -> str:
@@ -269,7 +214,13 @@ class Diagnosis:
             if self.critical
             else "not a critical point (the gradient is not small)"
         )
-        if self.kind == "degenerate":
+        if self.uncertified:
+            what = (
+                "degenerate: no negative curvature found, but a minimum is not certified"
+                if self.side == "positive"
+                else "degenerate: no positive curvature found, but a maximum is not certified"
+            )
+        elif self.kind == "degenerate":
             what = {
                 "positive": "degenerate: a flat minimum (valley) up to second order",
                 "negative": "degenerate: a flat maximum up to second order",
@@ -290,6 +241,11 @@ class Diagnosis:
             f"λ_max = {self.lambda_max:.6g} ± {self.lambda_max_error:.2g} "
             f"(zero tolerance {self.zero_tol:.2g}).",
         ]
+        if self.lambda_lower is not None and self.bound_probability is not None:
+            lines.append(
+                f"With probability ≥ {100 * self.bound_probability:.6g} % over the random start, "
+                f"every eigenvalue lies in [{self.lambda_lower:.6g}, {self.lambda_upper:.6g}]."
+            )
         if self.minimum_ratio is not None:
             lines.append(
                 f"Minimum ratio {self.minimum_ratio:.3f} (fraction of eigenvalues not clearly negative); "
@@ -321,6 +277,11 @@ class Diagnosis:
             return "keep training: the gradient still points downhill."
         if self.kind == "minimum":
             return "this is a local minimum; lower the loss only by changing the model, data or regulariser."
+        if self.uncertified:
+            return (
+                "diagnose again with a tighter tol (or a larger maxiter): longer Lanczos runs "
+                "tighten the bound on the whole spectrum until it certifies the verdict."
+            )
         if self.kind == "degenerate" and self.side == "positive":
             return (
                 "no second-order way down was found; the flat directions may hide a higher-order "
@@ -376,6 +337,9 @@ class Diagnosis:
             "num_params": self.num_params,
             "num_matvecs": self.num_matvecs,
             "settings": self.settings,
+            "lambda_lower": clean(self.lambda_lower),
+            "lambda_upper": clean(self.lambda_upper),
+            "bound_probability": self.bound_probability,
         }
 
     def to_json(self, path: str | None = None, indent: int = 2) -> str:
@@ -443,6 +407,9 @@ class Diagnosis:
             num_params=int(data["num_params"]),
             num_matvecs=int(data["num_matvecs"]),
             settings=dict(data.get("settings", {})),
+            lambda_lower=data.get("lambda_lower"),
+            lambda_upper=data.get("lambda_upper"),
+            bound_probability=data.get("bound_probability"),
         )
 
     def _repr_png_(self) -> bytes:
@@ -487,13 +454,21 @@ def diagnose(
     num_steps: int = 60,
     trace_matvecs: int = 60,
     check: bool = True,
+    delta: float = 0.01,
 ) -> Diagnosis:
     """Diagnose the point the objective's model is at: minimum, maximum, saddle or degenerate.
 
     Costs one pass for the loss and gradient, 3 HVPs for the symmetry probe,
-    one Lanczos run for both ends of the spectrum (typically 30–100 HVPs), and,
+    one Lanczos run for both ends of the spectrum (typically 30–150 HVPs; about
+    ``k`` when the Hessian is zero, ``rank + k`` when it has low rank), and,
     if asked, ``num_probes × num_steps`` HVPs in ``num_steps`` batched passes
     for the density and ``trace_matvecs`` for the trace.
+
+    The verdict is :func:`classify` on the extreme eigenvalues, their error
+    bounds and the bound on the whole spectrum
+    (:meth:`critpoint.EigenResult.extreme_bounds`): "minimum" only when that
+    bound's lower end is clearly positive, which holds with probability at
+    least ``1 − delta`` over the random start.
 
     Parameters
     ----------
@@ -525,6 +500,8 @@ def diagnose(
         HVP budget of the trace estimate.
     check : bool
         Run the symmetry/determinism probe first.
+    delta : float
+        Failure probability of the bound on the whole spectrum, in ``(0, 1)``.
 
     Returns
     -------
@@ -536,43 +513,33 @@ def diagnose(
     if not (eig_rtol >= 0 and math.isfinite(eig_rtol)):
         msg = f"eig_rtol must be a finite number >= 0, got {eig_rtol!r}"
         raise InputError(msg)
+    if not (isinstance(delta, (int, float)) and 0 < delta < 1):
+        msg = f"delta must lie strictly between 0 and 1, got {delta!r}"
+        raise InputError(msg)
     n = obj.num_params
     k = min(k, n)
     loss, g = obj.loss_and_grad()
     grad_norm = float(torch.linalg.vector_norm(g.double()))
     H = obj.hessian(check=check)
-    if n == 1:
-        lam = float((H.matvec(torch.ones(1, dtype=obj.dtype, device=obj.device)))[0])
-        values = torch.tensor([lam], dtype=torch.float64)
-        errors = torch.zeros(1, dtype=torch.float64)
-        conv = torch.ones(1, dtype=torch.bool)
-        vectors = torch.ones((1, 1), dtype=obj.dtype, device=obj.device)
-    else:
-        r = eigsh(
-            H,
-            k=max(k, 2),
-            which="BE",
-            tol=tol,
-            maxiter=maxiter,
-            seed=seed,
-            progress=progress,
-        )
-        values, errors, conv, vectors = (
-            r.eigenvalues,
-            r.residuals,
-            r.converged,
-            r.eigenvectors,
-        )
-        assert vectors is not None
-    lam_min, lam_max = float(values[0]), float(values[-1])
-    err_min, err_max = float(errors[0]), float(errors[-1])
-    verdict = classify(lam_min, err_min, lam_max, err_max, eig_rtol)
-    scale = max(abs(lam_min), abs(lam_max))
+    ext = measure_extremes(
+        H,
+        k=k,
+        tol=tol,
+        maxiter=maxiter,
+        seed=seed,
+        eig_rtol=eig_rtol,
+        delta=delta,
+        progress=progress,
+    )
+    c = ext.curvature
+    values, errors, conv = ext.eigenvalues, ext.errors, ext.converged
+    result = verdict(c)
+    scale = max(abs(c.lambda_min), abs(c.lambda_max))
     if grad_tol is None:
         grad_tol = default_grad_tol(loss, scale, obj.dtype)
 
     dens = None
-    minimum_ratio = negative_fraction = flat_fraction = None
+    ratio = negative_fraction = flat_fraction = None
     if density:
         dens = spectral_density(
             H,
@@ -581,13 +548,7 @@ def diagnose(
             seed=seed,
             progress=progress,
         )
-        negative_fraction = dens.fraction_negative(verdict.threshold)
-        # Flat directions count as non-negative: the sign of a Ritz node at
-        # zero is rounding noise, so "strictly positive" would be a coin toss.
-        minimum_ratio = 1.0 - negative_fraction
-        flat_fraction = max(
-            0.0, 1.0 - negative_fraction - dens.fraction_positive(verdict.threshold)
-        )
+        ratio, negative_fraction, flat_fraction = minimum_ratio(dens, c.zero_tol)
     tr = None
     if trace:
         tr = trace_estimate(
@@ -596,15 +557,11 @@ def diagnose(
 
     direction = None
     prediction = None
-    if lam_min + err_min < -verdict.threshold:
-        u = vectors[:, 0].clone()
-        slope = float(g.double() @ u.double())
-        if slope > 0:
-            u = -u
-            slope = -slope
-        direction = u
-        alpha = math.sqrt(2 * max(abs(loss), 1e-12) / abs(lam_min))
-        prediction = slope * alpha + 0.5 * lam_min * alpha**2
+    if c.negative:
+        direction, slope = downhill(ext.vectors[:, 0].clone(), g)
+        prediction = quadratic_step(
+            loss, slope, c.lambda_min, dtype=obj.dtype
+        ).predicted_change
 
     settings = {
         "k": k,
@@ -613,6 +570,7 @@ def diagnose(
         "seed": seed,
         "eig_rtol": eig_rtol,
         "grad_tol": grad_tol,
+        "delta": delta,
         "density": density,
         "num_probes": num_probes,
         "num_steps": num_steps,
@@ -633,20 +591,20 @@ def diagnose(
         grad_norm=grad_norm,
         grad_tol=float(grad_tol),
         critical=grad_norm <= grad_tol,
-        kind=verdict.kind,
-        side=verdict.side,
-        reason=verdict.reason,
-        lambda_min=lam_min,
-        lambda_min_error=err_min,
-        lambda_max=lam_max,
-        lambda_max_error=err_max,
+        kind=result.kind,
+        side=result.side,
+        reason=result.reason,
+        lambda_min=c.lambda_min,
+        lambda_min_error=c.lambda_min_error,
+        lambda_max=c.lambda_max,
+        lambda_max_error=c.lambda_max_error,
         eigenvalues=[float(x) for x in values],
         eigenvalue_errors=[float(x) for x in errors],
         eigen_converged=[bool(x) for x in conv],
         converged=bool(conv[0]) and bool(conv[-1]),
-        zero_tol=verdict.threshold,
+        zero_tol=c.zero_tol,
         eig_rtol=eig_rtol,
-        minimum_ratio=minimum_ratio,
+        minimum_ratio=ratio,
         negative_fraction=negative_fraction,
         flat_fraction=flat_fraction,
         trace=tr,
@@ -656,6 +614,9 @@ def diagnose(
         num_params=n,
         num_matvecs=H.num_matvecs,
         settings=settings,
+        lambda_lower=c.lower,
+        lambda_upper=c.upper,
+        bound_probability=c.probability,
     )
 
 

@@ -2,7 +2,9 @@
 
 If ``u`` is a unit eigenvector with eigenvalue ``λ < 0``, then
 ``L(θ + αu) ≈ L(θ) + gᵀu·α + ½λα²``: a direction that lowers the loss even
-where the gradient vanishes. :func:`escape_saddle` takes one such step, sized
+where the gradient vanishes. :func:`quadratic_step` is the one place where that
+step is sized and its change predicted (the diagnosis, the escape and the
+landscape plot all call it); :func:`escape_saddle` takes one such step, sized
 by backtracking on the real loss; :class:`SaddleEscape` wraps any
 ``torch.optim`` optimizer and takes these steps when training has stalled.
 """
@@ -17,10 +19,104 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from critpoint.errors import InputError
-from critpoint.linalg.lanczos import eigsh
+from critpoint.rule import measure_extremes
 
 if TYPE_CHECKING:
     from critpoint.objective import Objective
+
+
+@dataclass(frozen=True)
+class QuadraticStep:
+    """A step of length ``α`` along a unit direction and what the quadratic model predicts.
+
+    Attributes
+    ----------
+    step_size : float
+        ``α``, in parameter units (Euclidean norm).
+    predicted_change : float
+        ``gᵀu·α + ½λα²``.
+    """
+
+    step_size: float
+    predicted_change: float
+
+
+def predicted_change(slope: float, curvature: float, step_size: float) -> float:
+    """The quadratic model's change of the loss: ``gᵀu·α + ½λα²``.
+
+    Parameters
+    ----------
+    slope : float
+        ``gᵀu``, the directional derivative along the unit direction ``u``.
+    curvature : float
+        ``λ = uᵀHu``.
+    step_size : float
+        ``α``.
+
+    Returns
+    -------
+    float
+    """
+    return slope * step_size + 0.5 * curvature * step_size**2
+
+
+def quadratic_step(
+    loss: float,
+    slope: float,
+    curvature: float,
+    max_step: float | None = None,
+    *,
+    dtype: torch.dtype = torch.float64,
+) -> QuadraticStep:
+    """The escape step along a direction of negative curvature, and its predicted change.
+
+    The length is ``α = √(2·max(|L|, eps)/|λ|)``: where ``½|λ|α²`` equals the
+    loss, i.e. the quadratic model predicts the loss to fall by its whole
+    value (``eps`` of ``dtype`` keeps a zero loss from giving a zero step).
+    ``max_step`` caps it.
+
+    Parameters
+    ----------
+    loss : float
+        The loss at the point.
+    slope : float
+        ``gᵀu`` along the unit direction ``u`` (``≤ 0`` once oriented downhill).
+    curvature : float
+        ``λ = uᵀHu``, non-zero.
+    max_step : float, optional
+        Longest step.
+    dtype : torch.dtype
+        Dtype of the analysis (sets the floor on the loss).
+
+    Returns
+    -------
+    QuadraticStep
+    """
+    floor = torch.finfo(dtype).eps
+    alpha = math.sqrt(2 * max(abs(loss), floor) / abs(curvature))
+    if max_step is not None:
+        alpha = min(alpha, max_step)
+    return QuadraticStep(alpha, predicted_change(slope, curvature, alpha))
+
+
+def downhill(u: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """``u`` or ``−u``, whichever does not go uphill (``gᵀu ≤ 0``), and that slope.
+
+    Parameters
+    ----------
+    u : torch.Tensor
+        Unit direction, shape ``(n,)``.
+    g : torch.Tensor
+        Gradient, shape ``(n,)``.
+
+    Returns
+    -------
+    (torch.Tensor, float)
+    """
+    slope = float(g.double() @ u.double())
+    if slope > 0:
+        return -u, -slope
+    return u, slope
 
 
 @dataclass(frozen=True)
@@ -88,6 +184,7 @@ def escape_saddle(
     max_step: float | None = None,
     seed: int = 0,
     *,
+    k: int = 6,
     tol: float = 1e-4,
     eig_rtol: float = 1e-3,
     accept: float = 0.5,
@@ -96,17 +193,19 @@ def escape_saddle(
 ) -> EscapeStep:
     """Take one step along the most negative curvature direction, in place.
 
-    The eigenvector ``u`` of the most negative eigenvalue is oriented downhill
-    (``gᵀu ≤ 0``). The first trial step is ``max_step`` or, by default, the
-    length ``√(2·L/|λ|)`` at which the quadratic model predicts the loss to
-    fall by its whole value. A step is accepted when the real loss falls by at
-    least ``accept`` times the predicted change ``gᵀu·α + ½λα²``; otherwise
-    it is halved. Only the selected parameters change (through
+    The extreme eigenpairs come from the same solve as :func:`critpoint.diagnose`
+    (:func:`critpoint.rule.measure_extremes`: ``k`` pairs from both ends, the
+    same ``seed``, ``tol`` and ``maxiter``), and "clearly negative" is the rule
+    of :func:`critpoint.rule.curvature`, so for the same point and settings a
+    step is taken exactly when the diagnosis has an escape direction. The
+    eigenvector ``u`` of ``λ_min`` is oriented downhill (``gᵀu ≤ 0``). The
+    first trial step is :func:`quadratic_step` (``√(2·L/|λ|)``, capped at
+    ``max_step``). A step is accepted when the real loss falls by at least
+    ``accept`` times the predicted change ``gᵀu·α + ½λα²``; otherwise it is
+    halved. Only the selected parameters change (through
     :meth:`Objective.set_theta`); buffers and train/eval mode are untouched.
 
-    With no clearly negative eigenvalue (the rule of
-    :func:`critpoint.analysis.classify`: below ``−(error bound + eig_rtol·scale)``)
-    nothing changes and the result says so.
+    With no clearly negative eigenvalue nothing changes and the result says so.
 
     Parameters
     ----------
@@ -115,7 +214,9 @@ def escape_saddle(
     max_step : float, optional
         Longest step ``α`` (Euclidean norm in parameter space).
     seed : int
-        Seed of the Lanczos start vector.
+        Seed of the Lanczos start vectors.
+    k : int
+        Eigenpairs from both ends of the spectrum (as ``diagnose``'s ``k``).
     tol : float
         Relative residual tolerance of the eigensolver.
     eig_rtol : float
@@ -137,30 +238,29 @@ def escape_saddle(
     if not 0 < accept < 1:
         msg = f"accept must lie in (0, 1), got {accept!r}"
         raise InputError(msg)
+    if not isinstance(k, int) or k < 2:
+        msg = f"k must be an int >= 2 (eigenpairs from both ends), got {k!r}"
+        raise InputError(msg)
     theta = obj.theta
     loss0, g = obj.loss_and_grad(theta)
     H = obj.hessian(theta)
-    n = obj.num_params
-    if n == 1:
-        lam = float(H.matvec(torch.ones(1, dtype=obj.dtype, device=obj.device))[0])
-        err, scale = 0.0, abs(lam)
-        u = torch.ones(1, dtype=obj.dtype, device=obj.device)
-    else:
-        r = eigsh(H, k=1, which="SA", tol=tol, seed=seed, maxiter=maxiter)
-        assert r.eigenvectors is not None
-        lam, err, scale = (
-            float(r.eigenvalues[0]),
-            float(r.residuals[0]),
-            r.spectral_scale,
-        )
-        u = r.eigenvectors[:, 0].clone()
-    threshold = eig_rtol * scale
-    if not lam + err < -threshold:
+    ext = measure_extremes(
+        H,
+        k=min(k, obj.num_params),
+        tol=tol,
+        maxiter=maxiter,
+        seed=seed,
+        eig_rtol=eig_rtol,
+        delta=None,
+    )
+    c = ext.curvature
+    lam, err = c.lambda_min, c.lambda_min_error
+    if not c.negative:
         return EscapeStep(
             taken=False,
             reason=(
                 f"no clearly negative curvature: λ_min = {lam:.4g} ± {err:.2g} is not below "
-                f"−{threshold:.2g}; nothing was changed"
+                f"−{c.zero_tol:.2g}; nothing was changed"
             ),
             direction=None,
             step_size=0.0,
@@ -173,17 +273,13 @@ def escape_saddle(
             backtracks=0,
             num_matvecs=H.num_matvecs,
         )
-    slope = float(g.double() @ u.double())
-    if slope > 0:
-        u, slope = -u, -slope
-    alpha = math.sqrt(2 * max(abs(loss0), torch.finfo(obj.dtype).eps) / abs(lam))
-    if max_step is not None:
-        alpha = min(alpha, max_step)
+    u, slope = downhill(ext.vectors[:, 0].clone(), g)
+    alpha = quadratic_step(loss0, slope, lam, max_step, dtype=obj.dtype).step_size
     best: tuple[float, float, float] | None = None  # (change, alpha, predicted)
     backtracks = 0
     accepted = False
     for backtracks in range(max_backtracks + 1):  # noqa: B007 (the count is reported)
-        predicted = slope * alpha + 0.5 * lam * alpha**2
+        predicted = predicted_change(slope, lam, alpha)
         change = obj.loss(theta + alpha * u) - loss0
         if best is None or change < best[0]:
             best = (change, alpha, predicted)
@@ -275,6 +371,10 @@ class SaddleEscape:
         Passed to :func:`escape_saddle`.
     seed : int
         Seed of the eigensolver (incremented at each check).
+    k, tol, eig_rtol : optional
+        Passed to :func:`escape_saddle`: the eigen-solve and the zero
+        tolerance of :func:`critpoint.diagnose`, so a check steps exactly when
+        a diagnosis of the point would offer an escape direction.
 
     Attributes
     ----------
@@ -292,6 +392,10 @@ class SaddleEscape:
         cooldown: int = 10,
         max_step: float | None = None,
         seed: int = 0,
+        *,
+        k: int = 6,
+        tol: float = 1e-4,
+        eig_rtol: float = 1e-3,
     ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             msg = f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
@@ -304,6 +408,9 @@ class SaddleEscape:
         self.cooldown = int(cooldown)
         self.max_step = max_step
         self.seed = int(seed)
+        self.k = int(k)
+        self.tol = float(tol)
+        self.eig_rtol = float(eig_rtol)
         self.events: list[EscapeEvent] = []
         self.num_steps = 0
         self._small = 0
@@ -353,6 +460,9 @@ class SaddleEscape:
                 self.objective,
                 max_step=self.max_step,
                 seed=self.seed + len(self.events),
+                k=self.k,
+                tol=self.tol,
+                eig_rtol=self.eig_rtol,
             )
             self.events.append(
                 EscapeEvent(step=step, grad_norm=grad_norm, result=result)

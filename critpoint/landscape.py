@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from critpoint.errors import InputError
+from critpoint.escape import quadratic_step
 from critpoint.linalg.lanczos import eigsh
 
 if TYPE_CHECKING:
@@ -460,8 +461,8 @@ def landscape(
     obj : Objective
         Model, loss and data.
     diagnosis : Diagnosis, optional
-        Its escape direction (if any) is drawn on the plane, and its escape
-        step length ``√(2·L/|λ_min|)`` is used.
+        Its escape direction (if any) is drawn on the plane, with the step of
+        :func:`critpoint.quadratic_step` (``√(2·L/|λ_min|)``).
     num : int
         Points per 1-D slice.
     plane_num : int
@@ -520,19 +521,19 @@ def landscape(
     if diagnosis is not None and diagnosis.escape_direction is not None:
         d = diagnosis.escape_direction.detach().to(device=obj.device, dtype=obj.dtype)
         d = d / torch.linalg.vector_norm(d)
-        step = math.sqrt(2 * max(abs(loss0), 1e-12) / abs(diagnosis.lambda_min))
+        slope = float(g.double() @ d.double())
+        full = quadratic_step(loss0, slope, diagnosis.lambda_min, dtype=obj.dtype)
         if radius is None:
-            ra = max(ra, 1.2 * step)  # show the whole escape step
-        step = min(step, ra)
+            ra = max(ra, 1.2 * full.step_size)  # show the whole escape step
+        step = quadratic_step(
+            loss0, slope, diagnosis.lambda_min, max_step=ra, dtype=obj.dtype
+        )
         escape = {
-            "a": float(d.double() @ u_min.double()) * step,
-            "b": float(d.double() @ u_max.double()) * step,
-            "step": step,
-            "predicted_change": float(
-                float(g.double() @ d.double()) * step
-                + 0.5 * diagnosis.lambda_min * step**2
-            ),
-            "loss_after": obj.loss(theta + step * d),
+            "a": float(d.double() @ u_min.double()) * step.step_size,
+            "b": float(d.double() @ u_max.double()) * step.step_size,
+            "step": step.step_size,
+            "predicted_change": step.predicted_change,
+            "loss_after": obj.loss(theta + step.step_size * d),
         }
 
     total = 2 * num + (plane_num * plane_num if plane else 0)

@@ -880,8 +880,10 @@ def train(
 
     def do_track(k: int) -> None:
         nonlocal first_track
+        from critpoint.analysis import minimum_ratio
         from critpoint.linalg.lanczos import eigsh
         from critpoint.linalg.slq import spectral_density
+        from critpoint.rule import zero_tolerance
 
         assert objective is not None
         H = objective.hessian(check=first_track)
@@ -918,9 +920,15 @@ def train(
                 num_steps=min(track_lanczos_steps, objective.num_params),
                 seed=seed,
             )
+            # The rule's zero tolerance, from the best ends known here: the
+            # density's extreme nodes (Ritz values) and any eigsh run above.
             lo, hi = dens.support
-            scale = max(abs(lo), abs(hi), abs(top or 0.0), abs(bottom or 0.0))
-            history.minimum_ratio.append(1.0 - dens.fraction_negative(eig_rtol * scale))
+            tau = zero_tolerance(
+                min(lo, bottom if bottom is not None else lo),
+                max(hi, top if top is not None else hi),
+                eig_rtol,
+            )
+            history.minimum_ratio.append(minimum_ratio(dens, tau)[0])
         history.track_step.append(k)
         history.track_matvecs.append(int(H.num_matvecs))
 

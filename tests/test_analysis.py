@@ -288,3 +288,78 @@ def test_digits_mlp_from_init_to_a_stalled_point(digits, seed):
     # the minimum ratio rises as the loss falls
     assert d.minimum_ratio > 0.99
     assert d0.minimum_ratio < 0.9
+
+
+def test_minimum_only_when_the_whole_spectrum_is_certified_positive():
+    # λ_min = 0.05 next to a bulk on [1, 2] and a top at 10 (τ = 0.01)
+    eigenvalues = [0.05, *torch.linspace(1.0, 2.0, 200).tolist(), 10.0]
+    obj, _ = quadratic_objective(eigenvalues)
+    loose = cp.diagnose(obj, tol=1e-2, density=False, trace=False)
+    # The Ritz value is clearly positive, yet the Krylov space is too short to
+    # rule out a negative eigenvalue it never saw: no "minimum".
+    assert loose.lambda_min - loose.lambda_min_error > loose.zero_tol
+    assert loose.lambda_lower < loose.zero_tol
+    assert loose.kind == "degenerate"
+    assert loose.side == "positive"
+    assert loose.uncertified
+    assert "not certified" in loose.headline()
+    assert "tighter tol" in loose.advice()
+    tight = cp.diagnose(obj, tol=1e-6, density=False, trace=False)
+    assert tight.kind == "minimum"
+    assert 0.05 >= tight.lambda_lower > tight.zero_tol
+    assert tight.lambda_upper >= 10.0
+    assert tight.bound_probability == pytest.approx(0.99)
+    assert "with probability ≥ 99 %" in tight.reason
+    assert "with probability ≥ 99 %" in tight.summary()
+    # the bounds travel with the document
+    back = cp.Diagnosis.from_dict(json.loads(tight.to_json()))
+    assert back.lambda_lower == tight.lambda_lower
+    assert back.bound_probability == tight.bound_probability
+    # a smaller failure probability asks more of the same run
+    strict = cp.diagnose(obj, tol=1e-6, delta=1e-6, density=False, trace=False)
+    assert strict.lambda_lower <= tight.lambda_lower
+    assert "99.9999 %" in strict.reason
+    with pytest.raises(cp.InputError, match="delta"):
+        cp.diagnose(obj, delta=0.0)
+
+
+def test_classify_with_bounds_on_the_spectrum():
+    args = (1.0, 1e-6, 10.0, 1e-6)
+    assert (
+        cp.classify(*args).kind == "minimum"
+    )  # no bound given: the Ritz values decide
+    assert cp.classify(*args, lower=0.5, upper=10.0).kind == "minimum"
+    v = cp.classify(*args, lower=-0.3, upper=10.0, probability=0.99)
+    assert (v.kind, v.side) == ("degenerate", "positive")
+    assert "lo = -0.3" in v.reason
+    neg = (-10.0, 1e-6, -1.0, 1e-6)
+    assert cp.classify(*neg, lower=-10.0, upper=-0.5).kind == "maximum"
+    assert cp.classify(*neg, lower=-10.0, upper=0.2).kind == "degenerate"
+    # a saddle needs no certificate: a clearly negative Ritz value is one
+    assert cp.classify(-1.0, 1e-6, 10.0, 1e-6, lower=-5.0, upper=20.0).kind == "saddle"
+    c = cp.curvature(-0.02, 0.001, 10.0, 0.0, eig_rtol=1e-3)
+    assert c.zero_tol == cp.zero_tolerance(-0.02, 10.0, 1e-3) == pytest.approx(0.01)
+    assert c.negative
+    assert c.positive
+    assert not c.all_positive
+
+
+def test_zero_hessian_diagnosis_stops_at_once():
+    # A deep linear net at the origin: H = 0 exactly (n = 2700). Every Krylov
+    # space is exhausted at its first product.
+    model = nn.Sequential(*[nn.Linear(30, 30, bias=False) for _ in range(3)]).double()
+    for p in model.parameters():
+        nn.init.zeros_(p)
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(16, 30, generator=g, dtype=torch.float64)
+    Y = torch.randn(16, 30, generator=g, dtype=torch.float64)
+    obj = cp.Objective(model, F.mse_loss, (X, Y))
+    d = cp.diagnose(obj)
+    assert d.kind == "degenerate"
+    assert d.side == "none"
+    assert d.eigenvalues == [0.0] * 6
+    assert d.converged
+    assert (d.lambda_lower, d.lambda_upper) == (0.0, 0.0)
+    # 3 (symmetry probe) + about k (eigsh) + 8 (density, one step per probe)
+    # + 60 (trace budget)
+    assert d.num_matvecs <= 3 + 2 * 6 + 8 + 60

@@ -179,3 +179,66 @@ def test_custom_stall_rule_and_bad_args():
         cp.SaddleEscape("sgd", obj)
     with pytest.raises(cp.InputError, match="max_step"):
         cp.escape_saddle(obj, max_step=-1.0)
+
+
+# --------------------------------------------------------------------------
+# One rule, one step: the diagnosis and the escape agree
+
+
+def planted_objective(eigenvalues, seed=0):
+    from critpoint.testing import (
+        Quadratic,
+        planted_matrix,
+        quadratic_batch_loss,
+        quadratic_data,
+    )
+
+    A, _ = planted_matrix(eigenvalues, seed=seed)
+    b = 1e-3 * torch.ones(A.shape[0], dtype=torch.float64)  # a small gradient
+    model = Quadratic(A, b=b)
+    return cp.Objective(model, data=quadratic_data(), batch_loss=quadratic_batch_loss)
+
+
+@pytest.mark.parametrize(
+    "lam", [-0.05, -0.0125, -0.0105, -0.0101, -0.0099, -0.0095, -0.005, 0.0, 0.5]
+)
+@pytest.mark.parametrize(("tol", "eig_rtol"), [(1e-4, 1e-3), (1e-2, 1e-3), (1e-4, 0.0)])
+def test_diagnose_saddle_iff_escape_steps(lam, tol, eig_rtol):
+    # λ_max = 10 sets τ = eig_rtol·10: λ around −0.01 sits at the edge of the
+    # rule, where the error bounds (loose at tol=1e-2) decide.
+    eigenvalues = sorted([lam, *torch.linspace(1.0, 2.0, 30).tolist(), 10.0])
+    d = cp.diagnose(
+        planted_objective(eigenvalues),
+        tol=tol,
+        eig_rtol=eig_rtol,
+        density=False,
+        trace=False,
+    )
+    s = cp.escape_saddle(planted_objective(eigenvalues), tol=tol, eig_rtol=eig_rtol)
+    assert (d.kind == "saddle") == s.taken
+    assert (d.escape_direction is not None) == s.taken
+    assert s.eigenvalue == d.lambda_min
+    assert s.eigenvalue_error == d.lambda_min_error
+    if s.taken:
+        # the first trial step is the one quadratic step; its prediction is the
+        # diagnosis's when no backtracking was needed
+        full = cp.quadratic_step(
+            s.loss_before,
+            float(s.direction @ planted_objective(eigenvalues).grad()),
+            s.eigenvalue,
+        )
+        assert s.step_size == pytest.approx(full.step_size / 2**s.backtracks)
+        if s.backtracks == 0:
+            assert s.predicted_change == pytest.approx(d.escape_prediction)
+
+
+def test_quadratic_step_closed_form():
+    step = cp.quadratic_step(2.0, -0.5, -4.0)
+    assert step.step_size == pytest.approx(1.0)  # ½·4·α² = 2
+    assert step.predicted_change == pytest.approx(-0.5 - 2.0)
+    capped = cp.quadratic_step(2.0, -0.5, -4.0, max_step=0.1)
+    assert capped.step_size == 0.1
+    assert capped.predicted_change == pytest.approx(-0.05 - 0.02)
+    # a zero loss still gives a step (floored at eps of the dtype)
+    tiny = cp.quadratic_step(0.0, 0.0, -2.0, dtype=torch.float32)
+    assert tiny.step_size == pytest.approx(math.sqrt(torch.finfo(torch.float32).eps))

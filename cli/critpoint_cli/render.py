@@ -83,6 +83,15 @@ def diagnosis_text(dg: Any, header: str | None = None, hint: str | None = None) 
             f"(zero tolerance {num(dg.zero_tol, 2)})",
         )
     )
+    lower = getattr(dg, "lambda_lower", None)
+    if lower is not None and dg.bound_probability is not None:
+        lines.append(
+            field_line(
+                "Spectrum",
+                f"every eigenvalue in [{num(lower, 4)}, {num(dg.lambda_upper, 4)}] with "
+                f"probability ≥ {100 * dg.bound_probability:.6g}% over the random start",
+            )
+        )
     if dg.minimum_ratio is not None:
         neg = 100 * (dg.negative_fraction or 0.0)
         flat = 100 * (dg.flat_fraction or 0.0)

@@ -1,7 +1,10 @@
 """Pure linear algebra on torch tensors: Lanczos, SLQ densities, trace estimators.
 
 Nothing here knows about models: the solvers see a symmetric operator only
-through ``matmat`` (see :mod:`critpoint.linalg._operator`).
+through ``matmat`` (see :mod:`critpoint.linalg._operator`). The block Lanczos
+recurrence is one kernel, :class:`critpoint.linalg._tridiag.BlockLanczos`;
+:func:`eigsh` drives it, and :mod:`critpoint.linalg._bounds` turns its Krylov
+spaces into probabilistic bounds on the whole spectrum.
 """
 
 from critpoint.linalg._operator import DenseOperator, SymmetricOperator, as_operator

@@ -137,6 +137,8 @@ def test_diagnose_prints_a_verdict(tiny_ckpt: Path) -> None:
         "Next",
     ):
         assert word in r.stdout
+    assert "Spectrum       every eigenvalue in [" in r.stdout
+    assert "with probability ≥ 99%" in r.stdout
     assert "mlp (43 parameters) on teacher (48 samples)" in r.stdout
     assert r.stderr == ""
 
@@ -284,6 +286,23 @@ def test_escape_leaves_the_two_weight_saddle(saddle_ckpt: Path, tmp_path: Path) 
     text = invoke("escape", str(saddle_ckpt), "-o", str(tmp_path / "b.ckpt"))
     assert "Step 1" in text.stdout
     assert "→" in text.stdout
+    # the same solve as diagnose -k: its settings are recorded
+    doc = parse_json(
+        invoke(
+            "escape",
+            str(saddle_ckpt),
+            "-k",
+            "2",
+            "-o",
+            str(tmp_path / "c.ckpt"),
+            "--json",
+            "-",
+        ).stdout
+    )
+    assert doc["settings"]["k"] == 2
+    assert doc["steps"][0]["eigenvalue"] == pytest.approx(
+        before["lambda_min"], rel=1e-9
+    )
 
 
 def test_demo_quick(tmp_path: Path) -> None:

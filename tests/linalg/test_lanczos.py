@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 import critpoint as cp
 from critpoint.linalg._operator import DenseOperator
@@ -216,11 +218,215 @@ def test_eigsh_uses_the_default_basis(monkeypatch):
     ev[-4:] = torch.tensor([1.0, 1.001, 1.002, 1.003], dtype=torch.float64)
     A, _ = planted_matrix(ev, seed=4)
     monkeypatch.setattr(lanczos, "free_memory", lambda device: 0)
-    monkeypatch.setattr(lanczos, "BASIS_FLOOR_BYTES", 13 * n * 8)
-    small = cp.eigsh(A, k=4, which="LA", tol=1e-10)
+    # One vector per block, as in default_ncv's measurements: this cluster then
+    # converges within 160 products (a block of 2 needs 188).
+    monkeypatch.setattr(lanczos, "BASIS_FLOOR_BYTES", 14 * n * 8)
+    small = cp.eigsh(A, k=4, which="LA", tol=1e-10, block_size=1)
     assert small.num_restarts > 0
     monkeypatch.setattr(lanczos, "free_memory", lambda device: 2**40)
-    large = cp.eigsh(A, k=4, which="LA", tol=1e-10)
+    large = cp.eigsh(A, k=4, which="LA", tol=1e-10, block_size=1)
     assert large.num_restarts == 0
     assert torch.allclose(small.eigenvalues, ev[-4:], atol=1e-8)
     assert torch.allclose(large.eigenvalues, ev[-4:], atol=1e-8)
+
+
+# --------------------------------------------------------------------------
+# Multiplicities, exhausted Krylov spaces: eigenvalues counted with multiplicity
+
+
+def linear_head(n_in=20, n_out=3, samples=50, seed=0):
+    """``Linear(n_in, n_out)`` + mean MSE: H = (2 / (samples·n_out)) · I ⊗ X̃ᵀX̃."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(samples, n_in, generator=g, dtype=torch.float64)
+    Y = torch.randn(samples, n_out, generator=g, dtype=torch.float64)
+    torch.manual_seed(seed)
+    model = nn.Linear(n_in, n_out).double()
+    obj = cp.Objective(model, F.mse_loss, (X, Y))
+    Xt = torch.cat([X, torch.ones(samples, 1, dtype=torch.float64)], dim=1)
+    closed = torch.linalg.eigvalsh(2.0 / (samples * n_out) * Xt.T @ Xt)
+    dense = dense_spectrum(model, X, Y) if n_in * n_out <= 100 else None
+    return obj, closed.repeat_interleave(n_out), dense  # ascending, each n_out times
+
+
+def dense_spectrum(model, X, Y):
+    """Ascending eigenvalues of the mean-MSE Hessian by plain autograd double backward."""
+    params = list(model.parameters())
+    loss = F.mse_loss(model(X), Y)
+    g = torch.cat(
+        [d.reshape(-1) for d in torch.autograd.grad(loss, params, create_graph=True)]
+    )
+    rows = [
+        torch.cat(
+            [
+                d.reshape(-1)
+                for d in torch.autograd.grad(g[i], params, retain_graph=True)
+            ]
+        )
+        for i in range(g.numel())
+    ]
+    Hd = torch.stack(rows)
+    return torch.linalg.eigvalsh((Hd + Hd.T) / 2)
+
+
+@pytest.mark.parametrize("block_size", [None, 1, 2, 3, 4])
+def test_linear_head_top_eigenvalue_three_times(block_size):
+    obj, closed, dense = linear_head()
+    assert torch.allclose(dense, closed, rtol=0, atol=1e-12)
+    r = cp.eigsh(obj.hessian(), k=3, which="LA", tol=1e-10, block_size=block_size)
+    assert r.all_converged
+    assert torch.allclose(r.eigenvalues, closed[-3:], rtol=0, atol=1e-9)
+    assert torch.all((r.eigenvalues - closed[-3:]).abs() <= r.error_bounds + 1e-12)
+    U = r.eigenvectors
+    assert torch.allclose(U.T @ U, torch.eye(3, dtype=torch.float64), atol=1e-8)
+
+
+@pytest.mark.parametrize("block_size", [None, 1, 2, 5])
+def test_more_parameters_than_samples_zero_five_times(block_size):
+    import scipy.sparse.linalg as spla
+
+    obj, _, dense = linear_head(n_in=50, n_out=1, samples=10)
+    H = obj.hessian()
+    assert int((dense.abs() < 1e-10).sum()) == 41  # n = 51, rank 10
+    arpack = spla.eigsh(H.to_scipy(), k=5, which="SA", return_eigenvectors=False)
+    assert abs(arpack).max() < 1e-8  # ARPACK finds the five zeros too
+    r = cp.eigsh(H, k=5, which="SA", tol=1e-5, block_size=block_size)
+    assert r.all_converged
+    assert torch.allclose(r.eigenvalues, dense[:5], rtol=0, atol=1e-8)
+    assert torch.allclose(r.eigenvalues, torch.zeros(5, dtype=torch.float64), atol=1e-8)
+
+
+@pytest.mark.parametrize("which", ["LA", "SA", "BE", "LM"])
+@pytest.mark.parametrize("block_size", [1, 2, 3])
+def test_planted_multiplicities_beyond_the_block(which, block_size):
+    # each end holds an eigenvalue of multiplicity 4, more than any block here
+    ev = torch.cat(
+        [
+            torch.full((4,), -3.0),
+            torch.tensor([-2.5, -2.0]),
+            torch.linspace(-1.0, 1.0, 120),
+            torch.tensor([4.0, 4.5]),
+            torch.full((4,), 5.0),
+        ]
+    ).double()
+    A, _ = planted_matrix(ev, seed=11)
+    k = 6
+    r = cp.eigsh(A, k=k, which=which, tol=1e-8, block_size=block_size, seed=2)
+    if which == "LA":
+        want = ev[-k:]
+    elif which == "SA":
+        want = ev[:k]
+    elif which == "BE":
+        want = torch.cat([ev[: k // 2], ev[-(k - k // 2) :]])
+    else:
+        want = torch.sort(
+            ev[torch.argsort(ev.abs(), descending=True, stable=True)[:k]]
+        ).values
+    assert r.all_converged
+    assert torch.allclose(r.eigenvalues, want, rtol=0, atol=1e-6)
+
+
+def deep_linear_at_origin(width=30, depth=3):
+    layers = [nn.Linear(width, width, bias=False) for _ in range(depth)]
+    model = nn.Sequential(*layers).double()
+    for p in model.parameters():
+        nn.init.zeros_(p)
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(16, width, generator=g, dtype=torch.float64)
+    Y = torch.randn(16, width, generator=g, dtype=torch.float64)
+    return cp.Objective(model, F.mse_loss, (X, Y))
+
+
+def test_zero_hessian_stops_at_once():
+    obj = deep_linear_at_origin()
+    assert obj.num_params == 2700
+    H = obj.hessian(check=False)
+    r = cp.eigsh(H, k=3, tol=1e-5)
+    assert torch.equal(r.eigenvalues, torch.zeros(3, dtype=torch.float64))
+    assert r.all_converged
+    assert r.num_matvecs <= 3 + 2 * r.block_size  # on the order of k products
+    assert H.num_matvecs == r.num_matvecs
+
+
+def test_low_rank_hessian_costs_rank_plus_k():
+    obj, closed, _ = linear_head(n_in=200, n_out=1, samples=20)  # n = 201, rank <= 21
+    H = obj.hessian(check=False)
+    r = cp.eigsh(H, k=6, which="BE", tol=1e-10)
+    want = torch.cat([closed[:3], closed[-3:]])
+    assert r.all_converged
+    assert torch.allclose(r.eigenvalues, want, rtol=0, atol=1e-9)
+    assert torch.allclose(
+        r.eigenvalues[:3], torch.zeros(3, dtype=torch.float64), atol=1e-9
+    )
+    rank = 21
+    assert r.num_matvecs <= 2 * (rank + 6) + 2 * r.block_size
+
+
+# --------------------------------------------------------------------------
+# extreme_bounds: what the Krylov space may have missed, in probability
+
+
+def isolated_extremes(n=200, seed=0):
+    """A bulk on [0, 1] with an isolated top (1.5) and bottom (−0.5)."""
+    g = torch.Generator().manual_seed(seed)
+    bulk = torch.rand(n - 2, generator=g, dtype=torch.float64)
+    ev = torch.sort(torch.cat([bulk, torch.tensor([-0.5, 1.5], dtype=torch.float64)]))
+    return ev.values
+
+
+@pytest.mark.parametrize(("delta", "block_size"), [(0.01, 1), (0.3, 1), (0.3, 2)])
+def test_extreme_bounds_cover_the_spectrum_as_often_as_promised(delta, block_size):
+    ev = isolated_extremes()
+    A, _ = planted_matrix(ev, seed=3)
+    # A short, unconverged run: the bounds, not the Ritz values, must reach ±.
+    misses, runs, widths = 0, 300, []
+    for seed in range(runs):
+        r = cp.eigsh(
+            A, k=1, which="LA", tol=1e-12, maxiter=6, seed=seed, block_size=block_size
+        )
+        assert not r.all_converged
+        lo, hi = r.extreme_bounds(delta)
+        assert lo <= r.ritz_min
+        assert hi >= r.ritz_max
+        assert r.ritz_min >= ev[0]
+        assert r.ritz_max <= ev[-1]
+        misses += bool(lo > ev[0] or hi < ev[-1])
+        widths.append((hi - lo) / float(ev[-1] - ev[0]))
+    assert misses <= delta * runs
+    assert max(widths) < 10  # a bound, not infinity
+
+
+def test_extreme_bounds_are_tight_at_the_defaults():
+    ev = spectrum()  # n = 300: outliers up to 50, negatives to −3
+    A, _ = planted_matrix(ev, seed=12)
+    width = float(ev[-1] - ev[0])
+    for block_size in (None, 1, 3):
+        r = cp.eigsh(A, block_size=block_size)
+        lo, hi = r.extreme_bounds()
+        assert lo <= float(ev[0])
+        assert hi >= float(ev[-1])
+        assert float(ev[0]) - lo <= 0.03 * width
+        assert hi - float(ev[-1]) <= 0.03 * width
+    # the certificate tightens as the start vectors' Krylov spaces grow
+    short = cp.eigsh(A, k=1, which="LA", tol=1e-12, maxiter=10, seed=1)
+    long = cp.eigsh(A, k=1, which="LA", tol=1e-12, maxiter=40, seed=1)
+    assert long.extreme_bounds()[1] - 50 < short.extreme_bounds()[1] - 50
+
+
+def test_exhausted_space_bounds_are_exact():
+    obj = deep_linear_at_origin()
+    r = cp.eigsh(obj.hessian(check=False), k=3, tol=1e-5)
+    assert r.extreme_bounds(0.01) == pytest.approx((0.0, 0.0), abs=1e-300)
+
+
+def test_extreme_bounds_need_a_random_start():
+    A, _ = planted_matrix(spectrum(), seed=13)
+    v0 = torch.ones(300, dtype=torch.float64)
+    r = cp.eigsh(A, k=2, which="LA", v0=v0, block_size=1)
+    with pytest.raises(cp.InputError, match="no random start"):
+        r.extreme_bounds()
+    # with a block, the other columns are random
+    lo, hi = cp.eigsh(A, k=2, which="LA", v0=v0, block_size=2).extreme_bounds()
+    assert lo <= -3.0
+    assert hi >= 50.0 - 1e-9
+    with pytest.raises(cp.InputError, match="delta must lie"):
+        cp.eigsh(A, k=2).extreme_bounds(1.5)

@@ -45,6 +45,15 @@ from critpoint_cli.options import get_state, global_options, json_option, model_
 )
 @model_options
 @click.option(
+    "-k",
+    "k",
+    type=click.IntRange(min=2),
+    default=6,
+    show_default=True,
+    help="Eigenpairs to find, from both ends (as `critpoint diagnose -k`: the same "
+    "solve, so a step is taken exactly where diagnose offers an escape direction).",
+)
+@click.option(
     "--tol",
     type=click.FloatRange(min=0, min_open=True),
     default=1e-4,
@@ -69,6 +78,7 @@ def escape(
     batch_size: int | None,
     max_samples: int | None,
     trust_checkpoint: bool,
+    k: int,
     tol: float,
     json_path: str | None,
 ) -> None:
@@ -121,7 +131,7 @@ def escape(
     with stage(state, "escape steps"):
         for i in range(max_steps):
             step = cp.escape_saddle(
-                obj, max_step=max_step, seed=state.seed + i, tol=tol
+                obj, max_step=max_step, seed=state.seed + i, k=k, tol=tol
             )
             if loss_before is None:
                 loss_before = step.loss_before
@@ -169,6 +179,7 @@ def escape(
             "param_globs": list(params) or None,
             "max_steps": max_steps,
             "max_step": max_step,
+            "k": k,
             "tol": tol,
             "output": out_path,
         },

@@ -1,0 +1,377 @@
+"""The block Lanczos recurrence: one kernel for the Krylov solvers.
+
+:class:`BlockLanczos` holds a block Krylov basis on the operator's device and
+its projected (block-tridiagonal) matrix on the host in float64. Each
+:meth:`BlockLanczos.step` multiplies the newest block (the *frontier*) by
+``H`` in one ``matmat`` call, reorthogonalises the products fully (classical
+Gram–Schmidt, twice) against everything stored, and orthonormalises what is
+left into the next block, column by column: a direction whose norm is below
+``breakdown_rtol`` times the spectrum's scale is dropped, because the Krylov
+space has reached an invariant subspace along it. When every direction is
+dropped the space is *exhausted*: its Ritz pairs are exact.
+
+Storage is one ``(n, capacity)`` tensor whose columns are, in order,
+
+* ``locked``: vectors deflated out of the search (converged eigenvectors);
+  every new vector is kept orthogonal to them;
+* ``done``: basis vectors whose product ``H q`` is known;
+* ``frontier``: the newest block, whose products are not taken yet;
+
+and a host matrix ``P`` with ``P[i, j] = q_iᵀ H q_j`` for every ``done``
+column ``j`` and every stored row ``i``. So ``H Q_done = Q P[:, done]`` up to
+the dropped parts, whose norms are kept in :attr:`lost`: Rayleigh–Ritz is the
+eigenproblem of ``P[done, done]`` and the residual of a Ritz vector
+``Q_done s`` is ``‖P[locked ∪ frontier, done] s‖`` (plus the dropped parts).
+With one column per block ``P[done, done]`` is the Lanczos tridiagonal matrix.
+
+References
+----------
+G. H. Golub and R. Underwood, "The block Lanczos method for computing
+eigenvalues", Mathematical Software III, 1977.
+Z. Bai, J. Demmel, J. Dongarra, A. Ruhe, H. van der Vorst (eds.), "Templates
+for the Solution of Algebraic Eigenvalue Problems", SIAM, 2000, §4.6 (block
+Lanczos with deflation of rank-deficient blocks).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from critpoint.errors import InputError, NonFiniteError
+from critpoint.linalg._operator import SymmetricOperator
+
+#: A residual direction this small relative to the spectrum's scale is rounding:
+#: products carry an error of a few eps·‖H‖, so 1000·eps leaves a wide margin.
+BREAKDOWN_EPS = 1e3
+#: A new direction whose norm fell below this share of the product it came
+#: from is mostly the rounding of two Gram–Schmidt passes: a third pass keeps
+#: it orthogonal to the basis.
+REORTHOGONALISE = 1e-3
+
+
+def _project_out(W: torch.Tensor, Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Remove from the columns of ``W`` (n, f) their components along ``Q`` (n, j), twice.
+
+    Returns the cleaned block and the coefficients ``Qᵀ W`` (j, f).
+    """
+    if Q.shape[1] == 0:
+        return W, W.new_zeros((0, W.shape[1]))
+    h = Q.T @ W
+    W = W - Q @ h
+    h2 = Q.T @ W
+    W = W - Q @ h2
+    return W, h + h2
+
+
+class BlockLanczos:
+    """A block Krylov basis with full reorthogonalisation, a locked set and its projection.
+
+    Parameters
+    ----------
+    op : SymmetricOperator
+        The operator, shape ``(n, n)``; touched only through ``matmat``.
+    capacity : int
+        Columns of storage (locked + done + frontier), at most ``n``. Memory:
+        ``n × capacity`` numbers in the operator's dtype, on its device.
+    breakdown_rtol : float, optional
+        Relative size below which a residual direction counts as zero;
+        default ``1000·eps`` of the operator's dtype.
+
+    Attributes
+    ----------
+    Q : torch.Tensor
+        The storage, shape ``(n, capacity)``.
+    P : numpy.ndarray
+        Projections ``q_iᵀ H q_j``, float64, shape ``(capacity, capacity)``;
+        columns of ``done`` vectors are filled.
+    lost : numpy.ndarray
+        Norm of the dropped part of ``H q_j`` for each column, float64.
+    num_matvecs : int
+        Products taken (columns passed to ``matmat``).
+    scale : float
+        Largest magnitude seen in the projections: the spectrum's scale.
+    """
+
+    def __init__(
+        self,
+        op: SymmetricOperator,
+        capacity: int,
+        breakdown_rtol: float | None = None,
+    ) -> None:
+        n = int(op.shape[0])
+        if not 1 <= capacity <= n:
+            msg = f"capacity must lie in [1, n={n}], got {capacity}"
+            raise InputError(msg)
+        self.op = op
+        self.n = n
+        self.capacity = int(capacity)
+        self.dtype, self.device = op.dtype, op.device
+        eps = torch.finfo(self.dtype).eps
+        self.breakdown_rtol = (
+            BREAKDOWN_EPS * eps if breakdown_rtol is None else float(breakdown_rtol)
+        )
+        self.Q = torch.zeros((n, self.capacity), dtype=self.dtype, device=self.device)
+        self.P = np.zeros((self.capacity, self.capacity))
+        self.lost = np.zeros(self.capacity)
+        self.num_locked = 0
+        self.num_done = 0
+        self.width = 0  # frontier columns
+        self.num_steps = 0  # block products since the last reset
+        self.num_matvecs = 0
+        self.scale = 0.0
+
+    # ------------------------------------------------------------ layout
+    @property
+    def used(self) -> int:
+        """Stored columns: locked + done + frontier."""
+        return self.num_locked + self.num_done + self.width
+
+    @property
+    def done(self) -> slice:
+        """Columns whose products are known."""
+        return slice(self.num_locked, self.num_locked + self.num_done)
+
+    @property
+    def frontier(self) -> slice:
+        """The newest block."""
+        start = self.num_locked + self.num_done
+        return slice(start, start + self.width)
+
+    @property
+    def locked(self) -> torch.Tensor:
+        """The locked vectors, shape ``(n, num_locked)``."""
+        return self.Q[:, : self.num_locked]
+
+    def threshold(self) -> float:
+        """Norm under which a residual direction counts as zero."""
+        return self.breakdown_rtol * self.scale
+
+    # --------------------------------------------------------- building
+    def reset(self) -> None:
+        """Drop the done and frontier vectors (the locked ones stay)."""
+        start = self.num_locked
+        self.Q[:, start:] = 0
+        self.P[:, start:] = 0
+        self.P[start:, :] = 0
+        self.lost[start:] = 0
+        self.num_done = 0
+        self.width = 0
+        self.num_steps = 0
+
+    def _orthonormal_block(
+        self, W: torch.Tensor, room: int, before: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        """Orthonormalise ``W`` (n, f), already orthogonal to the stored columns.
+
+        Gram–Schmidt column by column, dropping a column whose remainder is
+        below the breakdown threshold: the block is tiny, so this costs a few
+        vector operations on the device and one host transfer per column
+        (where an SVD or a QR of a tall block would cost a factorisation).
+
+        Parameters
+        ----------
+        W : torch.Tensor
+            Shape ``(n, f)``.
+        room : int
+            Most columns to keep.
+        before : numpy.ndarray, optional
+            Norms of the columns before they were projected off the basis:
+            a remainder far below them is mostly rounding of that projection,
+            and gets one more pass to stay orthogonal.
+
+        Returns
+        -------
+        F : torch.Tensor
+            The new columns, shape ``(n, r)``, ``r ≤ min(f, room)``.
+        B : numpy.ndarray
+            The coupling ``(r, f)``, ``W ≈ F B``.
+        lost : numpy.ndarray
+            Norm of what was dropped from each column of ``W``, shape ``(f,)``.
+        """
+        f = W.shape[1]
+        thr = self.threshold()
+        basis = self.Q[:, : self.used]
+        cols: list[torch.Tensor] = []
+        # A kept column's remainder becomes the new direction, so nothing of it
+        # is lost; a dropped column loses its remainder.
+        lost = np.zeros(f)
+        for j in range(f):
+            w = W[:, j : j + 1]
+            if cols:
+                w, _ = _project_out(w, torch.cat(cols, dim=1))
+            norm = float(torch.linalg.vector_norm(w.double()))
+            if not math.isfinite(norm):
+                msg = "the operator returned NaN/Inf inside Lanczos; check the model and data, or use float64"
+                raise NonFiniteError(msg)
+            if norm <= thr or len(cols) >= room:
+                lost[j] = norm
+                continue
+            q = w / norm
+            if before is not None and norm < REORTHOGONALISE * before[j]:
+                q, _ = _project_out(q, torch.cat([basis, *cols], dim=1))
+                q = q / torch.linalg.vector_norm(q)
+            cols.append(q)
+        if not cols:
+            return W[:, :0], np.zeros((0, f)), lost
+        F = torch.cat(cols, dim=1)
+        return F, (F.T @ W).double().cpu().numpy(), lost
+
+    def add_block(self, Z: torch.Tensor) -> np.ndarray:
+        """Append ``Z`` (n, c), orthonormalised against the stored columns, to the frontier.
+
+        The new columns have no coupling to the done ones: they start a
+        Krylov space of their own (a random start, or fresh directions after
+        a space ran out).
+
+        Returns
+        -------
+        numpy.ndarray
+            The coupling ``B`` (r, c), ``Z ≈ (stored part) + F B`` with ``F``
+            the ``r`` new frontier columns; ``r`` is 0 when ``Z`` lies in
+            the stored span.
+        """
+        Z = Z.to(dtype=self.dtype, device=self.device)
+        W, _ = _project_out(Z, self.Q[:, : self.used])
+        scale = self.scale
+        # The rank of a start block is judged against its own size, not the spectrum's.
+        self.scale = float(torch.linalg.matrix_norm(Z.double(), ord=2))
+        F, B, _ = self._orthonormal_block(W, self.capacity - self.used)
+        self.scale = scale
+        r = F.shape[1]
+        start = self.used
+        self.Q[:, start : start + r] = F
+        self.width += r
+        return B
+
+    def step(self) -> int:
+        """One block product: ``H`` times the frontier, reorthogonalised; a new frontier.
+
+        Returns
+        -------
+        int
+            Width of the new frontier (0: the Krylov space is exhausted).
+        """
+        if self.width == 0:
+            msg = "the Krylov basis has no frontier to expand; add a block first"
+            raise InputError(msg)
+        front = self.frontier
+        W = self.op.matmat(self.Q[:, front])
+        self.num_matvecs += self.width
+        if W.shape != (self.n, self.width):
+            msg = f"the operator's matmat returned shape {tuple(W.shape)} for input {(self.n, self.width)}"
+            raise InputError(msg)
+        W = W.to(self.dtype)
+        before = torch.linalg.vector_norm(W.double(), dim=0).cpu().numpy()
+        W, h = _project_out(W, self.Q[:, : self.used])
+        # One host transfer of the coefficients; NaN/Inf anywhere in HQ reaches
+        # them (Inf − Inf is NaN), so they carry the check.
+        h64 = h.double().cpu().numpy()
+        if not np.isfinite(h64).all():
+            msg = "the operator returned NaN/Inf inside Lanczos; check the model and data, or use float64"
+            raise NonFiniteError(msg)
+        self.P[: self.used, front] = h64
+        self.scale = max(self.scale, float(np.abs(h64).max(initial=0.0)))
+        # Room for the next block: the stored columns can never exceed n.
+        room = self.capacity - self.used
+        F, B, lost = self._orthonormal_block(W, room, before)
+        if B.size:
+            self.scale = max(self.scale, float(np.abs(B).max()))
+        self.lost[front] = lost
+        self.num_done += self.width
+        self.width = F.shape[1]
+        new = self.frontier
+        self.Q[:, new] = F
+        self.P[new, front] = B
+        self.num_steps += 1
+        return self.width
+
+    # --------------------------------------------------- Rayleigh–Ritz
+    def ritz(self) -> tuple[np.ndarray, np.ndarray]:
+        """Ritz values (ascending) and their coordinates in the done basis.
+
+        Returns
+        -------
+        theta : numpy.ndarray
+            Shape ``(num_done,)``.
+        S : numpy.ndarray
+            Shape ``(num_done, num_done)``, orthonormal columns.
+        """
+        d = self.done
+        T = self.P[d, d]
+        theta, S = np.linalg.eigh((T + T.T) / 2)
+        if theta.size:
+            self.scale = max(self.scale, abs(theta[0]), abs(theta[-1]))
+        return theta, S
+
+    def residual_norms(self, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Upper bounds on ``‖H y − θ y‖`` for the Ritz vectors ``y = Q_done S``.
+
+        Returns
+        -------
+        total : numpy.ndarray
+            The whole residual: coupling to the frontier and to the locked
+            vectors, plus what was dropped at breakdowns.
+        krylov : numpy.ndarray
+            The part that more steps reduce (the frontier coupling and the
+            dropped parts). The coupling to locked vectors is their own
+            residual seen from ``y``: no step of this space can remove it.
+        """
+        d = self.done
+        dropped = np.abs(S).T @ self.lost[d]
+        front = np.linalg.norm(self.P[self.frontier, d] @ S, axis=0)
+        locked = np.linalg.norm(self.P[: self.num_locked, d] @ S, axis=0)
+        return np.hypot(front, locked) + dropped, front + dropped
+
+    def vectors(self, S: np.ndarray) -> torch.Tensor:
+        """The Ritz vectors ``Q_done S``, shape ``(n, S.shape[1])``."""
+        Sd = torch.from_numpy(np.ascontiguousarray(S)).to(
+            dtype=self.dtype, device=self.device
+        )
+        return self.Q[:, self.done] @ Sd
+
+    # ------------------------------------------------------ restarting
+    def restart(self, theta: np.ndarray, S: np.ndarray, keep: np.ndarray) -> None:
+        """Thick restart (Wu & Simon 2000): keep the Ritz vectors ``keep`` and the frontier.
+
+        Parameters
+        ----------
+        theta, S : numpy.ndarray
+            From :meth:`ritz`.
+        keep : numpy.ndarray
+            Indices of the Ritz pairs to keep.
+        """
+        d, front = self.done, self.frontier
+        Sk = S[:, keep]
+        Y = self.vectors(Sk)
+        F = self.Q[:, front].clone()
+        to_front = self.P[front, d] @ Sk
+        to_locked = self.P[: self.num_locked, d] @ Sk
+        lost = np.abs(Sk).T @ self.lost[d]
+        width = self.width
+        self.reset()
+        c = len(keep)
+        L = self.num_locked
+        self.Q[:, L : L + c] = Y
+        self.Q[:, L + c : L + c + width] = F
+        self.P[L : L + c, L : L + c] = np.diag(theta[keep])
+        self.P[L + c : L + c + width, L : L + c] = to_front
+        self.P[:L, L : L + c] = to_locked
+        self.lost[L : L + c] = lost
+        self.num_done = c
+        self.width = width
+
+    def lock(self, S: np.ndarray) -> None:
+        """Lock the Ritz vectors ``Q_done S`` and drop the rest of the basis.
+
+        The locked vectors' own coupling to the frontier (their residuals) is
+        dropped: from here on the search runs orthogonal to them.
+        """
+        Y = self.vectors(S)
+        self.reset()
+        c = S.shape[1]
+        L = self.num_locked
+        self.Q[:, L : L + c] = Y
+        self.num_locked += c

@@ -1,0 +1,130 @@
+"""The block Lanczos kernel: projections, residuals, breakdown, restarts and locking."""
+
+import numpy as np
+import pytest
+import torch
+
+import critpoint as cp
+from critpoint.linalg._operator import DenseOperator
+from critpoint.linalg._tridiag import BlockLanczos
+from critpoint.testing import planted_matrix
+
+
+def start(kry, p, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return kry.add_block(torch.randn(kry.n, p, generator=g, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("p", [1, 3])
+def test_projection_is_q_transpose_h_q_and_residuals_are_true(p):
+    A, _ = planted_matrix(torch.linspace(-1.0, 2.0, 60, dtype=torch.float64), seed=0)
+    op = DenseOperator(A)
+    kry = BlockLanczos(op, capacity=40)
+    B = start(kry, p)
+    assert B.shape == (p, p)
+    for _ in range(6):
+        kry.step()
+    assert kry.num_matvecs == op.num_matvecs == 6 * p
+    assert kry.num_done == 6 * p
+    Q = kry.Q[:, : kry.used]
+    assert torch.allclose(Q.T @ Q, torch.eye(kry.used, dtype=torch.float64), atol=1e-12)
+    # P holds qᵢᵀ H qⱼ for every stored row and every done column
+    exact = (Q.T @ A @ Q[:, kry.done]).numpy()
+    assert np.allclose(kry.P[: kry.used, kry.done], exact, atol=1e-12)
+    # block tridiagonal: nothing couples blocks two apart
+    T = kry.P[kry.done, kry.done]
+    for i in range(6):
+        for j in range(i + 2, 6):
+            assert np.abs(T[i * p : (i + 1) * p, j * p : (j + 1) * p]).max() < 1e-12
+    theta, S = kry.ritz()
+    Y = kry.vectors(S)
+    true = torch.linalg.vector_norm(A @ Y - Y * torch.from_numpy(theta), dim=0)
+    total, reducible = kry.residual_norms(S)
+    assert np.allclose(total, true.numpy(), atol=1e-12)
+    assert np.allclose(reducible, total)  # nothing locked
+
+
+def test_an_invariant_subspace_is_dropped_from_the_block():
+    # A start block inside a 3-dimensional invariant subspace, plus one generic column
+    A = torch.diag(torch.arange(1.0, 11.0, dtype=torch.float64))
+    op = DenseOperator(A)
+    kry = BlockLanczos(op, capacity=10)
+    Z = torch.zeros(10, 2, dtype=torch.float64)
+    Z[:3, 0] = 1.0
+    Z[:, 1] = torch.linspace(1.0, 2.0, 10, dtype=torch.float64)
+    kry.add_block(Z)
+    widths = []
+    while kry.width:
+        widths.append(kry.step())
+    # the first column's space ran out after 3 steps, the second's after 10 - 3
+    assert sum(widths) + 2 == 10
+    assert kry.num_matvecs == 10
+    theta, S = kry.ritz()
+    assert np.allclose(theta, np.arange(1.0, 11.0), atol=1e-10)
+    total, _ = kry.residual_norms(S)
+    assert total.max() < 1e-10
+
+
+def test_zero_operator_is_exhausted_at_the_first_product():
+    op = DenseOperator(torch.zeros(50, 50, dtype=torch.float64))
+    kry = BlockLanczos(op, capacity=20)
+    start(kry, 4)
+    assert kry.step() == 0
+    theta, _ = kry.ritz()
+    assert np.array_equal(theta, np.zeros(4))
+    assert kry.num_matvecs == 4
+
+
+def test_restart_keeps_the_ritz_pairs_and_the_frontier():
+    A, _ = planted_matrix(torch.linspace(0.0, 1.0, 80, dtype=torch.float64), seed=1)
+    kry = BlockLanczos(DenseOperator(A), capacity=30)
+    start(kry, 2)
+    for _ in range(8):
+        kry.step()
+    theta, S = kry.ritz()
+    keep = np.arange(theta.size - 5, theta.size)
+    before, _ = kry.residual_norms(S[:, keep])
+    kry.restart(theta, S, keep)
+    assert kry.num_done == 5
+    assert kry.width == 2
+    theta2, S2 = kry.ritz()
+    assert np.allclose(theta2, theta[keep], atol=1e-13)
+    after, _ = kry.residual_norms(S2)
+    assert np.allclose(np.sort(after), np.sort(before), atol=1e-12)
+    kry.step()  # the recurrence goes on from the kept frontier
+    Q = kry.Q[:, : kry.used]
+    exact = (Q.T @ A @ Q[:, kry.done]).numpy()
+    assert np.allclose(kry.P[: kry.used, kry.done], exact, atol=1e-11)
+
+
+def test_locked_vectors_stay_orthogonal_and_their_coupling_counts():
+    A, _ = planted_matrix(torch.linspace(0.0, 1.0, 40, dtype=torch.float64), seed=2)
+    kry = BlockLanczos(DenseOperator(A), capacity=30)
+    start(kry, 1)
+    for _ in range(4):
+        kry.step()
+    theta, S = kry.ritz()
+    kry.lock(S[:, [-1]])  # an unconverged pair: its residual is not small
+    assert kry.num_locked == 1
+    assert kry.num_done == 0
+    start(kry, 2, seed=1)
+    for _ in range(3):
+        kry.step()
+    Q = kry.Q[:, : kry.used]
+    assert torch.allclose(Q.T @ Q, torch.eye(kry.used, dtype=torch.float64), atol=1e-12)
+    theta, S = kry.ritz()
+    Y = kry.vectors(S)
+    true = torch.linalg.vector_norm(A @ Y - Y * torch.from_numpy(theta), dim=0)
+    total, reducible = kry.residual_norms(S)
+    assert np.allclose(total, true.numpy(), atol=1e-12)
+    assert (reducible <= total + 1e-15).all()
+    assert (reducible < total - 1e-6).any()  # the locked coupling is seen
+
+
+def test_non_finite_product_is_refused():
+    A = torch.eye(5, dtype=torch.float64)
+    A[2, 2] = float("nan")
+    kry = BlockLanczos(DenseOperator(A), capacity=5)
+    start(kry, 2)
+    with pytest.raises(cp.NonFiniteError, match="NaN/Inf inside Lanczos"):
+        kry.step()

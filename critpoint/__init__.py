@@ -6,6 +6,7 @@ set, and a diagnosis of the point (minimum, saddle, maximum or degenerate) with
 error bounds.
 """
 
+from critpoint._version import __version__
 from critpoint.analysis import Diagnosis, classify, diagnose
 from critpoint.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from critpoint.data import Data, get_loss, load_data
@@ -37,8 +38,6 @@ from critpoint.operator import HessianOperator
 from critpoint.report import build_report, render_report
 from critpoint.rule import Curvature, curvature, zero_tolerance
 from critpoint.training import History, train
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Checkpoint",

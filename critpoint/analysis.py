@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from critpoint._version import __version__
 from critpoint.errors import InputError
 from critpoint.escape import downhill, quadratic_step
 from critpoint.linalg.slq import SpectralDensity, spectral_density
@@ -296,7 +297,6 @@ class Diagnosis:
     # ---------------------------------------------------------------- export
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dictionary (the escape direction is summarised, not listed)."""
-        import critpoint
 
         def clean(x: Any) -> Any:
             if isinstance(x, float) and not math.isfinite(x):
@@ -306,7 +306,7 @@ class Diagnosis:
         return {
             "schema": DIAGNOSIS_SCHEMA,
             "schema_version": DIAGNOSIS_SCHEMA_VERSION,
-            "critpoint_version": critpoint.__version__,
+            "critpoint_version": __version__,
             "torch_version": torch.__version__,
             "verdict": self.headline(),
             "kind": self.kind,

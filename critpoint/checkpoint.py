@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from critpoint._files import write_with_atomic
+from critpoint._version import __version__
 from critpoint.errors import CheckpointError, InputError, UnsafeCheckpointError
 
 __all__ = [
@@ -438,22 +439,6 @@ def _loss_to_str(loss: Any) -> str | None:
     raise InputError(msg)
 
 
-def _critpoint_version() -> str:
-    import sys
-
-    pkg = sys.modules.get("critpoint")
-    version = getattr(pkg, "__version__", None)
-    if isinstance(version, str):
-        return version
-    try:
-        from importlib.metadata import PackageNotFoundError
-        from importlib.metadata import version as dist_version
-
-        return dist_version("critpoint")
-    except (ImportError, PackageNotFoundError):
-        return "unknown"
-
-
 def save_checkpoint(
     path: PathLike,
     model: nn.Module | Mapping[str, torch.Tensor],
@@ -520,7 +505,7 @@ def save_checkpoint(
         "loss": _loss_to_str(loss),
         "history": _plain(history, "history"),
         "meta": _plain(dict(meta) if meta is not None else {}, "meta"),
-        "critpoint_version": _critpoint_version(),
+        "critpoint_version": __version__,
         "torch_version": str(torch.__version__),
     }
     if path.suffix.lower() == ".safetensors":

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from critpoint._version import __version__
 from critpoint.errors import InputError, NonFiniteError
 
 logger = logging.getLogger("critpoint")
@@ -833,8 +834,6 @@ def train(
     )
     scheduler = make_scheduler(opt, schedule, total, warmup_steps)
 
-    import critpoint
-
     settings: dict[str, Any] = {
         "optimizer": opt_name,
         "optimizer_class": f"{type(opt).__module__}.{type(opt).__qualname__}",
@@ -866,7 +865,7 @@ def train(
         "track_train_mode": bool(track_train_mode),
         "eval_every": eval_every,
         "stop_loss": None if stop_loss is None else float(stop_loss),
-        "critpoint_version": critpoint.__version__,
+        "critpoint_version": __version__,
         "torch_version": str(torch.__version__),
     }
     history = History(settings=settings)

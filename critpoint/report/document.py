@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from critpoint._version import __version__
 from critpoint.errors import InputError
 
 if TYPE_CHECKING:
@@ -173,12 +174,10 @@ class ReportDocument:
         """The ``critpoint.report`` JSON document."""
         import torch
 
-        import critpoint
-
         return {
             "schema": REPORT_SCHEMA,
             "schema_version": REPORT_SCHEMA_VERSION,
-            "critpoint_version": critpoint.__version__,
+            "critpoint_version": __version__,
             "torch_version": str(torch.__version__),
             "title": self.title,
             "settings": _clean(self.settings),

@@ -38,6 +38,7 @@ from torch import nn
 from critpoint._files import write_with_atomic
 from critpoint._version import __version__
 from critpoint.errors import CheckpointError, InputError, UnsafeCheckpointError
+from critpoint.specs import dtype_name
 
 __all__ = [
     "FORMAT",
@@ -292,7 +293,7 @@ class Checkpoint:
             "tensors": {
                 k: {
                     "shape": list(v.shape),
-                    "dtype": str(v.dtype).removeprefix("torch."),
+                    "dtype": dtype_name(v.dtype),
                 }
                 for k, v in self.state_dict.items()
             },
@@ -344,7 +345,7 @@ def _check_fits(
         if tuple(sd[k].shape) != tuple(expected[k].shape)
     )
     wrong_kind = sorted(
-        f"{k}: checkpoint {_dtype_text(sd[k])} vs model {_dtype_text(expected[k])}"
+        f"{k}: checkpoint {dtype_name(sd[k].dtype)} vs model {dtype_name(expected[k].dtype)}"
         for k in set(sd) & set(expected)
         if _dtype_kind(sd[k]) != _dtype_kind(expected[k])
     )
@@ -379,10 +380,6 @@ def _dtype_kind(t: torch.Tensor) -> str:
     return "bool" if t.dtype == torch.bool else "int"
 
 
-def _dtype_text(t: torch.Tensor) -> str:
-    return str(t.dtype).removeprefix("torch.")
-
-
 # ---------------------------------------------------------------------- saving
 
 
@@ -397,7 +394,7 @@ def _plain(value: Any, where: str) -> Any:
     if isinstance(value, float):
         return float(value)
     if isinstance(value, torch.dtype):
-        return str(value).removeprefix("torch.")
+        return dtype_name(value)
     if isinstance(value, torch.Tensor):
         return value.detach().cpu().tolist()
     if (

@@ -42,8 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from critpoint.errors import InputError
-from critpoint.models import parse_dtype
-from critpoint.specs import DATA_FILE_SUFFIXES, load_object
+from critpoint.specs import DATA_FILE_SUFFIXES, load_object, parse_dtype
 
 __all__ = [
     "DATASETS",

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from critpoint.errors import InputError
-from critpoint.specs import load_object
+from critpoint.specs import dtype_name, load_object, parse_dtype
 
 __all__ = [
     "CNN",
@@ -54,7 +54,6 @@ __all__ = [
     "load_object",
     "model_from_spec",
     "model_spec",
-    "parse_dtype",
     "probe_builtin",
 ]
 
@@ -317,31 +316,10 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     )
 
 
-def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    """Turn ``"float64"`` / ``"torch.float64"`` / ``"double"`` into a floating ``torch.dtype``."""
-    if dtype is None or isinstance(dtype, torch.dtype):
-        if isinstance(dtype, torch.dtype) and not dtype.is_floating_point:
-            msg = (
-                f"dtype must be a floating type such as float32 or float64; got {dtype}"
-            )
-            raise InputError(msg)
-        return dtype
-    name = str(dtype).removeprefix("torch.")
-    value = getattr(torch, name, None)
-    if not isinstance(value, torch.dtype) or not value.is_floating_point:
-        msg = f"unknown dtype {dtype!r}; use 'float32' or 'float64'"
-        raise InputError(msg)
-    return value
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
 def _jsonable(value: Any, where: str) -> Any:
     """Return ``value`` as JSON types (tuples become lists), or raise InputError."""
     if isinstance(value, torch.dtype):
-        return _dtype_name(value)
+        return dtype_name(value)
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (list, tuple)):
@@ -547,7 +525,7 @@ def _build(
         model = model.to(torch_dtype)
     extra = {"seed": seed} if seed is not None else {}
     if torch_dtype is not None:
-        extra["dtype"] = _dtype_name(torch_dtype)
+        extra["dtype"] = dtype_name(torch_dtype)
     try:
         spec = model_spec(name, **kwargs, **extra)
     except InputError:

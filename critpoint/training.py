@@ -31,6 +31,7 @@ from torch import nn
 
 from critpoint._version import __version__
 from critpoint.errors import InputError, NonFiniteError
+from critpoint.specs import dtype_name
 
 logger = logging.getLogger("critpoint")
 
@@ -853,7 +854,7 @@ def train(
         "steps_per_epoch": steps_per_epoch,
         "num_samples": n,
         "num_params": sum(p.numel() for p in params),
-        "dtype": str(params[0].dtype).removeprefix("torch."),
+        "dtype": dtype_name(params[0].dtype),
         "loss": _loss_name(loss),
         "seed": seed,
         "track": tracked,

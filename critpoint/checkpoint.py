@@ -38,6 +38,7 @@ from torch import nn
 from critpoint._files import write_with_atomic
 from critpoint._version import __version__
 from critpoint.errors import CheckpointError, InputError, UnsafeCheckpointError
+from critpoint.losses import builtin_loss_name, get_loss
 from critpoint.specs import dtype_name
 
 __all__ = [
@@ -228,13 +229,11 @@ class Checkpoint:
     def get_loss(
         self, *, trust: bool = False, num_classes: int | None = None
     ) -> Callable[..., Any]:
-        """The stored loss as a function (see :func:`critpoint.data.get_loss`).
+        """The stored loss as a function (see :func:`critpoint.losses.get_loss`).
 
         ``trust`` lets the stored name be code (``module:function``); without
         it only built-in losses are accepted.
         """
-        from critpoint.data import get_loss
-
         if self.loss is None:
             msg = f"{self.source} does not store its loss; pass one (--loss)"
             raise CheckpointError(msg)
@@ -423,9 +422,7 @@ def _plain(value: Any, where: str) -> Any:
 def _loss_to_str(loss: Any) -> str | None:
     if loss is None or isinstance(loss, str):
         return loss
-    from critpoint.data import _builtin_loss_key
-
-    name = _builtin_loss_key(loss)
+    name = builtin_loss_name(loss)
     if name is not None:
         return name
     module = getattr(loss, "__module__", None)

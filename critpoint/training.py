@@ -630,7 +630,7 @@ def train(
         dtype and moved to its device.
     loss : str or callable
         ``"cross_entropy"``, ``"mse"`` (one-hot targets for class labels),
-        ``"bce"`` or ``module:function`` (see :func:`critpoint.data.get_loss`),
+        ``"bce"`` or ``module:function`` (see :func:`critpoint.losses.get_loss`),
         or ``loss(outputs, targets) -> mean loss``.
     optimizer : str or torch.optim.Optimizer subclass
         ``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"rmsprop"``, ``"adam"``,
@@ -814,7 +814,7 @@ def train(
         msg = f"optimizer_kwargs must be a dict; got {type(optimizer_kwargs).__name__}"
         raise InputError(msg)
 
-    from critpoint.data import _loss_name, get_loss
+    from critpoint.losses import get_loss, loss_name
 
     if isinstance(loss, str):
         loss_fn = get_loss(loss, num_classes if classification else None)
@@ -855,7 +855,7 @@ def train(
         "num_samples": n,
         "num_params": sum(p.numel() for p in params),
         "dtype": dtype_name(params[0].dtype),
-        "loss": _loss_name(loss),
+        "loss": loss_name(loss),
         "seed": seed,
         "track": tracked,
         "track_every": track_every,

@@ -19,8 +19,9 @@ from critpoint.checkpoint import (
     load_tensor_dict,
     save_checkpoint,
 )
-from critpoint.data import get_loss, load_data, mse
+from critpoint.data import load_data
 from critpoint.errors import CheckpointError, InputError, UnsafeCheckpointError
+from critpoint.losses import get_loss, mse
 from critpoint.models import build_model
 
 

@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from critpoint.checkpoint import load_checkpoint, save_checkpoint
-from critpoint.data import data_from_spec, get_loss
+from critpoint.data import data_from_spec
 from critpoint.errors import InputError, UnsafeCheckpointError
+from critpoint.losses import get_loss
 from critpoint.models import build_model, model_from_spec
 from critpoint.specs import (
     dtype_name,

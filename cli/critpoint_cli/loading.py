@@ -23,9 +23,9 @@ from critpoint.data import (
     DataSource,
     check_data_against_model,
     data_from_spec,
-    get_loss,
 )
 from critpoint.errors import InputError
+from critpoint.losses import get_loss
 from critpoint.models import build_model, count_parameters
 from critpoint.objective import Objective
 from critpoint.specs import dtype_name, parse_dtype

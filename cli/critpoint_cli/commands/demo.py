@@ -77,8 +77,9 @@ def demo(ctx: click.Context, out_dir: str, steps: int, lr: float, quick: bool) -
 
     import critpoint as cp
     from critpoint.checkpoint import save_checkpoint
-    from critpoint.data import get_loss, load_data
+    from critpoint.data import load_data
     from critpoint.landscape import landscape
+    from critpoint.losses import get_loss
     from critpoint.models import build_model
     from critpoint.report import ReportEntry, build_report
     from critpoint.specs import dtype_name, parse_dtype

@@ -8,7 +8,6 @@ error bounds.
 
 from critpoint._version import __version__
 from critpoint.analysis import Diagnosis, classify, diagnose
-from critpoint.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from critpoint.data import Data, load_data
 from critpoint.errors import (
     CheckpointError,
@@ -28,6 +27,7 @@ from critpoint.escape import (
     escape_saddle,
     quadratic_step,
 )
+from critpoint.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from critpoint.landscape import Landscape, landscape, loss_plane, loss_slice
 from critpoint.linalg.lanczos import EigenResult, eigsh
 from critpoint.linalg.slq import SpectralDensity, spectral_density

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from critpoint.errors import InputError
+from critpoint.io._safe_load import check_archive, load_tensor_dict
 from critpoint.losses import LossFn, builtin_loss_name, get_loss
 from critpoint.losses import loss_name as loss_name_of
 from critpoint.specs import DATA_FILE_SUFFIXES, load_object, parse_dtype
@@ -549,14 +550,10 @@ _FORMAT_HINT = "save a dict {'inputs': tensor (N, ...), 'targets': tensor (N, ..
 
 
 def _read_pt(path: Path) -> Mapping[str, Any]:
-    from critpoint.checkpoint import load_tensor_dict
-
     return load_tensor_dict(path)
 
 
 def _read_npz(path: Path) -> dict[str, Any]:
-    from critpoint.checkpoint import check_archive
-
     hint = (
         "Store plain numeric arrays, e.g. np.savez(path, inputs=x.astype(np.float32), "
         "targets=y.astype(np.int64))"

@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 #: Attribute under which :func:`build_model` records the spec of the model it
-#: built, so that :func:`critpoint.checkpoint.save_checkpoint` can store it.
+#: built, so that :func:`critpoint.io.checkpoint.save_checkpoint` can store it.
 SPEC_ATTR = "critpoint_spec"
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -460,7 +460,7 @@ def build_model(
     -------
     nn.Module
         The model, with its spec (name, kwargs, seed, dtype) recorded in the
-        attribute ``critpoint_spec`` for :func:`~critpoint.checkpoint.save_checkpoint`.
+        attribute ``critpoint_spec`` for :func:`~critpoint.io.checkpoint.save_checkpoint`.
     """
     return _build(name, {**kwargs, "seed": seed, "dtype": dtype}, trust=True)
 

@@ -7,7 +7,7 @@ minibatches, and — optionally, every few steps — the curvature of the *full*
 training loss at the current parameters: the sharpness (top Hessian
 eigenvalue), the most negative eigenvalue and the minimum ratio, computed
 matrix-free with critpoint's Lanczos and stochastic Lanczos quadrature. It
-returns a :class:`History` that :func:`critpoint.checkpoint.save_checkpoint`
+returns a :class:`History` that :func:`critpoint.io.checkpoint.save_checkpoint`
 stores next to the weights.
 
 Nothing here re-implements an optimizer: ``"sgd"``, ``"momentum"`` and
@@ -169,7 +169,7 @@ class History:
         return self.sharpness[-1] if self.sharpness else None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dictionary (what :func:`~critpoint.checkpoint.save_checkpoint` stores)."""
+        """JSON-able dictionary (what :func:`~critpoint.io.checkpoint.save_checkpoint` stores)."""
         out: dict[str, Any] = {"schema": HISTORY_SCHEMA, "version": HISTORY_VERSION}
         for f in fields(self):
             value = getattr(self, f.name)

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from critpoint.checkpoint import load_checkpoint, save_checkpoint
 from critpoint.data import data_from_spec
 from critpoint.errors import InputError, UnsafeCheckpointError
+from critpoint.io.checkpoint import load_checkpoint, save_checkpoint
 from critpoint.losses import get_loss
 from critpoint.models import build_model, model_from_spec
 from critpoint.specs import (

@@ -17,7 +17,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from critpoint.checkpoint import Checkpoint, load_checkpoint
 from critpoint.data import (
     Data,
     DataSource,
@@ -25,6 +24,7 @@ from critpoint.data import (
     data_from_spec,
 )
 from critpoint.errors import InputError
+from critpoint.io.checkpoint import Checkpoint, load_checkpoint
 from critpoint.losses import get_loss
 from critpoint.models import build_model, count_parameters
 from critpoint.objective import Objective

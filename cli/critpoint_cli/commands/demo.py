@@ -76,8 +76,8 @@ def demo(ctx: click.Context, out_dir: str, steps: int, lr: float, quick: bool) -
     import torch
 
     import critpoint as cp
-    from critpoint.checkpoint import save_checkpoint
     from critpoint.data import load_data
+    from critpoint.io.checkpoint import save_checkpoint
     from critpoint.landscape import landscape
     from critpoint.losses import get_loss
     from critpoint.models import build_model

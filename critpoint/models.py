@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from critpoint._checks import positive_int
 from critpoint.errors import InputError
 from critpoint.specs import dtype_name, load_object, parse_dtype
 
@@ -75,13 +76,6 @@ def _activation(name: str) -> nn.Module:
     except KeyError:
         msg = f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}"
         raise InputError(msg) from None
-
-
-def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        msg = f"{what} must be a positive integer; got {value!r}"
-        raise InputError(msg)
-    return value
 
 
 class MLP(nn.Module):
@@ -123,9 +117,9 @@ class MLP(nn.Module):
         super().__init__()
         if isinstance(widths, int):
             widths = (widths,)
-        sizes = [_positive_int(in_features, "in_features")]
-        sizes += [_positive_int(w, "each of widths") for w in widths]
-        out = _positive_int(out_features, "out_features")
+        sizes = [positive_int(in_features, "in_features")]
+        sizes += [positive_int(w, "each of widths") for w in widths]
+        out = positive_int(out_features, "out_features")
         layers: list[nn.Module] = []
         for a, b in itertools.pairwise(sizes):
             layers.append(nn.Linear(a, b, bias=bias))
@@ -178,10 +172,11 @@ class CNN(nn.Module):
         image_size: int = 8,
     ) -> None:
         super().__init__()
-        c = _positive_int(channels, "channels")
-        _positive_int(num_classes, "num_classes")
-        _positive_int(in_channels, "in_channels")
-        if _positive_int(image_size, "image_size") % 4:
+        c = positive_int(channels, "channels")
+        num_classes = positive_int(num_classes, "num_classes")
+        in_channels = positive_int(in_channels, "in_channels")
+        image_size = positive_int(image_size, "image_size")
+        if image_size % 4:
             msg = f"image_size must be divisible by 4 (two 2×2 poolings); got {image_size}"
             raise InputError(msg)
         self.in_channels = in_channels
@@ -270,10 +265,10 @@ class DeepLinear(nn.Module):
         init: float | str | None = None,
     ) -> None:
         super().__init__()
-        depth = _positive_int(depth, "depth")
-        sizes = [_positive_int(in_features, "in_features")]
-        sizes += [_positive_int(width, "width")] * (depth - 1)
-        sizes.append(_positive_int(out_features, "out_features"))
+        depth = positive_int(depth, "depth")
+        sizes = [positive_int(in_features, "in_features")]
+        sizes += [positive_int(width, "width")] * (depth - 1)
+        sizes.append(positive_int(out_features, "out_features"))
         self.layers = nn.ModuleList(
             nn.Linear(a, b, bias=bias) for a, b in itertools.pairwise(sizes)
         )

@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from critpoint._checks import positive_int
 from critpoint.data.base import Data, Task
 from critpoint.errors import InputError
 
@@ -134,18 +135,13 @@ def teacher(
     if task not in ("regression", "classification"):
         msg = f"teacher task must be 'regression' or 'classification'; got {task!r}"
         raise InputError(msg)
-    for what, v in [
-        ("n_samples", n_samples),
-        ("in_features", in_features),
-        ("hidden", hidden),
-    ]:
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            msg = f"teacher {what} must be a positive integer; got {v!r}"
-            raise InputError(msg)
-    outputs = num_classes if task == "classification" else out_features
-    if isinstance(outputs, bool) or not isinstance(outputs, int) or outputs < 1:
-        msg = f"teacher out_features / num_classes must be a positive integer; got {outputs!r}"
-        raise InputError(msg)
+    n_samples = positive_int(n_samples, "teacher n_samples")
+    in_features = positive_int(in_features, "teacher in_features")
+    hidden = positive_int(hidden, "teacher hidden")
+    outputs = positive_int(
+        num_classes if task == "classification" else out_features,
+        "teacher out_features / num_classes",
+    )
     if task == "classification" and outputs < 2:
         msg = f"teacher classification needs num_classes >= 2; got {outputs}"
         raise InputError(msg)

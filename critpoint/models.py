@@ -312,7 +312,13 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
 
 
 def _jsonable(value: Any, where: str) -> Any:
-    """Return ``value`` as JSON types (tuples become lists), or raise InputError."""
+    """Return ``value`` as JSON types (tuples become lists), or raise InputError.
+
+    Not :func:`critpoint._json.clean`: a spec must come back from JSON as the
+    same spec, so anything JSON cannot hold exactly (an object, a non-string
+    key) is refused rather than converted, and a ``torch.dtype`` becomes its
+    name (which :func:`critpoint.specs.parse_dtype` reads back).
+    """
     if isinstance(value, torch.dtype):
         return dtype_name(value)
     if value is None or isinstance(value, (bool, int, float, str)):

@@ -8,8 +8,7 @@ error bounds.
 
 from critpoint._version import __version__
 from critpoint.analysis import Diagnosis, classify, diagnose
-from critpoint.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from critpoint.data import Data, get_loss, load_data
+from critpoint.data import Data, load_data
 from critpoint.errors import (
     CheckpointError,
     ConvergenceError,
@@ -28,10 +27,12 @@ from critpoint.escape import (
     escape_saddle,
     quadratic_step,
 )
+from critpoint.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from critpoint.landscape import Landscape, landscape, loss_plane, loss_slice
 from critpoint.linalg.lanczos import EigenResult, eigsh
 from critpoint.linalg.slq import SpectralDensity, spectral_density
 from critpoint.linalg.trace import TraceEstimate, trace
+from critpoint.losses import get_loss
 from critpoint.models import build_model
 from critpoint.objective import Objective
 from critpoint.operator import HessianOperator

@@ -39,8 +39,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from critpoint._checks import positive_int
 from critpoint.errors import InputError
-from critpoint.specs import load_object
+from critpoint.specs import dtype_name, load_object, parse_dtype
 
 __all__ = [
     "CNN",
@@ -54,12 +55,11 @@ __all__ = [
     "load_object",
     "model_from_spec",
     "model_spec",
-    "parse_dtype",
     "probe_builtin",
 ]
 
 #: Attribute under which :func:`build_model` records the spec of the model it
-#: built, so that :func:`critpoint.checkpoint.save_checkpoint` can store it.
+#: built, so that :func:`critpoint.io.checkpoint.save_checkpoint` can store it.
 SPEC_ATTR = "critpoint_spec"
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -76,13 +76,6 @@ def _activation(name: str) -> nn.Module:
     except KeyError:
         msg = f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}"
         raise InputError(msg) from None
-
-
-def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        msg = f"{what} must be a positive integer; got {value!r}"
-        raise InputError(msg)
-    return value
 
 
 class MLP(nn.Module):
@@ -124,9 +117,9 @@ class MLP(nn.Module):
         super().__init__()
         if isinstance(widths, int):
             widths = (widths,)
-        sizes = [_positive_int(in_features, "in_features")]
-        sizes += [_positive_int(w, "each of widths") for w in widths]
-        out = _positive_int(out_features, "out_features")
+        sizes = [positive_int(in_features, "in_features")]
+        sizes += [positive_int(w, "each of widths") for w in widths]
+        out = positive_int(out_features, "out_features")
         layers: list[nn.Module] = []
         for a, b in itertools.pairwise(sizes):
             layers.append(nn.Linear(a, b, bias=bias))
@@ -179,10 +172,11 @@ class CNN(nn.Module):
         image_size: int = 8,
     ) -> None:
         super().__init__()
-        c = _positive_int(channels, "channels")
-        _positive_int(num_classes, "num_classes")
-        _positive_int(in_channels, "in_channels")
-        if _positive_int(image_size, "image_size") % 4:
+        c = positive_int(channels, "channels")
+        num_classes = positive_int(num_classes, "num_classes")
+        in_channels = positive_int(in_channels, "in_channels")
+        image_size = positive_int(image_size, "image_size")
+        if image_size % 4:
             msg = f"image_size must be divisible by 4 (two 2×2 poolings); got {image_size}"
             raise InputError(msg)
         self.in_channels = in_channels
@@ -271,10 +265,10 @@ class DeepLinear(nn.Module):
         init: float | str | None = None,
     ) -> None:
         super().__init__()
-        depth = _positive_int(depth, "depth")
-        sizes = [_positive_int(in_features, "in_features")]
-        sizes += [_positive_int(width, "width")] * (depth - 1)
-        sizes.append(_positive_int(out_features, "out_features"))
+        depth = positive_int(depth, "depth")
+        sizes = [positive_int(in_features, "in_features")]
+        sizes += [positive_int(width, "width")] * (depth - 1)
+        sizes.append(positive_int(out_features, "out_features"))
         self.layers = nn.ModuleList(
             nn.Linear(a, b, bias=bias) for a, b in itertools.pairwise(sizes)
         )
@@ -317,31 +311,16 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     )
 
 
-def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    """Turn ``"float64"`` / ``"torch.float64"`` / ``"double"`` into a floating ``torch.dtype``."""
-    if dtype is None or isinstance(dtype, torch.dtype):
-        if isinstance(dtype, torch.dtype) and not dtype.is_floating_point:
-            msg = (
-                f"dtype must be a floating type such as float32 or float64; got {dtype}"
-            )
-            raise InputError(msg)
-        return dtype
-    name = str(dtype).removeprefix("torch.")
-    value = getattr(torch, name, None)
-    if not isinstance(value, torch.dtype) or not value.is_floating_point:
-        msg = f"unknown dtype {dtype!r}; use 'float32' or 'float64'"
-        raise InputError(msg)
-    return value
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
 def _jsonable(value: Any, where: str) -> Any:
-    """Return ``value`` as JSON types (tuples become lists), or raise InputError."""
+    """Return ``value`` as JSON types (tuples become lists), or raise InputError.
+
+    Not :func:`critpoint._json.clean`: a spec must come back from JSON as the
+    same spec, so anything JSON cannot hold exactly (an object, a non-string
+    key) is refused rather than converted, and a ``torch.dtype`` becomes its
+    name (which :func:`critpoint.specs.parse_dtype` reads back).
+    """
     if isinstance(value, torch.dtype):
-        return _dtype_name(value)
+        return dtype_name(value)
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (list, tuple)):
@@ -482,7 +461,7 @@ def build_model(
     -------
     nn.Module
         The model, with its spec (name, kwargs, seed, dtype) recorded in the
-        attribute ``critpoint_spec`` for :func:`~critpoint.checkpoint.save_checkpoint`.
+        attribute ``critpoint_spec`` for :func:`~critpoint.io.checkpoint.save_checkpoint`.
     """
     return _build(name, {**kwargs, "seed": seed, "dtype": dtype}, trust=True)
 
@@ -547,7 +526,7 @@ def _build(
         model = model.to(torch_dtype)
     extra = {"seed": seed} if seed is not None else {}
     if torch_dtype is not None:
-        extra["dtype"] = _dtype_name(torch_dtype)
+        extra["dtype"] = dtype_name(torch_dtype)
     try:
         spec = model_spec(name, **kwargs, **extra)
     except InputError:

@@ -15,8 +15,10 @@ takes a ``trust`` flag that every caller must state:
   :class:`~critpoint.errors.UnsafeCheckpointError` showing the spec and the
   two ways on.
 
-This module also normalises data specs and resolves the relative data paths a
-checkpoint stores (against the checkpoint's folder, never the current one).
+This module also normalises data specs, resolves the relative data paths a
+checkpoint stores (against the checkpoint's folder, never the current one), and
+turns dtype names into ``torch.dtype`` and back (:func:`parse_dtype`,
+:func:`dtype_name`).
 """
 
 from __future__ import annotations
@@ -31,13 +33,17 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from critpoint.errors import InputError, UnsafeCheckpointError
 
 __all__ = [
     "DATA_FILE_SUFFIXES",
+    "dtype_name",
     "is_code_spec",
     "load_object",
     "normalise_data_spec",
+    "parse_dtype",
     "refuse_untrusted",
     "relative_to",
     "resolve_relative",
@@ -360,3 +366,47 @@ def relative_to(output: str | Path, name: str) -> str:
     target, tail = parts
     folder = Path(output).absolute().parent
     return os.path.relpath(Path(target).absolute(), folder) + tail
+
+
+# ---------------------------------------------------------------------- dtypes
+
+
+def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """A floating ``torch.dtype`` from itself or its name.
+
+    Parameters
+    ----------
+    dtype : torch.dtype, str or None
+        ``torch.float64``, ``"float64"``, ``"torch.float64"`` or a torch alias
+        such as ``"double"``; ``None`` stays ``None``.
+
+    Returns
+    -------
+    torch.dtype or None
+
+    Raises
+    ------
+    InputError
+        An unknown name, or a dtype that is not floating (integer, bool, complex).
+    """
+    if dtype is None or isinstance(dtype, torch.dtype):
+        if isinstance(dtype, torch.dtype) and not dtype.is_floating_point:
+            msg = (
+                f"dtype must be a floating type such as float32 or float64; got {dtype}"
+            )
+            raise InputError(msg)
+        return dtype
+    value = getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        msg = f"unknown dtype {dtype!r}; use 'float32' or 'float64'"
+        raise InputError(msg)
+    return value
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The name of a dtype as files and JSON store it: ``torch.float32`` → ``"float32"``.
+
+    The inverse of :func:`parse_dtype` for floating dtypes; any dtype has a
+    name (``"int64"``, ``"complex64"``...).
+    """
+    return str(dtype).removeprefix("torch.")

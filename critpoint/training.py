@@ -7,7 +7,7 @@ minibatches, and — optionally, every few steps — the curvature of the *full*
 training loss at the current parameters: the sharpness (top Hessian
 eigenvalue), the most negative eigenvalue and the minimum ratio, computed
 matrix-free with critpoint's Lanczos and stochastic Lanczos quadrature. It
-returns a :class:`History` that :func:`critpoint.checkpoint.save_checkpoint`
+returns a :class:`History` that :func:`critpoint.io.checkpoint.save_checkpoint`
 stores next to the weights.
 
 Nothing here re-implements an optimizer: ``"sgd"``, ``"momentum"`` and
@@ -31,6 +31,7 @@ from torch import nn
 
 from critpoint._version import __version__
 from critpoint.errors import InputError, NonFiniteError
+from critpoint.specs import dtype_name
 
 logger = logging.getLogger("critpoint")
 
@@ -168,7 +169,7 @@ class History:
         return self.sharpness[-1] if self.sharpness else None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dictionary (what :func:`~critpoint.checkpoint.save_checkpoint` stores)."""
+        """JSON-able dictionary (what :func:`~critpoint.io.checkpoint.save_checkpoint` stores)."""
         out: dict[str, Any] = {"schema": HISTORY_SCHEMA, "version": HISTORY_VERSION}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -629,7 +630,7 @@ def train(
         dtype and moved to its device.
     loss : str or callable
         ``"cross_entropy"``, ``"mse"`` (one-hot targets for class labels),
-        ``"bce"`` or ``module:function`` (see :func:`critpoint.data.get_loss`),
+        ``"bce"`` or ``module:function`` (see :func:`critpoint.losses.get_loss`),
         or ``loss(outputs, targets) -> mean loss``.
     optimizer : str or torch.optim.Optimizer subclass
         ``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"rmsprop"``, ``"adam"``,
@@ -813,7 +814,7 @@ def train(
         msg = f"optimizer_kwargs must be a dict; got {type(optimizer_kwargs).__name__}"
         raise InputError(msg)
 
-    from critpoint.data import _loss_name, get_loss
+    from critpoint.losses import get_loss, loss_name
 
     if isinstance(loss, str):
         loss_fn = get_loss(loss, num_classes if classification else None)
@@ -853,8 +854,8 @@ def train(
         "steps_per_epoch": steps_per_epoch,
         "num_samples": n,
         "num_params": sum(p.numel() for p in params),
-        "dtype": str(params[0].dtype).removeprefix("torch."),
-        "loss": _loss_name(loss),
+        "dtype": dtype_name(params[0].dtype),
+        "loss": loss_name(loss),
         "seed": seed,
         "track": tracked,
         "track_every": track_every,

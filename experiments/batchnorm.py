@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 import critpoint as cp
-from critpoint.data import get_loss, load_data
+from critpoint.data import load_data
+from critpoint.losses import get_loss
 from critpoint.models import build_model
 from critpoint.training import train
 

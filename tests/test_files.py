@@ -17,8 +17,8 @@ from critpoint._files import (
     write_folder,
     write_text_atomic,
 )
-from critpoint.checkpoint import load_checkpoint, save_checkpoint
 from critpoint.errors import InputError, OutputError
+from critpoint.io.checkpoint import load_checkpoint, save_checkpoint
 from critpoint.models import build_model
 
 

@@ -21,7 +21,6 @@ from critpoint.models import (
     load_object,
     model_from_spec,
     model_spec,
-    parse_dtype,
 )
 
 
@@ -164,12 +163,10 @@ def test_dtype() -> None:
     model = build_model("mlp", dtype="float64", seed=0)
     assert all(p.dtype == torch.float64 for p in model.parameters())
     assert model.critpoint_spec["kwargs"]["dtype"] == "float64"
-    assert parse_dtype("torch.float32") is torch.float32
-    assert parse_dtype(torch.float64) is torch.float64
     with pytest.raises(InputError, match="unknown dtype"):
         build_model("mlp", dtype="float99")
     with pytest.raises(InputError, match="floating type"):
-        parse_dtype(torch.int64)
+        build_model("mlp", dtype=torch.int64)
 
 
 def test_spec_round_trip_through_json() -> None:
@@ -300,3 +297,26 @@ def test_spec_survives_deepcopy_and_is_not_in_state_dict() -> None:
     model = build_model("mlp", seed=0)
     assert copy.deepcopy(model).critpoint_spec == model.critpoint_spec
     assert all("spec" not in k for k in model.state_dict())
+
+
+def test_sizes_are_checked_and_numpy_integers_accepted() -> None:
+    import numpy as np
+
+    with pytest.raises(
+        InputError, match=r"^out_features must be a positive integer, got 0$"
+    ):
+        build_model("mlp", out_features=0)
+    with pytest.raises(InputError, match="channels must be a positive integer"):
+        build_model("cnn", channels=True)
+    with pytest.raises(InputError, match="width must be a positive integer"):
+        build_model("deep_linear", width=1.5)
+    model = build_model("mlp", in_features=np.int64(3), widths=[np.int32(4)])
+    assert [tuple(p.shape) for p in model.parameters()] == [
+        (4, 3),
+        (4,),
+        (10, 4),
+        (10,),
+    ]
+    assert all(
+        type(m.in_features) is int for m in model.net if isinstance(m, nn.Linear)
+    )

@@ -14,11 +14,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from critpoint.checkpoint import load_checkpoint, save_checkpoint
-from critpoint.data import data_from_spec, get_loss
+from critpoint.data import data_from_spec
 from critpoint.errors import InputError, UnsafeCheckpointError
+from critpoint.io.checkpoint import load_checkpoint, save_checkpoint
+from critpoint.losses import get_loss
 from critpoint.models import build_model, model_from_spec
-from critpoint.specs import load_object, normalise_data_spec, resolve_relative
+from critpoint.specs import (
+    dtype_name,
+    load_object,
+    normalise_data_spec,
+    parse_dtype,
+    resolve_relative,
+)
 
 FIELDS = ("model_spec", "data_spec", "loss")
 FORMS = ("os_system", "runpy", "file_py")
@@ -211,3 +218,35 @@ def test_relative_data_paths_resolve_against_the_file(
     )
     with pytest.raises(InputError, match=r"relative to its own folder.*gone\.pt"):
         load_checkpoint(folder / "n.ckpt").load_data()
+
+
+# ---------------------------------------------------------------------- dtypes
+
+
+def test_parse_dtype_reads_names_and_refuses_other_kinds() -> None:
+    assert parse_dtype(None) is None
+    assert parse_dtype(torch.float64) is torch.float64
+    assert parse_dtype("float32") is torch.float32
+    assert parse_dtype("torch.float32") is torch.float32
+    assert parse_dtype("double") is torch.float64
+    assert parse_dtype("bfloat16") is torch.bfloat16
+    with pytest.raises(InputError, match=r"unknown dtype 'float99'; use 'float32'"):
+        parse_dtype("float99")
+    with pytest.raises(InputError, match="unknown dtype 'int64'"):
+        parse_dtype("int64")
+    with pytest.raises(InputError, match="unknown dtype 'Tensor'"):
+        parse_dtype("Tensor")  # an attribute of torch that is not a dtype
+    for kind in (torch.int64, torch.bool, torch.complex64):
+        with pytest.raises(InputError, match="must be a floating type"):
+            parse_dtype(kind)
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+)
+def test_dtype_name_is_the_inverse_of_parse_dtype(dtype: torch.dtype) -> None:
+    name = dtype_name(dtype)
+    assert "." not in name
+    assert parse_dtype(name) is dtype
+    assert dtype_name(torch.int64) == "int64"
+    assert dtype_name(torch.complex128) == "complex128"

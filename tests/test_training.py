@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 
 import critpoint as cp
-from critpoint.checkpoint import load_checkpoint, save_checkpoint
-from critpoint.data import get_loss, load_data
+from critpoint.data import load_data
 from critpoint.errors import InputError, NonFiniteError
+from critpoint.io.checkpoint import load_checkpoint, save_checkpoint
+from critpoint.losses import get_loss
 from critpoint.models import build_model
 from critpoint.training import (
     OPTIMIZERS,

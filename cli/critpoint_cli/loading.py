@@ -17,17 +17,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from critpoint.checkpoint import Checkpoint, load_checkpoint
 from critpoint.data import (
     Data,
     DataSource,
     check_data_against_model,
     data_from_spec,
-    get_loss,
 )
 from critpoint.errors import InputError
+from critpoint.io.checkpoint import Checkpoint, load_checkpoint
+from critpoint.losses import get_loss
 from critpoint.models import build_model, count_parameters
 from critpoint.objective import Objective
+from critpoint.specs import dtype_name, parse_dtype
 from critpoint_cli.options import State
 
 
@@ -44,18 +45,6 @@ def resolve_device(name: str) -> torch.device:
             "cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count()
         )
     return torch.device(name)
-
-
-def resolve_dtype(name: str | None) -> torch.dtype | None:
-    """``float32`` / ``float64`` → the torch dtype; ``None`` stays ``None``."""
-    if name is None:
-        return None
-    return {"float32": torch.float32, "float64": torch.float64}[name]
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    """``torch.float32`` → ``"float32"``."""
-    return str(dtype).removeprefix("torch.")
 
 
 def model_dtype(model: nn.Module) -> torch.dtype:
@@ -254,7 +243,7 @@ def load_setup(
         if model_spec is None:
             model_spec = {"name": "mlp", "kwargs": dict(model_kwargs or {})}
         net = build_model(model_spec["name"], seed=state.seed, **model_spec["kwargs"])
-    analysis_dtype = resolve_dtype(state.dtype) or model_dtype(net)
+    analysis_dtype = parse_dtype(state.dtype) or model_dtype(net)
 
     trusted_data = True
     base_dir = None

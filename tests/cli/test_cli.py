@@ -13,7 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner, Result
 
-from critpoint.checkpoint import save_checkpoint
+from critpoint.io.checkpoint import save_checkpoint
 from critpoint.models import build_model
 
 COMMANDS = ["diagnose", "escape", "report", "train", "demo"]

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 import torch
 
-from critpoint.checkpoint import save_checkpoint
 from critpoint.errors import CritpointError
+from critpoint.io.checkpoint import save_checkpoint
 from critpoint.models import build_model
 from critpoint.report import load_report, render_report
 from tests.cli.test_cli import invoke

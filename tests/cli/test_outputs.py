@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from critpoint.checkpoint import save_checkpoint
+from critpoint.io.checkpoint import save_checkpoint
 from critpoint.models import build_model
 from tests.cli.test_cli import invoke, one_error_line
 
@@ -186,6 +186,6 @@ def test_checkpoint_to_dev_stdout_goes_through_the_descriptor(
     assert written[:2] == b"PK"  # a torch.save zip archive, on file descriptor 1
     copy = tmp_path / "copy.ckpt"
     copy.write_bytes(written)
-    from critpoint.checkpoint import load_checkpoint
+    from critpoint.io.checkpoint import load_checkpoint
 
     assert load_checkpoint(copy).meta["escape"]["from"] == str(saddle)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from critpoint.checkpoint import save_checkpoint
+from critpoint.io.checkpoint import save_checkpoint
 from critpoint.models import build_model
 from tests.cli.test_cli import invoke, one_error_line
 from tests.test_specs import FIELDS, FORMS, evil_specs, write_evil

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import critpoint as cp
-from critpoint.data import get_loss, load_data
+from critpoint.data import load_data
 from critpoint.errors import InputError
 from critpoint.landscape import (
     Landscape,
@@ -18,6 +18,7 @@ from critpoint.landscape import (
     loss_plane,
     loss_slice,
 )
+from critpoint.losses import get_loss
 from critpoint.models import build_model
 
 

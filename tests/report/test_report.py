@@ -12,9 +12,10 @@ import pytest
 import torch
 
 import critpoint as cp
-from critpoint.data import get_loss, load_data
+from critpoint.data import load_data
 from critpoint.errors import InputError
 from critpoint.landscape import landscape
+from critpoint.losses import get_loss
 from critpoint.models import build_model
 from critpoint.report import (
     LayerEntry,

@@ -76,18 +76,20 @@ def demo(ctx: click.Context, out_dir: str, steps: int, lr: float, quick: bool) -
     import torch
 
     import critpoint as cp
-    from critpoint.checkpoint import save_checkpoint
-    from critpoint.data import get_loss, load_data
+    from critpoint.data import load_data
+    from critpoint.io.checkpoint import save_checkpoint
     from critpoint.landscape import landscape
+    from critpoint.losses import get_loss
     from critpoint.models import build_model
     from critpoint.report import ReportEntry, build_report
+    from critpoint.specs import dtype_name, parse_dtype
     from critpoint.training import train
-    from critpoint_cli.loading import resolve_device, resolve_dtype
+    from critpoint_cli.loading import resolve_device
 
     out = Path(out_dir)
     seed = state.seed
     device = resolve_device(state.device)
-    dtype = resolve_dtype(state.dtype) or torch.float32
+    dtype = parse_dtype(state.dtype) or torch.float32
     progress = state.show_progress()
     width = 8 if quick else 32
     model_kwargs: dict[str, Any] = {"widths": [width], "activation": "relu"}
@@ -180,7 +182,7 @@ def demo(ctx: click.Context, out_dir: str, steps: int, lr: float, quick: bool) -
         "steps": steps,
         "seed": seed,
         "device": str(device),
-        "dtype": str(dtype).removeprefix("torch."),
+        "dtype": dtype_name(dtype),
         "checkpoint": str(out / "model.ckpt"),
     }
     save_checkpoint(

@@ -103,7 +103,7 @@ def escape(
     t0 = time.perf_counter()
 
     import critpoint as cp
-    from critpoint.checkpoint import save_checkpoint
+    from critpoint.io.checkpoint import save_checkpoint
     from critpoint_cli import loading
 
     outputs = [("-o", out_path), ("--json", json_path)]

@@ -208,9 +208,9 @@ def train(
     t0 = time.perf_counter()
 
     import critpoint as cp
-    from critpoint.checkpoint import save_checkpoint
     from critpoint.data import Data
     from critpoint.errors import InputError
+    from critpoint.io.checkpoint import save_checkpoint
     from critpoint.training import train as run_training
     from critpoint_cli import loading
 

@@ -1,4 +1,4 @@
-"""Safe checkpoint save and load: the only module that calls ``torch.load``.
+"""Checkpoints: what they hold, how they are written, and what a file means.
 
 A critpoint checkpoint is a plain dict that ``torch.load(weights_only=True)``
 reads without running code::
@@ -17,16 +17,15 @@ safetensors file, and — only with ``trust=True``, because they are pickles
 that can run code — whole pickled modules and ``torch.export`` programs
 (``.pt2``). TorchScript is refused: it is deprecated and ``torch.func``
 cannot run it.
+
+The bytes are read in :mod:`critpoint.io._safe_load` (the one module that
+calls ``torch.load``); this module decides what the objects mean.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pickle
-import pickletools
-import struct
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,7 +36,12 @@ from torch import nn
 
 from critpoint._files import write_with_atomic
 from critpoint._version import __version__
-from critpoint.errors import CheckpointError, InputError, UnsafeCheckpointError
+from critpoint.data import data_from_spec
+from critpoint.errors import CheckpointError, InputError
+from critpoint.io._safe_load import RawFile, read_checkpoint_file, safetensors_module
+from critpoint.losses import builtin_loss_name, get_loss
+from critpoint.models import check_materialised, model_from_spec, probe_builtin
+from critpoint.specs import dtype_name, resolve_relative
 
 __all__ = [
     "FORMAT",
@@ -45,7 +49,6 @@ __all__ = [
     "Checkpoint",
     "load_checkpoint",
     "load_state_dict_strict",
-    "load_tensor_dict",
     "save_checkpoint",
 ]
 
@@ -150,8 +153,6 @@ class Checkpoint:
         CheckpointError
             No spec is known, or the keys, shapes or dtypes do not match the model.
         """
-        from critpoint.models import check_materialised, model_from_spec, probe_builtin
-
         if model_spec is not None:
             spec, trusted = model_spec, True
         else:
@@ -209,8 +210,6 @@ class Checkpoint:
         A relative data path in the stored spec is read from the checkpoint's
         folder, not the current one; it must exist there.
         """
-        from critpoint.data import data_from_spec
-
         if data_spec is not None:
             return data_from_spec(data_spec, dtype=dtype, trust=True)
         if self.data_spec is None:
@@ -227,13 +226,11 @@ class Checkpoint:
     def get_loss(
         self, *, trust: bool = False, num_classes: int | None = None
     ) -> Callable[..., Any]:
-        """The stored loss as a function (see :func:`critpoint.data.get_loss`).
+        """The stored loss as a function (see :func:`critpoint.losses.get_loss`).
 
         ``trust`` lets the stored name be code (``module:function``); without
         it only built-in losses are accepted.
         """
-        from critpoint.data import get_loss
-
         if self.loss is None:
             msg = f"{self.source} does not store its loss; pass one (--loss)"
             raise CheckpointError(msg)
@@ -261,8 +258,6 @@ class Checkpoint:
         InputError
             The path does not exist in the checkpoint's folder.
         """
-        from critpoint.specs import resolve_relative
-
         base = Path(self.path).parent
         if isinstance(spec, str):
             return resolve_relative(spec, base, self.source, what)
@@ -292,7 +287,7 @@ class Checkpoint:
             "tensors": {
                 k: {
                     "shape": list(v.shape),
-                    "dtype": str(v.dtype).removeprefix("torch."),
+                    "dtype": dtype_name(v.dtype),
                 }
                 for k, v in self.state_dict.items()
             },
@@ -344,7 +339,7 @@ def _check_fits(
         if tuple(sd[k].shape) != tuple(expected[k].shape)
     )
     wrong_kind = sorted(
-        f"{k}: checkpoint {_dtype_text(sd[k])} vs model {_dtype_text(expected[k])}"
+        f"{k}: checkpoint {dtype_name(sd[k].dtype)} vs model {dtype_name(expected[k].dtype)}"
         for k in set(sd) & set(expected)
         if _dtype_kind(sd[k]) != _dtype_kind(expected[k])
     )
@@ -379,15 +374,19 @@ def _dtype_kind(t: torch.Tensor) -> str:
     return "bool" if t.dtype == torch.bool else "int"
 
 
-def _dtype_text(t: torch.Tensor) -> str:
-    return str(t.dtype).removeprefix("torch.")
-
-
 # ---------------------------------------------------------------------- saving
 
 
 def _plain(value: Any, where: str) -> Any:
-    """Convert to the types weights_only loading and JSON both accept."""
+    """Convert to the types weights_only loading and JSON both accept.
+
+    Not :func:`critpoint._json.clean`: a checkpoint header is stored data, not
+    a published JSON document, so it keeps NaN and ±Inf (a diverged training
+    curve reads back as it was), turns tensors, NumPy arrays, dtypes, paths
+    and objects with ``to_dict()`` into plain values, and *refuses* anything
+    else (an optimizer, a module) instead of passing it on, because
+    ``torch.load(weights_only=True)`` could not read it back.
+    """
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str):
@@ -397,7 +396,7 @@ def _plain(value: Any, where: str) -> Any:
     if isinstance(value, float):
         return float(value)
     if isinstance(value, torch.dtype):
-        return str(value).removeprefix("torch.")
+        return dtype_name(value)
     if isinstance(value, torch.Tensor):
         return value.detach().cpu().tolist()
     if (
@@ -426,9 +425,7 @@ def _plain(value: Any, where: str) -> Any:
 def _loss_to_str(loss: Any) -> str | None:
     if loss is None or isinstance(loss, str):
         return loss
-    from critpoint.data import _builtin_loss_key
-
-    name = _builtin_loss_key(loss)
+    name = builtin_loss_name(loss)
     if name is not None:
         return name
     module = getattr(loss, "__module__", None)
@@ -509,7 +506,7 @@ def save_checkpoint(
         "torch_version": str(torch.__version__),
     }
     if path.suffix.lower() == ".safetensors":
-        save_file = _safetensors().save_file
+        save_file = safetensors_module().save_file
         metadata = {_SAFETENSORS_KEY: json.dumps(header)}
         write_with_atomic(
             path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata)
@@ -520,212 +517,7 @@ def save_checkpoint(
     return path
 
 
-def _safetensors() -> Any:
-    try:
-        import safetensors.torch
-    except ImportError:
-        msg = "safetensors files need the safetensors package: pip install 'critpoint[safetensors]'"
-        raise CheckpointError(msg) from None
-    return safetensors.torch
-
-
 # --------------------------------------------------------------------- loading
-
-
-#: An entry inflating to more than this, at more than _BOMB_RATIO times its
-#: compressed size, is refused unread: torch.save never compresses (entries
-#: are stored), so only a crafted file has one.
-_BOMB_BYTES = 16 << 20
-_BOMB_RATIO = 100
-
-
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"
-
-
-def check_archive(
-    path: Path, what: str, error: type[Exception], compressed_ok: bool
-) -> list[str]:
-    """Read a zip archive's directory and refuse it before anything is inflated.
-
-    Parameters
-    ----------
-    path : Path
-        A zip archive (a ``torch.save`` file or an ``.npz``).
-    what : str
-        ``"checkpoint"`` or ``"data file"``, for messages.
-    error : type
-        The exception to raise.
-    compressed_ok : bool
-        Whether compressed entries are normal (``np.savez_compressed``); if
-        not, an entry compressed more than 100-fold to over 16 MiB is refused.
-
-    Returns
-    -------
-    list of str
-        The entry names.
-
-    Raises
-    ------
-    error
-        A damaged directory; declared sizes larger than the free memory; a
-        compression bomb.
-    """
-    from critpoint._memory import free_host_memory
-
-    try:
-        with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
-    except Exception as exc:  # BadZipFile, OSError, UnicodeDecodeError in names...
-        msg = f"{what} {str(path)!r} is a damaged zip archive ({_first_line(exc)}); save it again"
-        raise error(msg) from None
-    declared = sum(i.file_size for i in infos)
-    free = free_host_memory()
-    if free and declared > free:
-        msg = (
-            f"{what} {str(path)!r} declares {_gib(declared)} of contents, more than the "
-            f"{_gib(free)} of free memory, so it was not read; free memory or check the file"
-        )
-        raise error(msg)
-    for i in infos:
-        ratio = i.file_size / max(i.compress_size, 1)
-        if (
-            not compressed_ok
-            and i.compress_type != zipfile.ZIP_STORED
-            and i.file_size > _BOMB_BYTES
-            and ratio > _BOMB_RATIO
-        ):
-            msg = (
-                f"{what} {str(path)!r} holds {i.filename!r} compressed {ratio:.0f}-fold to "
-                f"{_gib(i.file_size)}; torch.save never compresses, so this file was not "
-                "made by it and was not inflated"
-            )
-            raise error(msg)
-    return [i.filename for i in infos]
-
-
-def _sniff(path: Path) -> tuple[str, list[str]]:
-    """Return ``(kind, zip entry names)``; kind is zip, safetensors or other."""
-    if zipfile.is_zipfile(path):
-        return "zip", check_archive(path, "checkpoint", CheckpointError, False)
-    with open(path, "rb") as f:
-        head = f.read(9)
-    size = path.stat().st_size
-    if len(head) == 9 and head[8:9] == b"{":
-        (n,) = struct.unpack("<Q", head[:8])
-        if 0 < n <= size - 8:
-            return "safetensors", []
-    return "other", []
-
-
-def _check_file(path: Path, what: str, error: type[Exception]) -> None:
-    if not path.exists():
-        msg = (
-            f"{what} {str(path)!r} not found; check the path (relative to {Path.cwd()})"
-        )
-        raise error(msg)
-    if not path.is_file():
-        msg = f"{what} {str(path)!r} is not a file"
-        raise error(msg)
-    if path.stat().st_size == 0:
-        msg = f"{what} {str(path)!r} is empty (0 bytes); the save was probably interrupted — save it again"
-        raise error(msg)
-
-
-def _unsafe_globals(path: Path, is_zip: bool) -> list[str]:
-    """Name the code objects a pickle needs, without running it."""
-    if is_zip:
-        try:
-            return sorted(
-                torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-            )
-        except Exception:
-            return []
-    return _scan_legacy_pickle(path)
-
-
-def _scan_legacy_pickle(path: Path) -> list[str]:
-    """Globals in a legacy (non-zip) ``torch.save`` stream, found statically.
-
-    The legacy format is several pickles in a row (magic number, protocol,
-    system info, the object); :mod:`pickletools` disassembles them without
-    executing anything.
-    """
-    try:
-        from torch._weights_only_unpickler import _get_allowed_globals
-
-        allowed = set(_get_allowed_globals())
-    except Exception:  # private API: fall back to "anything outside torch"
-        allowed = None
-    found: set[str] = set()
-    with open(path, "rb") as f:
-        for _ in range(4):
-            strings: list[str] = []
-            memo: dict[int, Any] = {}
-            try:
-                for op, arg, _pos in pickletools.genops(f):
-                    if op.name == "GLOBAL":
-                        found.add(".".join(str(arg).split(" ", 1)))
-                    elif isinstance(arg, str) and "UNICODE" in op.name:
-                        strings.append(arg)
-                    elif op.name == "MEMOIZE" and strings:
-                        memo[len(memo)] = strings[-1]
-                    elif op.name in ("BINPUT", "LONG_BINPUT", "PUT") and strings:
-                        memo[int(arg)] = strings[-1]
-                    elif op.name in ("BINGET", "LONG_BINGET", "GET") and isinstance(
-                        memo.get(int(arg)), str
-                    ):
-                        strings.append(memo[int(arg)])
-                    elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                        found.add(f"{strings[-2]}.{strings[-1]}")
-            except Exception:
-                break
-    found = {_py3_name(g) for g in found}
-    if allowed is None:
-        return sorted(
-            g for g in found if not g.startswith(("torch.", "collections.OrderedDict"))
-        )
-    return sorted(found - allowed)
-
-
-def _py3_name(name: str) -> str:
-    """Map Python 2 names of protocol-2 pickles (``__builtin__.set``) to Python 3."""
-    module, _, attr = name.rpartition(".")
-    try:
-        from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
-    except ImportError:
-        return name
-    if (module, attr) in NAME_MAPPING:
-        module, attr = NAME_MAPPING[(module, attr)]
-    else:
-        module = IMPORT_MAPPING.get(module, module)
-    return f"{module}.{attr}"
-
-
-def _refuse_unsafe(path: Path, names: list[str]) -> UnsafeCheckpointError:
-    listed = ", ".join(names) if names else "(objects that could not be listed)"
-    msg = (
-        f"checkpoint {str(path)!r} needs code to unpickle — {listed} — and unpickling "
-        "can run arbitrary code, so it was not loaded. Fixes: (1) re-save only the "
-        "weights: torch.save(model.state_dict(), path) or critpoint.save_checkpoint(path, "
-        "model); (2) save as safetensors (path ending in .safetensors); (3) if you made this "
-        "file yourself and trust it, pass trust=True (--trust-checkpoint on the command line)"
-    )
-    return UnsafeCheckpointError(msg)
-
-
-def _torchscript_error(path: Path) -> CheckpointError:
-    msg = (
-        f"checkpoint {str(path)!r} is a TorchScript archive. TorchScript is deprecated and "
-        "torch.func (which critpoint uses for Hessian-vector products) cannot run scripted "
-        "modules. Re-save the weights of the original model: "
-        "torch.save(model.state_dict(), 'model.pt') or save it as safetensors"
-    )
-    return CheckpointError(msg)
-
-
-def _torch_load(path: Path, map_location: Any, weights_only: bool) -> Any:
-    return torch.load(path, map_location=map_location, weights_only=weights_only)
 
 
 def load_checkpoint(
@@ -763,58 +555,22 @@ def load_checkpoint(
         Missing, empty, damaged or unrecognised file, TorchScript, a newer
         checkpoint version, or no state dict inside.
     """
-    ckpt = _load(Path(path), trust, map_location)
+    path = Path(path)
+    ckpt = _interpret_raw(read_checkpoint_file(path, trust, map_location), path)
     return replace(ckpt, trusted=bool(trust))
 
 
-def _load(path: Path, trust: bool, map_location: Any) -> Checkpoint:
-    _check_file(path, "checkpoint", CheckpointError)
-    kind, names = _sniff(path)
-
-    if kind == "zip" and any(
-        "/code/" in n or n.endswith("constants.pkl") for n in names
-    ):
-        raise _torchscript_error(path)
-    is_export = path.suffix.lower() == ".pt2" or (
-        kind == "zip" and any(n.endswith("archive_format") for n in names)
-    )
-    if is_export:
-        return _load_export(path, trust)
-    if path.suffix.lower() == ".safetensors" or kind == "safetensors":
-        return _load_safetensors(path, map_location)
-
-    try:
-        obj = _torch_load(path, map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        unsafe = _unsafe_globals(path, kind == "zip")
-        if not unsafe and kind != "zip":
-            with open(path, "rb") as f:
-                head = f.read(8)
-            msg = (
-                f"{str(path)!r} is not a checkpoint: it is neither a torch.save file nor "
-                f"safetensors (it starts with bytes {head!r}). Point to the right file, "
-                "or save it again with critpoint.save_checkpoint or torch.save(state_dict)"
-            )
-            raise CheckpointError(msg) from None
-        if not trust:
-            raise _refuse_unsafe(path, unsafe) from None
-        try:
-            obj = _torch_load(path, map_location, weights_only=False)
-        except Exception as exc2:
-            msg = f"checkpoint {str(path)!r} could not be loaded even with trust=True: {exc2}"
-            raise CheckpointError(msg) from exc2
-    except Exception as exc:
-        # The file is torch.load's only input: whatever it raises (KeyError and
-        # IndexError from a damaged pickle, RuntimeError from a damaged archive)
-        # says the file is damaged.
-        msg = f"checkpoint {str(path)!r} is damaged or not a checkpoint: {_first_line(exc)}"
-        raise CheckpointError(msg) from None
-    return _interpret(obj, path)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
+def _interpret_raw(raw: RawFile, path: Path) -> Checkpoint:
+    if raw.kind == "export":
+        return Checkpoint(
+            state_dict=dict(raw.obj.state_dict()),
+            format="export",
+            module=raw.obj,
+            path=str(path),
+        )
+    if raw.kind == "safetensors":
+        return _interpret_safetensors(raw.obj, raw.metadata, path)
+    return _interpret(raw.obj, path)
 
 
 def _is_tensor_mapping(obj: Any) -> bool:
@@ -957,18 +713,9 @@ def _tensor_dict(state: Mapping[Any, Any], where: str) -> dict[str, torch.Tensor
     return dict(state)
 
 
-def _load_safetensors(path: Path, map_location: Any) -> Checkpoint:
-    st = _safetensors()
-    from safetensors import safe_open
-
-    device = str(map_location) if map_location is not None else "cpu"
-    try:
-        state = st.load_file(str(path), device=device)
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-    except Exception as exc:  # SafetensorError is not exported under a stable name
-        msg = f"{str(path)!r} is not a readable safetensors file: {_first_line(exc)}"
-        raise CheckpointError(msg) from None
+def _interpret_safetensors(
+    state: dict[str, torch.Tensor], metadata: Mapping[str, str], path: Path
+) -> Checkpoint:
     text = metadata.get(_SAFETENSORS_KEY)
     if text is None:
         meta = {k: v for k, v in metadata.items() if k != "format"}
@@ -987,77 +734,3 @@ def _load_safetensors(path: Path, map_location: Any) -> Checkpoint:
         )
         raise CheckpointError(msg)
     return _interpret({**header, "state_dict": state}, path)
-
-
-def _load_export(path: Path, trust: bool) -> Checkpoint:
-    if not trust:
-        msg = (
-            f"{str(path)!r} is a torch.export program (.pt2); loading it unpickles objects and "
-            "can run code, so it was not loaded. Fixes: (1) re-save the weights: "
-            "torch.save(model.state_dict(), path) and pass the model spec; (2) save as "
-            "safetensors; (3) if you made this file yourself and trust it, pass trust=True "
-            "(--trust-checkpoint on the command line)"
-        )
-        raise UnsafeCheckpointError(msg)
-    try:
-        module = torch.export.load(str(path)).module()
-    except Exception as exc:
-        msg = f"torch.export program {str(path)!r} could not be loaded: {_first_line(exc)}"
-        raise CheckpointError(msg) from exc
-    return Checkpoint(
-        state_dict=dict(module.state_dict()),
-        format="export",
-        module=module,
-        path=str(path),
-    )
-
-
-# ------------------------------------------------------------------ data files
-
-
-def load_tensor_dict(path: PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a ``torch.save``-d dict (e.g. ``{"inputs": ..., "targets": ...}``) safely.
-
-    Parameters
-    ----------
-    path : str or PathLike
-        A file written by ``torch.save`` of a dict of tensors.
-    map_location : str or torch.device
-        Where to put the tensors.
-
-    Returns
-    -------
-    dict
-        The dict as stored (values: tensors or primitive types).
-
-    Raises
-    ------
-    InputError
-        Missing, empty or damaged file; a file that needs code to unpickle
-        (never loaded); or an object that is not a dict.
-    """
-    path = Path(path)
-    _check_file(path, "data file", InputError)
-    hint = "save it with torch.save({'inputs': x, 'targets': y}, path)"
-    if zipfile.is_zipfile(path):
-        check_archive(path, "data file", InputError, False)
-    try:
-        obj = _torch_load(path, map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        names = _unsafe_globals(path, zipfile.is_zipfile(path))
-        what = (
-            f"needs code to unpickle ({', '.join(names)})"
-            if names
-            else f"is not readable ({_first_line(exc)})"
-        )
-        msg = f"data file {str(path)!r} {what}, so it was not loaded; {hint} with plain tensors"
-        raise InputError(msg) from None
-    except Exception as exc:  # torch.load's only input is the file: it is damaged
-        msg = f"data file {str(path)!r} is damaged or not a torch.save file ({_first_line(exc)}); {hint}"
-        raise InputError(msg) from None
-    if not isinstance(obj, Mapping):
-        msg = (
-            f"data file {str(path)!r} holds a {type(obj).__name__}, not a dict; {hint}"
-        )
-        raise InputError(msg)
-    return {str(k): v for k, v in obj.items()}

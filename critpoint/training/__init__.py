@@ -16,7 +16,7 @@ stores next to the weights.
 * :mod:`critpoint.training.loop` — :func:`train`.
 """
 
-from critpoint.training.history import HISTORY_SCHEMA, HISTORY_VERSION, History
+from critpoint.training.history import HISTORY_SCHEMA, HISTORY_SCHEMA_VERSION, History
 from critpoint.training.loop import EVAL_CHUNK, train
 from critpoint.training.optim import (
     OPTIMIZERS,
@@ -32,7 +32,7 @@ from critpoint.training.tracking import TRACKABLE
 __all__ = [
     "EVAL_CHUNK",
     "HISTORY_SCHEMA",
-    "HISTORY_VERSION",
+    "HISTORY_SCHEMA_VERSION",
     "OPTIMIZERS",
     "SCHEDULES",
     "STEP_GAMMA",

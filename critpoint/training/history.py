@@ -7,12 +7,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from critpoint._json import check_header, clean, header
 from critpoint.errors import InputError
 
-__all__ = ["HISTORY_SCHEMA", "HISTORY_VERSION", "History"]
+__all__ = ["HISTORY_SCHEMA", "HISTORY_SCHEMA_VERSION", "History"]
 
-HISTORY_SCHEMA = "critpoint-history"
-HISTORY_VERSION = 1
+#: Schema name and version of :meth:`History.to_dict` documents.
+HISTORY_SCHEMA = "critpoint.history"
+HISTORY_SCHEMA_VERSION = 1
+#: Older names of the same document, still read by :meth:`History.from_dict`.
+OLD_HISTORY_SCHEMAS = ("critpoint-history",)
+_HEADER_KEYS = frozenset(
+    ("schema", "schema_version", "version", "critpoint_version", "torch_version")
+)
 
 
 @dataclass
@@ -106,63 +113,63 @@ class History:
         return self.sharpness[-1] if self.sharpness else None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dictionary (what :func:`~critpoint.checkpoint.save_checkpoint` stores)."""
-        out: dict[str, Any] = {"schema": HISTORY_SCHEMA, "version": HISTORY_VERSION}
+        """The history as a JSON document (what :func:`~critpoint.checkpoint.save_checkpoint` stores).
+
+        Returns
+        -------
+        dict
+            The header of :func:`critpoint._json.header` (schema
+            ``"critpoint.history"``) and one key per field; strict JSON values
+            (a NaN or an infinity is written as ``None``).
+        """
+        out = header(HISTORY_SCHEMA, HISTORY_SCHEMA_VERSION)
         for f in fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = (
-                _json_copy(value) if isinstance(value, (list, dict)) else value
-            )
+            out[f.name] = clean(getattr(self, f.name))
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> History:
+    def from_dict(cls, data: Mapping[str, Any], source: str = "history") -> History:
         """Rebuild a history written by :meth:`to_dict`.
+
+        Documents of the older ``"critpoint-history"`` schema (with a
+        ``"version"`` key) are read too, and so is a bare dictionary of fields
+        (no ``"schema"`` key). ``None`` in a list of floats reads as NaN.
+
+        Parameters
+        ----------
+        data : dict
+            The dictionary.
+        source : str
+            What to call it in messages (a file name).
 
         Raises
         ------
         InputError
-            If ``data`` is not such a dictionary (wrong schema, unknown keys,
-            lists of different lengths than their step lists).
+            If ``data`` is not such a dictionary (another schema or a newer
+            version, unknown keys, values of the wrong type, lists of other
+            lengths than their step lists).
         """
         if not isinstance(data, Mapping):
             msg = f"a History dictionary must be a dict; got {type(data).__name__}"
             raise InputError(msg)
-        schema = data.get("schema", HISTORY_SCHEMA)
-        if schema != HISTORY_SCHEMA:
-            msg = f"not a training history: schema is {schema!r}, expected {HISTORY_SCHEMA!r}"
-            raise InputError(msg)
+        if "schema" in data:
+            check_header(
+                data,
+                HISTORY_SCHEMA,
+                HISTORY_SCHEMA_VERSION,
+                source,
+                aliases=OLD_HISTORY_SCHEMAS,
+            )
         names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names - {"schema", "version"})
+        unknown = sorted(set(data) - names - _HEADER_KEYS)
         if unknown:
             msg = (
                 f"unknown History field(s) {unknown}; known fields are {sorted(names)}"
             )
             raise InputError(msg)
         kwargs: dict[str, Any] = {}
-        for name in names:
-            if name not in data:
-                continue
-            value = data[name]
-            if name == "stop_reason":
-                kwargs[name] = str(value)
-            elif name == "settings":
-                if not isinstance(value, Mapping):
-                    msg = (
-                        f"History 'settings' must be a dict; got {type(value).__name__}"
-                    )
-                    raise InputError(msg)
-                kwargs[name] = _json_copy(dict(value))
-            else:
-                if not isinstance(value, (list, tuple)):
-                    msg = f"History field {name!r} must be a list; got {type(value).__name__}"
-                    raise InputError(msg)
-                cast = (
-                    int
-                    if name.endswith("step") or name in ("epoch", "track_matvecs")
-                    else float
-                )
-                kwargs[name] = [cast(v) for v in value]
+        for name in names & set(data):
+            kwargs[name] = _read_field(name, data[name])
         history = cls(**kwargs)
         history._check_lengths()
         return history
@@ -182,9 +189,27 @@ class History:
                     raise InputError(msg)
 
 
-def _json_copy(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _json_copy(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_copy(v) for v in value]
-    return value
+#: Fields holding integers; every other list holds floats.
+_INT_FIELDS = frozenset(("step", "epoch", "eval_step", "track_step", "track_matvecs"))
+
+
+def _read_field(name: str, value: Any) -> Any:
+    """One field of a history dictionary, checked and converted."""
+    if name == "stop_reason":
+        return str(value)
+    if name == "settings":
+        if not isinstance(value, Mapping):
+            msg = f"History 'settings' must be a dict; got {type(value).__name__}"
+            raise InputError(msg)
+        return clean(value)
+    if not isinstance(value, (list, tuple)):
+        msg = f"History field {name!r} must be a list; got {type(value).__name__}"
+        raise InputError(msg)
+    try:
+        if name in _INT_FIELDS:
+            return [int(v) for v in value]
+        return [math.nan if v is None else float(v) for v in value]
+    except (TypeError, ValueError) as exc:
+        kind = "integers" if name in _INT_FIELDS else "numbers"
+        msg = f"History field {name!r} must hold {kind}: {exc}"
+        raise InputError(msg) from exc

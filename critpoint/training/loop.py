@@ -10,9 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from critpoint._json import clean
 from critpoint._version import __version__
 from critpoint.errors import InputError, NonFiniteError
-from critpoint.training.history import History, _json_copy
+from critpoint.training.history import History
 from critpoint.training.optim import (
     OPTIMIZERS,
     _check_int,
@@ -403,7 +404,7 @@ def train(
         "momentum": float(momentum) if opt_name in ("momentum", "nesterov") else None,
         "betas": [float(b) for b in betas] if opt_name in ("adam", "adamw") else None,
         "weight_decay": float(weight_decay),
-        "optimizer_kwargs": _json_copy(dict(optimizer_kwargs or {})),
+        "optimizer_kwargs": clean(dict(optimizer_kwargs or {})),
         "schedule": schedule,
         "warmup_steps": warmup_steps,
         "batch_size": None if full_batch else bs,

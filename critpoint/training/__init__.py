@@ -12,12 +12,14 @@ stores next to the weights.
 
 * :mod:`critpoint.training.history` — :class:`History` and its JSON dictionary;
 * :mod:`critpoint.training.optim` — optimizers by name, schedules;
+* :mod:`critpoint.training.evaluation` — the full-data loss and accuracy;
 * :mod:`critpoint.training.tracking` — curvature at the tracking points;
 * :mod:`critpoint.training.loop` — :func:`train`.
 """
 
+from critpoint.training.evaluation import EVAL_CHUNK
 from critpoint.training.history import HISTORY_SCHEMA, HISTORY_SCHEMA_VERSION, History
-from critpoint.training.loop import EVAL_CHUNK, train
+from critpoint.training.loop import train
 from critpoint.training.optim import (
     OPTIMIZERS,
     SCHEDULES,

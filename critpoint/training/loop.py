@@ -1,45 +1,97 @@
-"""The training loop: :func:`train`."""
+"""The training loop: :func:`train`, in named steps.
+
+``train`` checks its arguments into a few groups — what is trained
+(:class:`_Problem`: the model, the data on its device, the loss), how long and
+in which batches (:class:`_Plan`), what curvature to track
+(:class:`~critpoint.training.tracking.TrackOptions`) — builds the
+``torch.optim`` optimizer and its schedule, and runs :class:`_Loop` inside a
+session that forks the random streams and restores the model's modes.
+"""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from critpoint._checks import finite_float, integer, positive_int
 from critpoint._json import clean
+from critpoint._progress import Progress, ProgressArg, check_progress
 from critpoint._version import __version__
+from critpoint.data import Data, _loss_name, get_loss
 from critpoint.errors import InputError, NonFiniteError
+from critpoint.linalg._random import make_generator
+from critpoint.objective import Objective
+from critpoint.training.evaluation import FullDataEvaluation
 from critpoint.training.history import History
 from critpoint.training.optim import (
-    OPTIMIZERS,
-    _check_int,
-    _check_lr,
-    _check_schedule,
-    _is_number,
-    _optimizer_class,
+    check_lr,
+    check_schedule,
     make_optimizer,
     make_scheduler,
+    resolve_optimizer,
 )
-from critpoint.training.tracking import _normalise_track
+from critpoint.training.tracking import CurvatureTracker, TrackOptions
 
 logger = logging.getLogger("critpoint")
 
 __all__ = ["train"]
 
-#: Samples per forward pass when the full training or test data is evaluated.
-EVAL_CHUNK = 4096
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+# ------------------------------------------------------------- what is trained
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """The model, its trainable parameters, the data on its device, the task."""
+
+    model: nn.Module
+    params: list[torch.Tensor]
+    x: torch.Tensor
+    y: torch.Tensor
+    test: tuple[torch.Tensor, torch.Tensor] | None
+    classification: bool
+    num_classes: int | None
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.x.shape[0])
+
+
+def _problem(model: Any, data: Any, test_data: Any) -> _Problem:
+    """Check the model and the data; put the data on the model's device and dtype."""
+    if not isinstance(model, nn.Module):
+        msg = f"model must be a torch.nn.Module; got {type(model).__name__}"
+        raise InputError(msg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        msg = "the model has no trainable parameters (requires_grad=True); nothing to train"
+        raise InputError(msg)
+    x, y, classification, num_classes = _as_pair(data, "data")
+    if int(x.shape[0]) == 0:
+        msg = "data holds no samples; give at least one"
+        raise InputError(msg)
+    x, y = _place(x, y, params[0])
+    test = None
+    if test_data is not None:
+        tx, ty, _, _ = _as_pair(test_data, "test_data")
+        test = _place(tx, ty, params[0])
+    return _Problem(model, params, x, y, test, classification, num_classes)
 
 
 def _as_pair(
     data: Any, what: str
 ) -> tuple[torch.Tensor, torch.Tensor, bool, int | None]:
     """``(inputs, targets, is_classification, num_classes)`` of Data or a tensor pair."""
-    from critpoint.data import Data
-
     if isinstance(data, Data):
         return (
             data.inputs,
@@ -70,66 +122,235 @@ def _as_pair(
 
 
 def _place(
-    x: torch.Tensor, y: torch.Tensor, like: torch.Tensor | None
+    x: torch.Tensor, y: torch.Tensor, like: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Move to the model's device; cast floating tensors to its dtype."""
-    if like is None:
-        return x, y
-    conv = lambda t: t.to(  # noqa: E731
-        device=like.device, dtype=like.dtype if t.is_floating_point() else None
-    )
+    """Move to ``like``'s device; cast floating tensors to its dtype."""
+
+    def conv(t: torch.Tensor) -> torch.Tensor:
+        return t.to(
+            device=like.device, dtype=like.dtype if t.is_floating_point() else None
+        )
+
     return conv(x), conv(y)
 
 
-def _evaluate(
-    model: nn.Module,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    classification: bool,
-    train_mode: bool,
-) -> tuple[float, float | None]:
-    """Mean loss (and accuracy) over all samples, leaving the model as it was."""
-    modes = [(m, m.training) for m in model.modules()]
-    buffers = (
-        {name: b.clone() for name, b in model.named_buffers()} if train_mode else {}
+def _loss_function(loss: Any, problem: _Problem) -> LossFn:
+    """A loss name (one-hot targets for ``"mse"`` on class labels) or a callable."""
+    if isinstance(loss, str):
+        return get_loss(loss, problem.num_classes if problem.classification else None)
+    if callable(loss):
+        return loss
+    msg = f"loss must be a name such as 'cross_entropy' or a callable; got {loss!r}"
+    raise InputError(msg)
+
+
+# ------------------------------------------------------- how long, which batches
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The run's length in updates, its batches, and when to evaluate and track."""
+
+    num_samples: int
+    batch_size: int
+    full_batch: bool
+    drop_last: bool
+    steps_per_epoch: int
+    total: int
+    eval_every: int
+    track_every: int
+
+    def evaluates_at(self, step: int, final: bool) -> bool:
+        """Evaluate the full data at θ_step (always at 0 and at the end)."""
+        return final or step % self.eval_every == 0
+
+    def tracks_at(self, step: int, final: bool) -> bool:
+        """Track the curvature at θ_step (always at 0 and at the end)."""
+        return final or step % self.track_every == 0
+
+    def epoch_of(self, step: int) -> int:
+        return step // self.steps_per_epoch
+
+    def batches(
+        self, gen: torch.Generator
+    ) -> Iterator[tuple[int, torch.Tensor | None]]:
+        """Yield ``(epoch, indices)`` forever; ``indices`` is None for the full batch.
+
+        Every epoch draws a fresh permutation from ``gen``; with ``drop_last``
+        its short last batch is skipped.
+        """
+        n, size = self.num_samples, self.batch_size
+        stop = n - size + 1 if self.drop_last else n
+        for epoch in itertools.count():
+            if self.full_batch:
+                yield epoch, None
+            else:
+                perm = torch.randperm(n, generator=gen)
+                for start in range(0, stop, size):
+                    yield epoch, perm[start : start + size]
+
+
+def _plan(
+    num_samples: int,
+    batch_size: Any,
+    epochs: Any,
+    steps: Any,
+    drop_last: Any,
+    eval_every: Any,
+    track_every: Any,
+) -> _Plan:
+    """Check the run's length and batching; fill in the default cadences."""
+    if epochs is not None and steps is not None:
+        msg = f"give epochs or steps, not both (got epochs={epochs!r}, steps={steps!r})"
+        raise InputError(msg)
+    if batch_size is not None:
+        positive_int(
+            batch_size, "batch_size", hint="use None for full-batch gradient descent"
+        )
+    full_batch = batch_size is None or batch_size >= num_samples
+    size = num_samples if full_batch else int(batch_size)
+    if not isinstance(drop_last, bool):
+        msg = f"drop_last must be True or False; got {drop_last!r}"
+        raise InputError(msg)
+    per_epoch = num_samples // size if drop_last else math.ceil(num_samples / size)
+    if steps is not None:
+        total = positive_int(steps, "steps")
+    else:
+        total = positive_int(1 if epochs is None else epochs, "epochs") * per_epoch
+    return _Plan(
+        num_samples=num_samples,
+        batch_size=size,
+        full_batch=full_batch,
+        drop_last=drop_last,
+        steps_per_epoch=per_epoch,
+        total=total,
+        eval_every=positive_int(
+            max(1, total // 50) if eval_every is None else eval_every, "eval_every"
+        ),
+        track_every=positive_int(
+            max(1, total // 10) if track_every is None else track_every, "track_every"
+        ),
     )
-    total = 0.0
-    correct = 0
-    n = int(x.shape[0])
-    try:
-        model.train(train_mode)
-        with torch.no_grad():
-            for start in range(0, n, EVAL_CHUNK):
-                xb, yb = x[start : start + EVAL_CHUNK], y[start : start + EVAL_CHUNK]
-                out = model(xb)
-                total += float(loss_fn(out, yb)) * int(xb.shape[0])
-                if classification:
-                    correct += int((out.argmax(dim=1) == yb).sum())
-    finally:
-        for m, mode in modes:
-            m.training = mode
-        if buffers:
-            with torch.no_grad():
-                for name, b in model.named_buffers():
-                    b.copy_(buffers[name])
-    return total / n, (correct / n if classification else None)
 
 
-def _batches(
-    n: int, batch_size: int, full_batch: bool, drop_last: bool, gen: torch.Generator
-) -> Iterator[tuple[int, torch.Tensor | None]]:
-    """Yield ``(epoch, indices)`` forever; ``indices`` is None for the full batch."""
-    epoch = 0
-    stop = n - batch_size + 1 if drop_last else n
-    while True:
-        if full_batch:
-            yield epoch, None
-        else:
-            perm = torch.randperm(n, generator=gen)
-            for start in range(0, stop, batch_size):
-                yield epoch, perm[start : start + batch_size]
-        epoch += 1
+def _run_seed(seed: int | torch.Generator | None) -> int:
+    """The run's int seed: ``seed`` itself, or one drawn from a generator / torch's RNG."""
+    gen = make_generator(seed)  # checks the type and range
+    if isinstance(seed, torch.Generator) or seed is None:
+        return int(torch.randint(0, 2**62, (1,), generator=gen).item())
+    return int(seed)
+
+
+# ----------------------------------------------------------------- the loop
+
+
+class _Loop:
+    """One run: the updates, and the evaluation and tracking points between them.
+
+    Step ``k`` is θ_k, the parameters after ``k`` updates: the loop evaluates
+    and tracks θ_k (when the plan says so), then makes update ``k``.
+    """
+
+    def __init__(
+        self,
+        problem: _Problem,
+        plan: _Plan,
+        loss_fn: LossFn,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        history: History,
+        *,
+        evaluation: FullDataEvaluation,
+        test_evaluation: FullDataEvaluation | None,
+        tracker: CurvatureTracker | None,
+        stop_loss: float | None,
+        callback: Callable[[int, History], Any] | None,
+        bar: Progress,
+    ) -> None:
+        self.problem = problem
+        self.plan = plan
+        self.loss_fn = loss_fn
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.history = history
+        self.evaluation = evaluation
+        self.test_evaluation = test_evaluation
+        self.tracker = tracker
+        self.stop_loss = stop_loss
+        self.callback = callback
+        self.bar = bar
+
+    def run(self, gen: torch.Generator) -> str:
+        """Train to the end of the plan or a stop; return the stop reason."""
+        batches = self.plan.batches(gen)
+        stop: str | None = None
+        for k in itertools.count():
+            final = k == self.plan.total or stop is not None
+            if self.plan.evaluates_at(k, final):
+                self.evaluate(k)
+                if not final and self._reached_stop_loss():
+                    stop, final = "stop_loss", True
+            if self.tracker is not None and self.plan.tracks_at(k, final):
+                self.tracker(self.history, k)
+            if final:
+                break
+            epoch, indices = next(batches)
+            self.update(k, epoch, indices)
+            if self.callback is not None and self.callback(k, self.history) is True:
+                stop = "callback"
+        return stop or "completed"
+
+    def evaluate(self, k: int) -> None:
+        """Full-data loss and accuracy at θ_k, on the training and the test data."""
+        h = self.history
+        full, accuracy = self.evaluation()
+        if not math.isfinite(full):
+            raise _nonfinite(
+                "full training loss",
+                k,
+                self.plan.epoch_of(k),
+                self.optimizer.param_groups[0]["lr"],
+                h,
+            )
+        h.eval_step.append(k)
+        h.full_loss.append(full)
+        if accuracy is not None:
+            h.accuracy.append(accuracy)
+        if self.test_evaluation is not None:
+            test_loss, test_accuracy = self.test_evaluation()
+            h.test_loss.append(test_loss)
+            if test_accuracy is not None:
+                h.test_accuracy.append(test_accuracy)
+
+    def update(self, k: int, epoch: int, indices: torch.Tensor | None) -> None:
+        """Update ``k``: the minibatch loss and gradient at θ_k, one optimizer step."""
+        p, h, opt = self.problem, self.history, self.optimizer
+        xb, yb = (p.x, p.y) if indices is None else (p.x[indices], p.y[indices])
+        p.model.train()
+        opt.zero_grad(set_to_none=True)
+        value = self.loss_fn(p.model(xb), yb)
+        lr = float(opt.param_groups[0]["lr"])
+        if not bool(torch.isfinite(value)):
+            raise _nonfinite("training loss", k, epoch, lr, h)
+        value.backward()
+        sq = sum(
+            float(q.grad.detach().double().pow(2).sum())
+            for q in p.params
+            if q.grad is not None
+        )
+        h.step.append(k)
+        h.epoch.append(epoch)
+        h.loss.append(float(value.detach()))
+        h.grad_norm.append(math.sqrt(sq))
+        h.lr.append(lr)
+        opt.step()
+        self.scheduler.step()
+        self.bar.advance()
+
+    def _reached_stop_loss(self) -> bool:
+        return (
+            self.stop_loss is not None and self.history.full_loss[-1] <= self.stop_loss
+        )
 
 
 def _nonfinite(
@@ -145,13 +366,33 @@ def _nonfinite(
     return err
 
 
+@contextmanager
+def _session(model: nn.Module) -> Iterator[None]:
+    """Fork the global random streams; put the model's train/eval flags back after."""
+    device = next(model.parameters()).device
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def _seed_streams(seed: int, device: torch.device) -> None:
+    """Seed the (forked) global streams the forward pass draws from (dropout)."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)
+
+
 # --------------------------------------------------------------------- train
 
 
 def train(
     model: nn.Module,
     data: Any,
-    loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = "cross_entropy",
+    loss: str | LossFn = "cross_entropy",
     optimizer: str | type[torch.optim.Optimizer] = "sgd",
     lr: float = 0.1,
     batch_size: int | None = None,
@@ -162,12 +403,12 @@ def train(
     warmup_steps: int = 0,
     schedule: str = "constant",
     weight_decay: float = 0.0,
-    seed: int = 0,
+    seed: int | torch.Generator | None = 0,
     track: Iterable[str] | str | None = None,
     track_every: int | None = None,
     track_tol: float = 1e-3,
     test_data: Any = None,
-    progress: bool = False,
+    progress: ProgressArg = False,
     callback: Callable[[int, History], Any] | None = None,
     *,
     drop_last: bool = False,
@@ -219,11 +460,13 @@ def train(
         Per-update schedule after the warm-up (closed forms in :func:`lr_factor`).
     weight_decay : float
         L2 penalty passed to the optimizer.
-    seed : int
+    seed : int, torch.Generator or None
         Seed of the minibatch order (a local ``torch.Generator``), of the
         Lanczos / SLQ start vectors, and of the CPU random stream used by the
         forward pass (dropout), which runs inside ``torch.random.fork_rng``:
-        the caller's global random state is the same before and after.
+        the caller's global random state is the same before and after. A
+        generator (or ``None``: torch's global RNG) draws the run's int seed,
+        which ``History.settings["seed"]`` records.
     track : set of str, optional
         Curvature of the full training loss to record: ``"sharpness"`` (top
         Hessian eigenvalue, Lanczos ``which="LA"``, ``k=1``, tolerance
@@ -237,8 +480,9 @@ def train(
         Relative residual tolerance of the Lanczos runs.
     test_data : Data or (inputs, targets), optional
         Evaluated (loss, accuracy) at each evaluation point.
-    progress : bool
-        Show a ``tqdm`` progress bar over the updates.
+    progress : bool, callable or None
+        ``True`` shows a ``tqdm`` progress bar over the updates; a callable is
+        called as ``progress(done, total)`` after every update.
     callback : callable, optional
         ``callback(step, history)`` after every update, with ``step`` the
         index of the update just made (``history.step[-1]``). Returning
@@ -303,285 +547,137 @@ def train(
     >>> len(h.step), h.track_step[-1]
     (20, 20)
     """
-    if not isinstance(model, nn.Module):
-        msg = f"model must be a torch.nn.Module; got {type(model).__name__}"
-        raise InputError(msg)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        msg = "the model has no trainable parameters (requires_grad=True); nothing to train"
-        raise InputError(msg)
-    x, y, classification, num_classes = _as_pair(data, "data")
-    n = int(x.shape[0])
-    if n == 0:
-        msg = "data holds no samples; give at least one"
-        raise InputError(msg)
-    x, y = _place(x, y, params[0])
-    test = None
-    if test_data is not None:
-        tx, ty, _, _ = _as_pair(test_data, "test_data")
-        tx, ty = _place(tx, ty, params[0])
-        test = (tx, ty)
-
-    opt_name, opt_cls = _optimizer_class(optimizer)
-    _check_lr(lr)
-    schedule = _check_schedule(schedule)
-    if epochs is not None and steps is not None:
-        msg = f"give epochs or steps, not both (got epochs={epochs!r}, steps={steps!r})"
-        raise InputError(msg)
-    if batch_size is not None:
-        _check_int(
-            batch_size, "batch_size", hint="; use None for full-batch gradient descent"
-        )
-    full_batch = batch_size is None or batch_size >= n
-    bs = n if full_batch else int(batch_size)  # type: ignore[arg-type]
-    if not isinstance(drop_last, bool):
-        msg = f"drop_last must be True or False; got {drop_last!r}"
-        raise InputError(msg)
-    steps_per_epoch = n // bs if drop_last else math.ceil(n / bs)
-    if steps is not None:
-        total = _check_int(steps, "steps")
-    else:
-        total = _check_int(1 if epochs is None else epochs, "epochs") * steps_per_epoch
-    warmup_steps = _check_int(warmup_steps, "warmup_steps", minimum=0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        msg = f"seed must be an int; got {seed!r}"
-        raise InputError(msg)
-    tracked = _normalise_track(track)
-    if track_every is None:
-        track_every = max(1, total // 10)
-    track_every = _check_int(track_every, "track_every")
-    if eval_every is None:
-        eval_every = max(1, total // 50)
-    eval_every = _check_int(eval_every, "eval_every")
-    if not (_is_number(track_tol) and track_tol >= 0 and math.isfinite(track_tol)):
-        msg = f"track_tol must be a finite number >= 0; got {track_tol!r}"
-        raise InputError(msg)
-    if not (_is_number(eig_rtol) and eig_rtol >= 0 and math.isfinite(eig_rtol)):
-        msg = f"eig_rtol must be a finite number >= 0; got {eig_rtol!r}"
-        raise InputError(msg)
-    track_probes = _check_int(track_probes, "track_probes")
-    track_lanczos_steps = _check_int(track_lanczos_steps, "track_lanczos_steps")
-    if stop_loss is not None and not (
-        _is_number(stop_loss) and math.isfinite(stop_loss)
-    ):
-        msg = f"stop_loss must be a finite number or None; got {stop_loss!r}"
-        raise InputError(msg)
+    # 1. Check every argument, in groups, before any work.
+    problem = _problem(model, data, test_data)
+    opt_key, _ = resolve_optimizer(optimizer)
+    lr = check_lr(lr)
+    schedule = check_schedule(schedule)
+    plan = _plan(
+        problem.num_samples,
+        batch_size,
+        epochs,
+        steps,
+        drop_last,
+        eval_every,
+        track_every,
+    )
+    warmup_steps = integer(warmup_steps, "warmup_steps", minimum=0)
+    run_seed = _run_seed(seed)
+    tracking = TrackOptions.check(
+        track, track_tol, track_probes, track_lanczos_steps, eig_rtol
+    )
+    if stop_loss is not None:
+        stop_loss = finite_float(stop_loss, "stop_loss", hint="or None")
     if callback is not None and not callable(callback):
         msg = f"callback must be callable as callback(step, history); got {type(callback).__name__}"
         raise InputError(msg)
-    if not isinstance(progress, bool):
-        msg = f"progress must be True or False; got {progress!r}"
-        raise InputError(msg)
+    check_progress(progress)
     if optimizer_kwargs is not None and not isinstance(optimizer_kwargs, Mapping):
         msg = f"optimizer_kwargs must be a dict; got {type(optimizer_kwargs).__name__}"
         raise InputError(msg)
+    loss_fn = _loss_function(loss, problem)
 
-    from critpoint.data import _loss_name, get_loss
-
-    if isinstance(loss, str):
-        loss_fn = get_loss(loss, num_classes if classification else None)
-    elif callable(loss):
-        loss_fn = loss
-    else:
-        msg = f"loss must be a name such as 'cross_entropy' or a callable; got {loss!r}"
-        raise InputError(msg)
-
+    # 2. The optimizer and its schedule.
     opt = make_optimizer(
-        params,
-        opt_cls if opt_name not in OPTIMIZERS else opt_name,
+        problem.params,
+        optimizer,
         lr,
         momentum=momentum,
         betas=tuple(betas),  # type: ignore[arg-type]
         weight_decay=weight_decay,
         **dict(optimizer_kwargs or {}),
     )
-    scheduler = make_scheduler(opt, schedule, total, warmup_steps)
+    scheduler = make_scheduler(opt, schedule, plan.total, warmup_steps)
+    history = History(
+        settings={
+            "optimizer": opt_key,
+            "optimizer_class": f"{type(opt).__module__}.{type(opt).__qualname__}",
+            "lr": lr,
+            "momentum": float(momentum)
+            if opt_key in ("momentum", "nesterov")
+            else None,
+            "betas": [float(b) for b in betas]
+            if opt_key in ("adam", "adamw")
+            else None,
+            "weight_decay": float(weight_decay),
+            "optimizer_kwargs": clean(dict(optimizer_kwargs or {})),
+            "schedule": schedule,
+            "warmup_steps": warmup_steps,
+            "batch_size": None if plan.full_batch else plan.batch_size,
+            "full_batch": plan.full_batch,
+            "drop_last": plan.drop_last,
+            "epochs": epochs,
+            "steps": steps,
+            "total_steps": plan.total,
+            "steps_per_epoch": plan.steps_per_epoch,
+            "num_samples": plan.num_samples,
+            "num_params": sum(p.numel() for p in problem.params),
+            "dtype": str(problem.params[0].dtype).removeprefix("torch."),
+            "loss": _loss_name(loss),
+            "seed": run_seed,
+            "track": list(tracking.quantities),
+            "track_every": plan.track_every,
+            "track_tol": tracking.tol,
+            "track_probes": tracking.probes,
+            "track_lanczos_steps": tracking.lanczos_steps,
+            "eig_rtol": tracking.eig_rtol,
+            "track_train_mode": bool(track_train_mode),
+            "eval_every": plan.eval_every,
+            "stop_loss": stop_loss,
+            "critpoint_version": __version__,
+            "torch_version": str(torch.__version__),
+        }
+    )
 
-    settings: dict[str, Any] = {
-        "optimizer": opt_name,
-        "optimizer_class": f"{type(opt).__module__}.{type(opt).__qualname__}",
-        "lr": float(lr),
-        "momentum": float(momentum) if opt_name in ("momentum", "nesterov") else None,
-        "betas": [float(b) for b in betas] if opt_name in ("adam", "adamw") else None,
-        "weight_decay": float(weight_decay),
-        "optimizer_kwargs": clean(dict(optimizer_kwargs or {})),
-        "schedule": schedule,
-        "warmup_steps": warmup_steps,
-        "batch_size": None if full_batch else bs,
-        "full_batch": full_batch,
-        "drop_last": drop_last,
-        "epochs": epochs,
-        "steps": steps,
-        "total_steps": total,
-        "steps_per_epoch": steps_per_epoch,
-        "num_samples": n,
-        "num_params": sum(p.numel() for p in params),
-        "dtype": str(params[0].dtype).removeprefix("torch."),
-        "loss": _loss_name(loss),
-        "seed": seed,
-        "track": tracked,
-        "track_every": track_every,
-        "track_tol": float(track_tol),
-        "track_probes": track_probes,
-        "track_lanczos_steps": track_lanczos_steps,
-        "eig_rtol": float(eig_rtol),
-        "track_train_mode": bool(track_train_mode),
-        "eval_every": eval_every,
-        "stop_loss": None if stop_loss is None else float(stop_loss),
-        "critpoint_version": __version__,
-        "torch_version": str(torch.__version__),
-    }
-    history = History(settings=settings)
-
-    objective = None
-    if tracked:
-        from critpoint.objective import Objective
-
-        objective = Objective(model, loss_fn, (x, y), train_mode=track_train_mode)
-    first_track = True
-
-    def do_track(k: int) -> None:
-        nonlocal first_track
-        from critpoint.analysis import minimum_ratio
-        from critpoint.linalg.lanczos import eigsh
-        from critpoint.linalg.slq import spectral_density
-        from critpoint.rule import zero_tolerance
-
-        assert objective is not None
-        H = objective.hessian(check=first_track)
-        first_track = False
-        top = bottom = None
-        if "sharpness" in tracked:
-            top = float(
-                eigsh(
-                    H,
-                    k=1,
-                    which="LA",
-                    tol=track_tol,
-                    seed=seed,
-                    return_eigenvectors=False,
-                ).eigenvalues[-1]
+    # 3. The loop, in forked random streams seeded by the run's seed.
+    train_mode = bool(track_train_mode)
+    with (
+        _session(model),
+        Progress(progress, plan.total, "train", unit="step") as bar,
+    ):
+        evaluation = FullDataEvaluation(
+            model,
+            loss_fn,
+            problem.x,
+            problem.y,
+            classification=problem.classification,
+            train_mode=train_mode,
+        )
+        test_evaluation = None
+        if problem.test is not None:
+            test_evaluation = FullDataEvaluation(
+                model,
+                loss_fn,
+                *problem.test,
+                classification=problem.classification,
+                train_mode=train_mode,
             )
-            history.sharpness.append(top)
-        if "lambda_min" in tracked:
-            bottom = float(
-                eigsh(
-                    H,
-                    k=1,
-                    which="SA",
-                    tol=track_tol,
-                    seed=seed,
-                    return_eigenvectors=False,
-                ).eigenvalues[0]
+        tracker = None
+        if tracking.quantities:
+            objective = Objective(
+                model, loss_fn, (problem.x, problem.y), train_mode=train_mode
             )
-            history.lambda_min.append(bottom)
-        if "minimum_ratio" in tracked:
-            dens = spectral_density(
-                H,
-                num_probes=track_probes,
-                num_steps=min(track_lanczos_steps, objective.num_params),
-                seed=seed,
-            )
-            # The rule's zero tolerance, from the best ends known here: the
-            # density's extreme nodes (Ritz values) and any eigsh run above.
-            lo, hi = dens.support
-            tau = zero_tolerance(
-                min(lo, bottom if bottom is not None else lo),
-                max(hi, top if top is not None else hi),
-                eig_rtol,
-            )
-            history.minimum_ratio.append(minimum_ratio(dens, tau)[0])
-        history.track_step.append(k)
-        history.track_matvecs.append(int(H.num_matvecs))
-
-    def do_eval(k: int) -> None:
-        full, acc = _evaluate(model, loss_fn, x, y, classification, track_train_mode)
-        if not math.isfinite(full):
-            epoch = k // steps_per_epoch
-            raise _nonfinite(
-                "full training loss", k, epoch, opt.param_groups[0]["lr"], history
-            )
-        history.eval_step.append(k)
-        history.full_loss.append(full)
-        if acc is not None:
-            history.accuracy.append(acc)
-        if test is not None:
-            t_loss, t_acc = _evaluate(
-                model, loss_fn, *test, classification, track_train_mode
-            )
-            history.test_loss.append(t_loss)
-            if t_acc is not None:
-                history.test_accuracy.append(t_acc)
-
-    gen = torch.Generator().manual_seed(seed)
-    device = params[0].device
-    fork_devices = [device] if device.type == "cuda" else []
-    modes = [(m, m.training) for m in model.modules()]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc="train", unit="step", leave=False)
-    try:
-        with torch.random.fork_rng(devices=fork_devices):
-            torch.default_generator.manual_seed(seed)
-            if device.type == "cuda":
-                torch.cuda.manual_seed(seed)
-            batches = _batches(n, bs, full_batch, drop_last, gen)
-            k = 0
-            stop = None
-            while True:
-                final = k == total or stop is not None
-                if k % eval_every == 0 or final:
-                    do_eval(k)
-                    if (
-                        stop_loss is not None
-                        and history.full_loss[-1] <= stop_loss
-                        and not final
-                    ):
-                        stop, final = "stop_loss", True
-                if tracked and (k % track_every == 0 or final):
-                    do_track(k)
-                if final:
-                    break
-                epoch, idx = next(batches)
-                xb, yb = (x, y) if idx is None else (x[idx], y[idx])
-                model.train()
-                opt.zero_grad(set_to_none=True)
-                value = loss_fn(model(xb), yb)
-                current_lr = float(opt.param_groups[0]["lr"])
-                if not bool(torch.isfinite(value)):
-                    raise _nonfinite("training loss", k, epoch, current_lr, history)
-                value.backward()
-                sq = sum(
-                    float(p.grad.detach().double().pow(2).sum())
-                    for p in params
-                    if p.grad is not None
-                )
-                history.step.append(k)
-                history.epoch.append(epoch)
-                history.loss.append(float(value.detach()))
-                history.grad_norm.append(math.sqrt(sq))
-                history.lr.append(current_lr)
-                opt.step()
-                scheduler.step()
-                if bar is not None:
-                    bar.update(1)
-                    if k % 10 == 0:
-                        bar.set_postfix(loss=f"{history.loss[-1]:.4g}")
-                if callback is not None and callback(k, history) is True:
-                    stop = "callback"
-                k += 1
-            history.stop_reason = stop or "completed"
-    finally:
-        for m, mode in modes:
-            m.training = mode
-        if bar is not None:
-            bar.close()
+            tracker = CurvatureTracker(objective, tracking, run_seed)
+        _seed_streams(run_seed, problem.params[0].device)
+        loop = _Loop(
+            problem,
+            plan,
+            loss_fn,
+            opt,
+            scheduler,
+            history,
+            evaluation=evaluation,
+            test_evaluation=test_evaluation,
+            tracker=tracker,
+            stop_loss=stop_loss,
+            callback=callback,
+            bar=bar,
+        )
+        history.stop_reason = loop.run(torch.Generator().manual_seed(run_seed))
     logger.debug(
         "trained %d steps (%s, lr=%g): final loss %.4g",
         history.num_steps,
-        opt_name,
+        opt_key,
         lr,
         history.final_loss,
     )

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from critpoint._checks import finite_float, integer, positive_int
 from critpoint.errors import InputError
 
 __all__ = [
@@ -23,9 +24,12 @@ __all__ = [
     "SCHEDULES",
     "STEP_GAMMA",
     "STEP_MILESTONES",
+    "check_lr",
+    "check_schedule",
     "lr_factor",
     "make_optimizer",
     "make_scheduler",
+    "resolve_optimizer",
 ]
 
 #: Optimizer names and the ``torch.optim`` class each one builds.
@@ -48,19 +52,18 @@ STEP_MILESTONES: tuple[float, ...] = (0.5, 0.75)
 STEP_GAMMA = 0.1
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def resolve_optimizer(
+    name: str | type[torch.optim.Optimizer],
+) -> tuple[str, type[torch.optim.Optimizer]]:
+    """``(key, class)`` of an optimizer name of :data:`OPTIMIZERS` or a ``torch.optim`` class.
 
+    A class gives its own ``__name__`` as the key.
 
-def _check_int(value: Any, what: str, minimum: int = 1, hint: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        msg = f"{what} must be {kind}; got {value!r}{hint}"
-        raise InputError(msg)
-    return int(value)
-
-
-def _optimizer_class(name: str | type[torch.optim.Optimizer]) -> tuple[str, type]:
+    Raises
+    ------
+    InputError
+        For an unknown name or anything else.
+    """
     if isinstance(name, type) and issubclass(name, torch.optim.Optimizer):
         return name.__name__, name
     if isinstance(name, str):
@@ -72,6 +75,28 @@ def _optimizer_class(name: str | type[torch.optim.Optimizer]) -> tuple[str, type
         "or pass a torch.optim.Optimizer subclass"
     )
     raise InputError(msg)
+
+
+def check_lr(lr: Any) -> float:
+    """A learning rate as a ``float``: finite and > 0."""
+    return finite_float(lr, "lr", minimum=0.0, strict=True, hint="e.g. lr=0.1")
+
+
+def check_schedule(schedule: Any) -> str:
+    """A schedule name of :data:`SCHEDULES`, normalised (case, spaces)."""
+    if not isinstance(schedule, str) or schedule.strip().lower() not in SCHEDULES:
+        msg = f"unknown schedule {schedule!r}; choose one of {list(SCHEDULES)}"
+        raise InputError(msg)
+    return schedule.strip().lower()
+
+
+def _decay_rate(value: Any, name: str) -> float:
+    """A momentum-like rate in ``[0, 1)``."""
+    rate = finite_float(value, name, minimum=0.0)
+    if rate >= 1.0:
+        msg = f"{name} must be a number in [0, 1), got {value!r}"
+        raise InputError(msg)
+    return rate
 
 
 def make_optimizer(
@@ -112,24 +137,15 @@ def make_optimizer(
     -------
     torch.optim.Optimizer
     """
-    key, cls = _optimizer_class(name)
-    _check_lr(lr)
-    if not (_is_number(momentum) and 0.0 <= momentum < 1.0):
-        msg = f"momentum must be a number in [0, 1); got {momentum!r}"
-        raise InputError(msg)
-    if (
-        not isinstance(betas, (tuple, list))
-        or len(betas) != 2
-        or not all(_is_number(b) and 0.0 <= b < 1.0 for b in betas)
-    ):
+    key, cls = resolve_optimizer(name)
+    lr = check_lr(lr)
+    momentum = _decay_rate(momentum, "momentum")
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         msg = f"betas must be two numbers in [0, 1), e.g. (0.9, 0.999); got {betas!r}"
         raise InputError(msg)
-    if not (
-        _is_number(weight_decay) and weight_decay >= 0 and math.isfinite(weight_decay)
-    ):
-        msg = f"weight_decay must be a finite number >= 0; got {weight_decay!r}"
-        raise InputError(msg)
-    options: dict[str, Any] = {"lr": float(lr)}
+    betas = (_decay_rate(betas[0], "betas[0]"), _decay_rate(betas[1], "betas[1]"))
+    weight_decay = finite_float(weight_decay, "weight_decay", minimum=0.0)
+    options: dict[str, Any] = {"lr": lr}
     if key == "sgd":
         options.update(momentum=0.0, weight_decay=weight_decay)
     elif key in ("momentum", "nesterov"):
@@ -137,16 +153,14 @@ def make_optimizer(
             msg = "nesterov needs momentum > 0; use optimizer='sgd' for plain gradient descent"
             raise InputError(msg)
         options.update(
-            momentum=float(momentum),
+            momentum=momentum,
             nesterov=key == "nesterov",
             weight_decay=weight_decay,
         )
     elif key == "rmsprop":
         options.update(weight_decay=weight_decay)
     elif key in ("adam", "adamw"):
-        options.update(
-            betas=(float(betas[0]), float(betas[1])), weight_decay=weight_decay
-        )
+        options.update(betas=betas, weight_decay=weight_decay)
     options.update(kwargs)
     try:
         return cls(params, **options)
@@ -155,19 +169,6 @@ def make_optimizer(
             f"optimizer {key!r} ({cls.__name__}) rejected the options {options}: {exc}"
         )
         raise InputError(msg) from exc
-
-
-def _check_lr(lr: Any) -> None:
-    if not (_is_number(lr) and math.isfinite(lr) and lr > 0):
-        msg = f"lr must be a positive finite number such as 0.1; got {lr!r}"
-        raise InputError(msg)
-
-
-def _check_schedule(schedule: Any) -> str:
-    if not isinstance(schedule, str) or schedule.strip().lower() not in SCHEDULES:
-        msg = f"unknown schedule {schedule!r}; choose one of {list(SCHEDULES)}"
-        raise InputError(msg)
-    return schedule.strip().lower()
 
 
 def lr_factor(
@@ -203,9 +204,9 @@ def lr_factor(
         ``f(t) -> float`` for integer ``t ≥ 0`` (``t ≥ total_steps`` gives the
         value at the end).
     """
-    schedule = _check_schedule(schedule)
-    total = _check_int(total_steps, "total_steps")
-    warmup = _check_int(warmup_steps, "warmup_steps", minimum=0)
+    schedule = check_schedule(schedule)
+    total = positive_int(total_steps, "total_steps")
+    warmup = integer(warmup_steps, "warmup_steps", minimum=0)
     span = max(total - warmup, 1)
     milestones = [round(frac * span) for frac in STEP_MILESTONES]
 

@@ -166,6 +166,36 @@ def test_progress_bar(digits, small_model, capsys):
     h = train(small_model(), digits, steps=3, progress=True)
     assert h.num_steps == 3
     assert "train" in capsys.readouterr().err
+    seen = []
+    h = train(small_model(), digits, steps=4, progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    with pytest.raises(
+        InputError, match="progress must be True, False, None or a callable"
+    ):
+        train(small_model(), digits, steps=1, progress="yes")
+
+
+def test_seed_may_be_a_generator_or_none(digits, small_model):
+    h = train(
+        small_model(),
+        digits,
+        batch_size=50,
+        steps=6,
+        seed=torch.Generator().manual_seed(7),
+    )
+    drawn = h.settings["seed"]
+    expected = int(
+        torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(7))
+    )
+    assert drawn == expected
+    again = train(small_model(), digits, batch_size=50, steps=6, seed=drawn)
+    assert again == h  # the recorded seed reproduces the run
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(11)  # None: the global RNG draws the seed
+        runs.append(train(small_model(), digits, batch_size=50, steps=6, seed=None))
+    assert runs[0] == runs[1]
+    assert runs[0].loss != h.loss
 
 
 # ------------------------------------------------------------------ bad input
@@ -179,14 +209,14 @@ def test_progress_bar(digits, small_model, capsys):
             r"unknown optimizer 'adagrad'; choose one of \['adam'",
         ),
         ({"schedule": "exp"}, r"unknown schedule 'exp'; choose one of \['constant'"),
-        ({"lr": 0.0}, "lr must be a positive finite number"),
-        ({"lr": -1}, "lr must be a positive finite number"),
-        ({"lr": float("nan")}, "lr must be a positive finite number"),
-        ({"lr": "0.1"}, "lr must be a positive finite number"),
+        ({"lr": 0.0}, "lr must be a finite number > 0"),
+        ({"lr": -1}, "lr must be a finite number > 0"),
+        ({"lr": float("nan")}, "lr must be a finite number > 0"),
+        ({"lr": "0.1"}, "lr must be a finite number > 0"),
         ({"epochs": 2, "steps": 3}, "give epochs or steps, not both"),
         ({"steps": 0}, "steps must be a positive integer"),
         ({"epochs": 1.5}, "epochs must be a positive integer"),
-        ({"batch_size": 0}, "batch_size must be a positive integer; got 0; use None"),
+        ({"batch_size": 0}, "batch_size must be a positive integer, got 0; use None"),
         ({"warmup_steps": -1}, "warmup_steps must be an integer >= 0"),
         (
             {"momentum": 1.0, "optimizer": "momentum"},
@@ -199,7 +229,7 @@ def test_progress_bar(digits, small_model, capsys):
             {"track": {"sharpness"}, "track_every": 0},
             "track_every must be a positive integer",
         ),
-        ({"seed": 1.0}, "seed must be an int"),
+        ({"seed": 1.0}, "seed must be an integer"),
         ({"loss": 3}, "loss must be a name"),
         ({"callback": 3}, "callback must be callable"),
         ({"stop_loss": float("inf")}, "stop_loss must be a finite number"),

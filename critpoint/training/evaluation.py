@@ -1,11 +1,21 @@
-"""The full-data loss and accuracy at the evaluation points of training."""
+"""The full-data loss and accuracy at the evaluation points of training.
+
+The loss is :meth:`critpoint.Objective.loss` — the one full-data loss of the
+library, the same function whose Hessian the tracking takes — and the
+accuracy is counted in the same forward passes.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
+
+from critpoint.errors import NonFiniteError
+from critpoint.objective import Objective, resolve_reduction
 
 __all__ = ["EVAL_CHUNK", "FullDataEvaluation"]
 
@@ -14,22 +24,34 @@ EVAL_CHUNK = 4096
 
 
 class FullDataEvaluation:
-    """Mean loss (and accuracy) of a model over all samples of ``(x, y)``.
+    """The loss (and accuracy) of a model over all samples of ``(x, y)``.
+
+    The loss is ``Objective(model, loss_fn, (x, y), train_mode=train_mode,
+    batch_size=EVAL_CHUNK).loss()``, so it means exactly what the Hessian
+    of the tracked curvature is taken of:
+
+    * the mean of ``loss_fn`` over all samples, each batch weighted by its
+      size (the exact sum for a loss with ``reduction="sum"``);
+    * ``train_mode=False`` (the default of training's evaluation): eval mode,
+      BatchNorm normalises with its running statistics and dropout is off;
+    * ``train_mode=True``: train mode; BatchNorm normalises each batch of
+      ``EVAL_CHUNK`` samples (the whole data when it is smaller) by that
+      batch's own statistics, and its running statistics are neither used
+      nor updated; dropout is on;
+    * the model's mode flags and every buffer are as they were after a call.
 
     Parameters
     ----------
     model : nn.Module
-        The model, evaluated at its current parameters on every call and
-        left as it was (mode flags, buffers).
+        The model, evaluated at its current parameters on every call.
     loss_fn : callable
-        ``loss_fn(outputs, targets)``, the mean loss of a batch.
+        ``loss_fn(outputs, targets)``, the loss of a batch.
     x, y : torch.Tensor
         Inputs ``(N, ...)`` and targets ``(N, ...)`` on the model's device.
     classification : bool
         Also count the samples whose largest output is the target's class.
     train_mode : bool
-        Evaluate with BatchNorm in train mode (batch statistics); see
-        :meth:`__call__`.
+        See above.
     """
 
     def __init__(
@@ -42,40 +64,40 @@ class FullDataEvaluation:
         classification: bool,
         train_mode: bool,
     ) -> None:
-        self.model = model
         self.loss_fn = loss_fn
-        self.x = x
-        self.y = y
         self.classification = classification
-        self.train_mode = train_mode
+        self.num_samples = int(x.shape[0])
+        self._correct = 0
+        # The accuracy rides along in the objective's own forward passes: its
+        # batch loss counts the correct predictions of the outputs it makes.
+        self.objective = Objective(
+            model,
+            data=(x, y),
+            batch_loss=self._batch_loss,
+            train_mode=train_mode,
+            batch_size=EVAL_CHUNK,
+            reduction=resolve_reduction(loss_fn, None),
+            hvp_cache=None,
+        )
+
+    def _batch_loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        inputs, targets = batch[0], batch[1]
+        outputs = model(inputs)
+        if self.classification:
+            self._correct += int((outputs.argmax(dim=1) == targets).sum())
+        return self.loss_fn(outputs, targets)
 
     def __call__(self) -> tuple[float, float | None]:
-        """``(loss, accuracy)`` at the current parameters (accuracy ``None`` unless classification)."""
-        model, x, y = self.model, self.x, self.y
-        modes = [(m, m.training) for m in model.modules()]
-        buffers = (
-            {name: b.clone() for name, b in model.named_buffers()}
-            if self.train_mode
-            else {}
-        )
-        total = 0.0
-        correct = 0
-        n = int(x.shape[0])
+        """``(loss, accuracy)`` at the model's current parameters.
+
+        The accuracy is ``None`` unless ``classification``. A loss that is
+        NaN or infinite gives ``(nan, nan)`` (``(nan, None)``): the caller
+        decides what a diverged run means.
+        """
+        self._correct = 0
         try:
-            model.train(self.train_mode)
-            with torch.no_grad():
-                for start in range(0, n, EVAL_CHUNK):
-                    xb = x[start : start + EVAL_CHUNK]
-                    yb = y[start : start + EVAL_CHUNK]
-                    out = model(xb)
-                    total += float(self.loss_fn(out, yb)) * int(xb.shape[0])
-                    if self.classification:
-                        correct += int((out.argmax(dim=1) == yb).sum())
-        finally:
-            for m, mode in modes:
-                m.training = mode
-            if buffers:
-                with torch.no_grad():
-                    for name, b in model.named_buffers():
-                        b.copy_(buffers[name])
-        return total / n, (correct / n if self.classification else None)
+            loss = self.objective.loss()
+        except NonFiniteError:
+            return math.nan, (math.nan if self.classification else None)
+        accuracy = self._correct / self.num_samples if self.classification else None
+        return loss, accuracy

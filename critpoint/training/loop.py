@@ -29,7 +29,7 @@ from critpoint.data import Data, _loss_name, get_loss
 from critpoint.errors import InputError, NonFiniteError
 from critpoint.linalg._random import make_generator
 from critpoint.objective import Objective
-from critpoint.training.evaluation import FullDataEvaluation
+from critpoint.training.evaluation import EVAL_CHUNK, FullDataEvaluation
 from critpoint.training.history import History
 from critpoint.training.optim import (
     check_lr,
@@ -499,9 +499,12 @@ def train(
         Relative zero tolerance of the minimum ratio, as in :func:`critpoint.diagnose`.
     track_train_mode : bool
         Evaluate the full-data loss, accuracy and Hessian with BatchNorm in
-        train mode (batch statistics of the whole data, running statistics
-        left alone; ``Objective(train_mode=True)``). Default: eval mode, the
-        library's default, which uses the running statistics. Dropout is on
+        train mode: ``Objective(train_mode=True)``, batch statistics of each
+        chunk of :data:`~critpoint.training.evaluation.EVAL_CHUNK` samples
+        (the whole data when it is smaller), running statistics neither used
+        nor updated (see :class:`~critpoint.training.evaluation.FullDataEvaluation`).
+        Default: eval mode, the library's default, which uses the running
+        statistics. Dropout is on
         in train mode too, and the Hessian's symmetry probe then refuses it
         (:class:`~critpoint.NonDeterministicError`).
     optimizer_kwargs : dict, optional
@@ -654,8 +657,13 @@ def train(
             )
         tracker = None
         if tracking.quantities:
+            # The same loss, in the same batches, as the evaluation's.
             objective = Objective(
-                model, loss_fn, (problem.x, problem.y), train_mode=train_mode
+                model,
+                loss_fn,
+                (problem.x, problem.y),
+                train_mode=train_mode,
+                batch_size=EVAL_CHUNK,
             )
             tracker = CurvatureTracker(objective, tracking, run_seed)
         _seed_streams(run_seed, problem.params[0].device)

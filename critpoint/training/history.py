@@ -108,6 +108,16 @@ class History:
         return math.nan
 
     @property
+    def final_accuracy(self) -> float | None:
+        """Training accuracy at the last evaluation, or ``None`` without one."""
+        return self.accuracy[-1] if self.accuracy else None
+
+    @property
+    def final_test_accuracy(self) -> float | None:
+        """Test accuracy at the last evaluation, or ``None`` without one."""
+        return self.test_accuracy[-1] if self.test_accuracy else None
+
+    @property
     def final_sharpness(self) -> float | None:
         """Sharpness at the last tracking point, or ``None`` if not tracked."""
         return self.sharpness[-1] if self.sharpness else None

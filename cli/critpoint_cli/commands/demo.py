@@ -103,11 +103,12 @@ def demo(ctx: click.Context, out_dir: str, steps: int, lr: float, quick: bool) -
                 f"minimum ratio {num(d.minimum_ratio, 4)}",
             )
         )
-    if history.test_accuracy:
+    train_acc, test_acc = history.final_accuracy, history.final_test_accuracy
+    if train_acc is not None and test_acc is not None:
         lines.append(
             field_line(
                 "Accuracy",
-                f"{100 * history.accuracy[-1]:.1f}% train, {100 * history.test_accuracy[-1]:.1f}% test",
+                f"{100 * train_acc:.1f}% train, {100 * test_acc:.1f}% test",
             )
         )
     lines += [

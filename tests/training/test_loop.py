@@ -263,3 +263,23 @@ def test_divergence_raises_nonfinite_error_naming_the_step():
     partial = info.value.history
     assert 0 < partial.num_steps < 500
     assert f"step {partial.num_steps}" in str(info.value)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_training_matches_the_cpu(digits, small_model):
+    """Full-batch float64 GD: the same run on CUDA as on the CPU; CUDA's RNG untouched."""
+    cuda_state = torch.cuda.get_rng_state()
+    runs = {}
+    for device in ("cpu", "cuda"):
+        model = small_model().to(device)
+        runs[device] = train(
+            model, digits, lr=0.3, steps=5, track={"sharpness"}, track_tol=1e-10
+        )
+        assert next(model.parameters()).device.type == device
+    cpu, gpu = runs["cpu"], runs["cuda"]
+    assert gpu.loss == pytest.approx(cpu.loss, rel=1e-10)
+    assert gpu.full_loss == pytest.approx(cpu.full_loss, rel=1e-10)
+    assert gpu.accuracy == cpu.accuracy
+    assert gpu.sharpness == pytest.approx(cpu.sharpness, rel=1e-8)
+    assert torch.equal(torch.cuda.get_rng_state(), cuda_state)

@@ -11,18 +11,37 @@ Launch a script with ``torchrun`` (gloo on CPU, NCCL on GPU)::
 
     torchrun --nproc-per-node=2 my_analysis.py
 
-where the script calls :func:`init_from_env`, takes its part of the data with
-:func:`shard` and builds ``Objective(..., process_group=dist.group.WORLD)``.
+where the script takes its part with :func:`setup` — which, under
+``torchrun``, initialises the default group from the environment and shards
+the data, and otherwise hands the data back whole — and builds
+``Objective(..., data=part.data, process_group=part.process_group)``; the same
+script then runs in one process too. :func:`init_from_env` and :func:`shard`
+are the two halves, for a script that wants them apart.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from critpoint.errors import InputError
+
+__all__ = [
+    "Part",
+    "allreduce_bytes_per_hvp",
+    "finish",
+    "init_from_env",
+    "is_main",
+    "launched_by_torchrun",
+    "local_device",
+    "setup",
+    "shard",
+    "shard_range",
+]
 
 
 def shard_range(num_samples: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -75,18 +94,12 @@ def shard(data: Any, rank: int | None = None, world_size: int | None = None) -> 
             msg = "torch.distributed is not initialised; call init_from_env() under torchrun, or pass rank and world_size"
             raise InputError(msg)
         rank, world_size = dist.get_rank(), dist.get_world_size()
-    if hasattr(data, "inputs") and hasattr(data, "targets") and hasattr(data, "subset"):
+    if _is_data(data):
         start, stop = shard_range(len(data.inputs), rank, world_size)
-        import dataclasses
-
         return dataclasses.replace(
             data, inputs=data.inputs[start:stop], targets=data.targets[start:stop]
         )
-    if (
-        isinstance(data, (tuple, list))
-        and len(data) == 2
-        and all(isinstance(t, torch.Tensor) for t in data)
-    ):
+    if _is_pair(data):
         inputs, targets = data
         start, stop = shard_range(inputs.shape[0], rank, world_size)
         return inputs[start:stop], targets[start:stop]
@@ -100,6 +113,124 @@ def shard(data: Any, rank: int | None = None, world_size: int | None = None) -> 
 def launched_by_torchrun() -> bool:
     """Whether the environment of ``torchrun`` (``WORLD_SIZE``, ``RANK``) is present."""
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
+def local_device(device: str | torch.device) -> torch.device:
+    """The device of this process: under ``torchrun``, ``cuda`` is its own GPU.
+
+    ``torchrun`` starts one process per GPU of a machine and gives each its
+    ``LOCAL_RANK``: a ``cuda`` device without an index becomes
+    ``cuda:LOCAL_RANK`` (modulo the GPUs visible). Any other device, or a
+    process outside ``torchrun``, keeps the device it names.
+
+    Parameters
+    ----------
+    device : str or torch.device
+
+    Returns
+    -------
+    torch.device
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        return torch.device(
+            "cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count()
+        )
+    return device
+
+
+@dataclass(frozen=True)
+class Part:
+    """The part of a (possibly) data-parallel run that one process holds: see :func:`setup`.
+
+    Attributes
+    ----------
+    data : object
+        The rank's contiguous shard of the data (the whole data in one process).
+    process_group : torch.distributed.ProcessGroup or None
+        For ``Objective(process_group=...)``; ``None`` in one process.
+    rank, world_size : int
+        ``0`` and ``1`` in one process.
+    """
+
+    data: Any
+    process_group: Any = None
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process should print and write (rank 0)."""
+        return self.rank == 0
+
+
+def setup(data: Any, device: str | torch.device | None = None) -> Part:
+    """The part of the data this process holds, and its process group under ``torchrun``.
+
+    Under ``torchrun`` (:func:`launched_by_torchrun`): initialises the default
+    process group from the environment (:func:`init_from_env`; nothing
+    happens if it is already up) and takes this rank's contiguous shard of
+    the data (:func:`shard`). Otherwise the data comes back whole, with no
+    group, so one script serves both.
+
+    Parameters
+    ----------
+    data : critpoint.data.Data, (inputs, targets) tensors, or any data
+        The whole data set. Under ``torchrun`` it must be held in memory
+        (a ``Data`` or a tensor pair): a ``Dataset`` or ``DataLoader`` is
+        sharded by its own ``DistributedSampler``, not here.
+    device : str or torch.device, optional
+        The device the analysis runs on (NCCL for CUDA, gloo otherwise).
+
+    Returns
+    -------
+    Part
+
+    Raises
+    ------
+    InputError
+        Under ``torchrun``, for data not held in memory, or fewer samples
+        than processes.
+    """
+    if not launched_by_torchrun():
+        return Part(data)
+    if not _in_memory(data):
+        what = type(data).__name__
+        if hasattr(data, "kind") and hasattr(data, "name"):  # a critpoint DataSource
+            what = f"{data.name!r}, a {data.kind}"
+        msg = (
+            f"data {what}: under torchrun critpoint shards in-memory (inputs, targets) "
+            "data only; return a tensor pair from your data function, or shard it "
+            "yourself in a Python script"
+        )
+        raise InputError(msg)
+    import torch.distributed as dist
+
+    group = init_from_env(device)
+    return Part(
+        shard(data),
+        process_group=group,
+        rank=dist.get_rank(),
+        world_size=dist.get_world_size(),
+    )
+
+
+def _in_memory(data: Any) -> bool:
+    """A ``Data`` or a pair of tensors: what :func:`shard` takes."""
+    return _is_data(data) or _is_pair(data)
+
+
+def _is_data(data: Any) -> bool:
+    """A :class:`critpoint.data.Data` (duck-typed: inputs, targets, subset)."""
+    return all(hasattr(data, a) for a in ("inputs", "targets", "subset"))
+
+
+def _is_pair(data: Any) -> bool:
+    return (
+        isinstance(data, (tuple, list))
+        and len(data) == 2
+        and all(isinstance(t, torch.Tensor) for t in data)
+    )
 
 
 def init_from_env(device: str | torch.device | None = None) -> Any:

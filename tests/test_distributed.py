@@ -9,7 +9,14 @@ import torch
 import torch.nn.functional as F
 
 import critpoint as cp
-from critpoint.distributed import allreduce_bytes_per_hvp, shard, shard_range
+from critpoint.data import DataSource
+from critpoint.distributed import (
+    allreduce_bytes_per_hvp,
+    local_device,
+    setup,
+    shard,
+    shard_range,
+)
 
 WORKER = Path(__file__).with_name("_distributed_worker.py")
 
@@ -93,3 +100,104 @@ def test_shard_ranges_cover_the_data_unevenly():
     with pytest.raises(cp.InputError, match="not initialised"):
         shard((X, y))
     assert allreduce_bytes_per_hvp(85002, torch.float32) == 340008
+
+
+SETUP_SCRIPT = """
+import json, sys
+import torch
+from critpoint import distributed
+X = torch.arange(23.0).reshape(23, 1)
+y = torch.arange(23)
+part = distributed.setup((X, y), "cpu")
+again = distributed.setup((X, y), "cpu")  # the group is up already: same part
+out = {
+    "rank": part.rank, "world_size": part.world_size, "is_main": part.is_main,
+    "targets": part.data[1].tolist(), "grouped": part.process_group is not None,
+    "again": again.data[1].tolist(),
+}
+distributed.finish()
+print(json.dumps(out))
+"""
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.distributed
+def test_setup_under_torchrun_shards_the_data_and_joins_the_group():
+    import json
+    import os
+
+    port = str(free_port())
+    procs = []
+    for rank in range(2):
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", SETUP_SCRIPT],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    parts = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+        parts.append(json.loads(out.strip().splitlines()[-1]))
+    assert [q["rank"] for q in parts] == [0, 1]
+    assert [q["world_size"] for q in parts] == [2, 2]
+    assert [q["is_main"] for q in parts] == [True, False]
+    assert parts[0]["targets"] == list(range(12))  # uneven shards: 12 and 11
+    assert parts[1]["targets"] == list(range(12, 23))
+    assert all(q["grouped"] and q["again"] == q["targets"] for q in parts)
+
+
+def test_setup_in_one_process_gives_the_whole_data(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    X = torch.zeros(5, 2)
+    y = torch.arange(5)
+    part = setup((X, y))
+    assert part.data[0] is X
+    assert part.data[1] is y
+    assert part.process_group is None
+    assert (part.rank, part.world_size, part.is_main) == (0, 1, True)
+    loader = torch.utils.data.DataLoader(list(zip(X, y, strict=True)), batch_size=2)
+    assert setup(loader).data is loader  # any data, whole, outside torchrun
+
+
+def test_setup_under_torchrun_refuses_data_not_in_memory(monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    source = DataSource(kind="dataloader", obj=[], name="mine:loader")
+    with pytest.raises(
+        cp.InputError, match="'mine:loader', a dataloader: under torchrun"
+    ):
+        setup(source)
+    with pytest.raises(cp.InputError, match="data list: under torchrun"):
+        setup([1, 2, 3])
+
+
+def test_local_device_is_the_process_gpu_under_torchrun(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert local_device("cuda") == torch.device("cuda", 1)
+    assert local_device(torch.device("cuda", 0)) == torch.device("cuda", 0)
+    assert local_device("cpu") == torch.device("cpu")
+    monkeypatch.delenv("LOCAL_RANK")
+    assert local_device("cuda") == torch.device("cuda")

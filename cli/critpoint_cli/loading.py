@@ -8,7 +8,6 @@ what was chosen, so that the JSON output can name every setting.
 from __future__ import annotations
 
 import fnmatch
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from critpoint import distributed
 from critpoint.data import (
     Data,
     DataSource,
@@ -33,18 +33,17 @@ from critpoint_cli.options import State
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else the CPU; ``cuda`` must be available."""
+    """``auto`` → CUDA when available, else the CPU; ``cuda`` must be available.
+
+    Under ``torchrun``, ``cuda`` is the process's own GPU
+    (:func:`critpoint.distributed.local_device`).
+    """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         msg = "--device cuda was asked for but CUDA is not available here (torch was built without it or no GPU is visible); use --device cpu or auto"
         raise InputError(msg)
-    if name == "cuda" and "LOCAL_RANK" in os.environ:
-        # Under torchrun: one GPU per process on each machine.
-        return torch.device(
-            "cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count()
-        )
-    return torch.device(name)
+    return distributed.local_device(name)
 
 
 def model_dtype(model: nn.Module) -> torch.dtype:
@@ -140,31 +139,19 @@ class Setup:
         """An :class:`Objective` over the selected parameters (``None``: all).
 
         Under ``torchrun`` each rank takes a contiguous shard of the data and
-        the objective all-reduces over the default process group.
+        the objective all-reduces over the default process group
+        (:func:`critpoint.distributed.setup`).
         """
-        from critpoint import distributed
-
-        data = self.data_input
-        group = None
-        if distributed.launched_by_torchrun():
-            if not isinstance(self.data, Data):
-                msg = (
-                    f"data {self.data.name!r} is a {self.data.kind}; under torchrun critpoint "
-                    "shards in-memory (inputs, targets) data only; return a tensor pair from "
-                    "your data function, or shard it yourself in a Python script"
-                )
-                raise InputError(msg)
-            group = distributed.init_from_env(self.device)
-            data = distributed.shard(data)
+        part = distributed.setup(self.data, self.device)
         return Objective(
             self.model,
             self.loss_fn,
-            data,
+            part.data,
             params=params,
             device=self.device,
             dtype=self.dtype,
             batch_size=self.batch_size,
-            process_group=group,
+            process_group=part.process_group,
         )
 
     def describe(self) -> str:

@@ -79,15 +79,3 @@ def escaped_name(checkpoint: str) -> str:
     p = Path(checkpoint)
     suffix = p.suffix if p.suffix and p.suffix.lower() != ".pt2" else ".ckpt"
     return str(p.with_name(f"{p.stem}-escaped{suffix}"))
-
-
-def plain(value: object) -> object:
-    """A JSON round trip: plain ``str``/``float``/``list``/``dict`` only.
-
-    Checkpoints are read with ``weights_only=True``, which refuses ``str``
-    subclasses such as ``torch.__version__`` (a ``TorchVersion``); a round trip
-    through JSON turns every such value into a plain type.
-    """
-    import json
-
-    return json.loads(json.dumps(value, default=str))

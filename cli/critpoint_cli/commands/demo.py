@@ -1,19 +1,14 @@
-"""``critpoint demo``: train the demo MLP, diagnose three points, write one report."""
+"""``critpoint demo``: :func:`critpoint.demo.run_demo`, and its summary printed."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import click
 
-from critpoint_cli.commands._common import plain, stage, start
+from critpoint_cli.commands._common import stage, start
 from critpoint_cli.options import get_state, global_options
-
-#: Initial weights are the default ones times this: gradient descent then
-#: starts next to the saddle at the origin and stalls there for a while.
-INIT_SCALE = 1e-4
 
 
 @click.command()
@@ -71,148 +66,35 @@ def demo(ctx: click.Context, out_dir: str, steps: int, lr: float, quick: bool) -
     start(state)
     t0 = time.perf_counter()
 
-    import copy
-
-    import torch
-
-    import critpoint as cp
-    from critpoint.data import load_data
-    from critpoint.io.checkpoint import save_checkpoint
-    from critpoint.landscape import landscape
-    from critpoint.losses import get_loss
-    from critpoint.models import build_model
-    from critpoint.report import ReportEntry, build_report
-    from critpoint.specs import dtype_name, parse_dtype
-    from critpoint.training import train
+    from critpoint.demo import INIT_SCALE, run_demo
+    from critpoint.specs import parse_dtype
     from critpoint_cli.loading import resolve_device
 
-    out = Path(out_dir)
-    seed = state.seed
-    device = resolve_device(state.device)
-    dtype = parse_dtype(state.dtype) or torch.float32
-    progress = state.show_progress()
-    width = 8 if quick else 32
-    model_kwargs: dict[str, Any] = {"widths": [width], "activation": "relu"}
-    net = build_model("mlp", seed=seed, **model_kwargs)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.mul_(INIT_SCALE)
-    net = net.to(device=device, dtype=dtype)
-    data = load_data("digits", dtype=dtype)
-    test = load_data("digits", split="test", dtype=dtype)
-    data_spec: dict[str, Any] = {"name": "digits", "kwargs": {}}
-    sizes: dict[str, Any] = {}
-    lands: dict[str, Any] = {}
-    if quick:
-        data = data.subset(200, seed=seed)
-        test = test.subset(100, seed=seed)
-        data_spec.update(max_samples=200, subset_seed=seed)
-        sizes = {"num_probes": 4, "num_steps": 20, "trace_matvecs": 12}
-        lands = {"num": 9, "plane_num": 7}
-    loss_fn = get_loss("cross_entropy")
-
-    def objective(model: torch.nn.Module) -> cp.Objective:
-        return cp.Objective(model, loss_fn, data.as_tuple(), device=device, dtype=dtype)
-
-    def examine(model: torch.nn.Module) -> tuple[Any, Any]:
-        obj = objective(model)
-        dg = cp.diagnose(obj, seed=seed, progress=progress, **sizes)
-        land = landscape(obj, dg, seed=seed, progress=progress, **lands)
-        return dg, land
-
-    points: list[tuple[str, int, Any, Any]] = []
-    with stage(state, "diagnosing the initialisation"):
-        dg, land = examine(net)
-        points.append(("initialisation", 0, dg, land))
-
-    # The stalled point: the smallest full-batch gradient while the loss is
-    # still on the plateau it started on (θ_k is saved before update k).
-    loss0 = dg.loss
-    snapshot = {"step": 0, "state": copy.deepcopy(net.state_dict())}
-    best: dict[str, Any] = {"grad": float("inf"), "step": None, "state": None}
-
-    def watch(k: int, history: Any) -> None:
-        if history.loss[k] > 0.98 * loss0 and history.grad_norm[k] < best["grad"]:
-            best.update(grad=history.grad_norm[k], step=k, state=snapshot["state"])
-        snapshot.update(step=k + 1, state=copy.deepcopy(net.state_dict()))
-
-    with stage(state, f"training ({steps} steps of gradient descent)"):
-        history = train(
-            net,
-            data,
-            loss="cross_entropy",
-            optimizer="sgd",
-            lr=lr,
-            steps=steps,
-            seed=seed,
-            track={"sharpness", "lambda_min"},
-            track_every=max(1, steps // 10),
-            test_data=test,
-            progress=progress,
-            callback=watch,
-        )
-    if best["state"] is not None:
-        stalled = copy.deepcopy(net)
-        stalled.load_state_dict(best["state"])
-        with stage(state, f"diagnosing the stalled point (step {best['step']})"):
-            dg, land = examine(stalled)
-            points.append(("stalled", int(best["step"]), dg, land))
-        save_checkpoint(
-            out / "stalled.ckpt",
-            stalled,
-            data_spec=data_spec,
-            loss="cross_entropy",
-            meta={"demo": "stalled point", "step": int(best["step"]), "seed": seed},
-        )
-    with stage(state, "diagnosing the end of training"):
-        dg, land = examine(net)
-        points.append(("end", history.num_steps, dg, land))
-
-    settings = {
-        "command": "demo",
-        "model": net.critpoint_spec,
-        "init_scale": INIT_SCALE,
-        "data": data_spec,
-        "test_data": {"name": "digits", "kwargs": {"split": "test"}},
-        "quick": quick,
-        "num_samples": len(data),
-        "loss": "cross_entropy",
-        "optimizer": "sgd",
-        "lr": lr,
-        "steps": steps,
-        "seed": seed,
-        "device": str(device),
-        "dtype": dtype_name(dtype),
-        "checkpoint": str(out / "model.ckpt"),
-    }
-    save_checkpoint(
-        out / "model.ckpt",
-        net,
-        data_spec=data_spec,
-        loss="cross_entropy",
-        history=plain(history.to_dict()),
-        meta=plain({"demo": settings}),
+    result = run_demo(
+        out_dir,
+        steps=steps,
+        lr=lr,
+        quick=quick,
+        seed=state.seed,
+        device=resolve_device(state.device),
+        dtype=parse_dtype(state.dtype),
+        progress=state.show_progress(),
+        stage=lambda text: stage(state, text),
     )
-    with stage(state, "writing the report"):
-        page = build_report(
-            [ReportEntry(label, d, ls, step) for label, step, d, ls in points],
-            out,
-            history=history.to_dict(),
-            title="critpoint demo: an MLP on the digits, from initialisation to the end of training",
-            settings=settings,
-            dpi=50 if quick else 110,
-        )
     elapsed = time.perf_counter() - t0
 
+    out = Path(out_dir)
+    history = result.history
     lines = [
-        f"Demo: MLP 64 → {width} → 10 ({sum(p.numel() for p in net.parameters()):,} parameters) "
-        f"on digits ({len(data):,} samples), gradient descent with η = {lr:g} from weights × "
-        f"{INIT_SCALE:g}.",
+        f"Demo: MLP 64 → {result.width} → 10 ({result.num_params:,} parameters) "
+        f"on digits ({result.num_samples:,} samples), gradient descent with η = {lr:g} "
+        f"from weights × {INIT_SCALE:g}.",
         "",
     ]
-    for label, step, d, _ in points:
+    for point in result.points:
+        d = point.diagnosis
         lines.append(
-            field_line(f"{label.capitalize()}", f"step {step}: {d.headline()}")
+            field_line(point.label.capitalize(), f"step {point.step}: {d.headline()}")
         )
         lines.append(
             field_line(
@@ -222,23 +104,24 @@ def demo(ctx: click.Context, out_dir: str, steps: int, lr: float, quick: bool) -
                 f"minimum ratio {num(d.minimum_ratio, 4)}",
             )
         )
-    if history.test_accuracy:
+    train_acc, test_acc = history.final_accuracy, history.final_test_accuracy
+    if train_acc is not None and test_acc is not None:
         lines.append(
             field_line(
                 "Accuracy",
-                f"{100 * history.accuracy[-1]:.1f}% train, {100 * history.test_accuracy[-1]:.1f}% test",
+                f"{100 * train_acc:.1f}% train, {100 * test_acc:.1f}% test",
             )
         )
     lines += [
         "",
-        field_line("Report", str(page)),
+        field_line("Report", str(result.report)),
         field_line("Checkpoint", str(out / "model.ckpt")),
         field_line("Next", f"critpoint diagnose {out / 'model.ckpt'}"),
         field_line("", f"critpoint escape {out / 'stalled.ckpt'} -o escaped.ckpt")
-        if best["state"] is not None
+        if result.stalled_checkpoint is not None
         else "",
         "",
         f"Done in {elapsed:.1f} s.",
     ]
     if not state.quiet:
-        click.echo("\n".join(line for line in lines if line is not None))
+        click.echo("\n".join(lines))

@@ -7,19 +7,19 @@ from typing import Any
 
 import click
 
-from critpoint_cli.commands._common import (
-    check_paths,
-    plain,
-    spec_files,
-    stage,
-    start,
-)
+from critpoint_cli.commands._common import check_paths, spec_files, stage, start
 from critpoint_cli.options import JSON_OBJECT, get_state, global_options, json_option
 
+# The library's names (critpoint.training: OPTIMIZERS, SCHEDULES, TRACKABLE),
+# spelled out so that `critpoint train --help` needs no torch import; a test
+# checks that they agree.
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step", "linear")
 TRACKABLE = ("sharpness", "lambda_min", "minimum_ratio")
 DEFAULT_STEPS = 300
+#: Schema name and version of the --json document.
+TRAIN_SCHEMA = "critpoint.train"
+TRAIN_SCHEMA_VERSION = 1
 
 
 @click.command()
@@ -207,7 +207,7 @@ def train(
         steps = DEFAULT_STEPS
     t0 = time.perf_counter()
 
-    import critpoint as cp
+    from critpoint._json import header
     from critpoint.data import Data
     from critpoint.errors import InputError
     from critpoint.io.checkpoint import save_checkpoint
@@ -294,23 +294,18 @@ def train(
         model_spec=loading.model_spec_for(out_path, model_spec),
         data_spec=loading.data_spec_for(out_path, setup.data_spec),
         loss=loading.loss_for(out_path, setup.loss_name),
-        history=plain(history.to_dict()),
-        meta=plain({"train": settings}),
+        history=history,
+        meta={"train": settings},
     )
     elapsed = time.perf_counter() - t0
 
     out.json(
         {
-            "schema": "critpoint.train",
-            "schema_version": 1,
-            "critpoint_version": cp.__version__,
-            "torch_version": _torch_version(),
+            **header(TRAIN_SCHEMA, TRAIN_SCHEMA_VERSION),
             "output": out_path,
             "final_loss": history.final_loss,
-            "final_accuracy": history.accuracy[-1] if history.accuracy else None,
-            "final_test_accuracy": history.test_accuracy[-1]
-            if history.test_accuracy
-            else None,
+            "final_accuracy": history.final_accuracy,
+            "final_test_accuracy": history.final_test_accuracy,
             "num_steps": history.num_steps,
             "stop_reason": history.stop_reason,
             "settings": settings,
@@ -329,10 +324,10 @@ def train(
         )
     )
     lines.append(field_line("Loss", f"{num(first, 5)} → {num(history.final_loss, 5)}"))
-    if history.accuracy:
-        acc = f"{100 * history.accuracy[-1]:.1f}%"
-        if history.test_accuracy:
-            acc += f" (test {100 * history.test_accuracy[-1]:.1f}%)"
+    if history.final_accuracy is not None:
+        acc = f"{100 * history.final_accuracy:.1f}%"
+        if history.final_test_accuracy is not None:
+            acc += f" (test {100 * history.final_test_accuracy:.1f}%)"
         lines.append(field_line("Accuracy", acc))
     if history.sharpness:
         lines.append(
@@ -349,9 +344,3 @@ def train(
     lines.append(field_line("Next", f"critpoint diagnose {out_path}"))
     out.result("\n".join(lines))
     out.written()
-
-
-def _torch_version() -> str:
-    import torch
-
-    return str(torch.__version__)

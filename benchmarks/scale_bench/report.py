@@ -509,7 +509,7 @@ def _cli_lines(cli: dict[str, Any], whole: bool) -> list[str]:
         f"The CLI equivalent{what}, `critpoint diagnose` on the same weights (a state "
         f"dict) and data (`.npz`), in its own process: {s(cli['wall'] / 60)} min wall "
         f"(interpreter start and loading included), peak resident memory "
-        f"{gib(cli['peak_rss_mib'])}, exit code {cli['returncode']}"
+        f"{gib(cli['cli_peak_rss_mib'])}, exit code {cli['returncode']}"
         f"{', verdict ' + str(cli.get('kind')) if cli.get('kind') else ''}.",
         "",
         "```",

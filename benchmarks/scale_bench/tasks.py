@@ -632,15 +632,31 @@ def cli(wl: Workload, p: dict[str, Any]) -> dict[str, Any]:
     """The ``critpoint diagnose`` command on the same weights and data (its own process)."""
     folder = Path(p["folder"])
     cmd = [str(a) for a in p["command"]]
+    hwm = 0.0
     with Clock() as c:
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=p.get("cwd"))
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        status = Path(f"/proc/{proc.pid}/status")
+        while proc.poll() is None:
+            # The child's own high-water mark, sampled while it runs.
+            try:
+                for line in status.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        hwm = max(hwm, int(line.split()[1]) / 1024.0)
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        _, stderr = proc.communicate()
     child = resource.getrusage(resource.RUSAGE_CHILDREN)
     result: dict[str, Any] = {
         "wall": c.wall,
         "returncode": proc.returncode,
-        "peak_rss_mib": child.ru_maxrss / 1024.0,
+        "cli_peak_rss_mib": max(hwm, child.ru_maxrss / 1024.0),
+        "rusage_children_maxrss_mib": child.ru_maxrss / 1024.0,
+        "sampled_hwm_mib": hwm,
         "child_cpu": child.ru_utime + child.ru_stime,
-        "stderr_tail": proc.stderr[-2000:],
+        "stderr_tail": stderr[-2000:],
         "command": " ".join(cmd),
     }
     out = folder / "cli-diagnosis.json"

@@ -177,19 +177,31 @@ def vector_work(
 
         out[f"eigsh_reorth_j{j}_s"] = _median_time(cgs2)
         del Q
-    # One SLQ step at step j over p probes (batch-first basis, bmm), at j = 30.
+    # One SLQ reorthogonalisation pass at step j over p probes, written as
+    # spectral_density writes it (batched matrix-vector products against the
+    # (p, j, n) basis), and the same numbers with the vectors as rows.
     j = 30
     if probes * j * n * 4 < 6 * 2**30:
         B = torch.randn(probes, j, n)
-        W = torch.randn(probes, n, 1)
+        W = torch.randn(n, probes)
 
-        def slq_step(B: torch.Tensor = B, W: torch.Tensor = W) -> None:
-            h = torch.bmm(B, W)
-            W2 = W - torch.bmm(B.transpose(1, 2), h)
-            h2 = torch.bmm(B, W2)
-            _ = W2 - torch.bmm(B.transpose(1, 2), h2)
+        def as_written(B: torch.Tensor = B, W: torch.Tensor = W) -> torch.Tensor:
+            coef = torch.bmm(B, W.T.unsqueeze(2))  # (p, j, 1)
+            return W - torch.bmm(B.transpose(1, 2), coef).squeeze(2).T
 
-        out[f"slq_reorth_p{probes}_j{j}_s"] = _median_time(slq_step)
+        def as_rows(B: torch.Tensor = B, W: torch.Tensor = W) -> torch.Tensor:
+            Wr = W.T.unsqueeze(1)  # (p, 1, n)
+            coef = torch.bmm(Wr, B.transpose(1, 2))  # (p, 1, j)
+            return W - torch.bmm(coef, B).squeeze(1).T
+
+        diff = float((as_written() - as_rows()).abs().max())
+        out["slq_pass"] = {
+            "probes": probes,
+            "j": j,
+            "as_written_s": _median_time(as_written),
+            "as_rows_s": _median_time(as_rows),
+            "max_abs_difference": diff,
+        }
         del B
     return out
 
@@ -253,3 +265,90 @@ def render(res: dict[str, Any]) -> str:
         + ", ".join(f"{k} {1000 * x:.0f} ms" for k, x in v.items() if k != "n")
     )
     return "\n".join(lines)
+
+
+HEADING = "## Scale: where critpoint's time goes"
+
+
+def render_markdown(res: dict[str, Any], quick: bool) -> str:
+    """The README section of ``scale.py profile --write``."""
+    size = " (`--quick` widths)" if quick else ""
+    lines = [
+        HEADING,
+        "",
+        f"`.venv/bin/python benchmarks/scale.py profile --write`{size}: one torch "
+        "thread, the two ResNets at their full widths on fewer images (the "
+        "per-image work scales down, the per-parameter work is all there). "
+        "Median of 3 wall-clock calls after a warm-up; operator shares are the "
+        "`torch.profiler` self CPU time of one call.",
+        "",
+        "| | ResNet-20 | ResNet-18 |",
+        "|---|---:|---:|",
+    ]
+    a, b = res["resnet20"], res["resnet18"]
+
+    def row(label: str, key: str, ratio: bool = True) -> str:
+        cells = []
+        for r in (a, b):
+            x = r[key]
+            cells.append(
+                f"{1000 * x:.0f} ms" + (f" ({x / r['grad_s']:.2f}×)" if ratio else "")
+            )
+        return f"| {label} | " + " | ".join(cells) + " |"
+
+    lines += [
+        f"| parameters, images | {a['num_params']:,}, {a['images']} | {b['num_params']:,}, {b['images']} |",
+        row("gradient (`obj.grad`)", "grad_s"),
+        row("HVP through the operator (kept linearisation)", "op_hvp_s"),
+        row("block of 2 through the operator", "op_block2_s"),
+        row("fresh HVP (`obj.hvp`)", "fresh_hvp_s"),
+        row(
+            "PyHessian's product (`autograd.grad` on its retained graph)",
+            "pyhessian_hvp_s",
+        ),
+        row("`Objective(...)`", "objective_s"),
+        row(
+            "a new operator's first product (linearise + 1 product)", "first_product_s"
+        ),
+        row("`hessian()` with its symmetry probe", "hessian_with_probe_s"),
+        row(
+            "PyHessian's set-up (forward + `create_graph` backward)",
+            "pyhessian_setup_s",
+        ),
+        "",
+        "Self CPU time by kind of operator:",
+        "",
+        "| call | ResNet-20 | ResNet-18 |",
+        "|---|---|---|",
+    ]
+    for key, label in (
+        ("profile_grad", "gradient"),
+        ("profile_op_hvp", "critpoint HVP (operator)"),
+        ("profile_pyhessian_hvp", "PyHessian HVP"),
+    ):
+        cells = []
+        for r in (a, b):
+            groups = list(r[key]["groups"].items())[:4]
+            cells.append(", ".join(f"{k} {100 * v:.0f} %" for k, v in groups))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    v = res["vectors"]
+    lines += [
+        "",
+        f"The solvers' own vector work at ResNet-18's size (n = {v['n']:,}, float32):",
+        "",
+    ]
+    for k, x in v.items():
+        if k.startswith("eigsh_reorth_j"):
+            j = k.removeprefix("eigsh_reorth_j").removesuffix("_s")
+            lines.append(
+                f"- `eigsh`, one Gram–Schmidt step (twice) against {j} basis vectors: {1000 * x:.0f} ms"
+            )
+    if "slq_pass" in v:
+        p = v["slq_pass"]
+        lines.append(
+            f"- `spectral_density`, one reorthogonalisation pass over {p['probes']} probes at step "
+            f"{p['j']}: {1000 * p['as_written_s']:.0f} ms as written (`bmm(B, w)` then "
+            f"`bmm(Bᵀ, c)`), {1000 * p['as_rows_s']:.0f} ms with the vectors as rows "
+            f"(`bmm(wᵀ, Bᵀ)` then `bmm(cᵀ, B)`, the same numbers to {p['max_abs_difference']:.0e})"
+        )
+    return "\n".join(lines) + "\n"

@@ -148,6 +148,15 @@ def render_resnet20(res: dict[str, Any]) -> str:
         f"critpoint's.",
         "",
     ]
+    chk = res.get("truth_check")
+    if _ok(chk) and chk.get("arpack"):
+        diff = abs(chk["arpack"][0] - lam1) / abs(lam1)
+        lines += [
+            f"Cross-check: ARPACK (`scipy.sparse.linalg.eigsh` on the float64 "
+            f"`H.to_scipy()`, tol 1e-10) gives λ₁ = {chk['arpack'][0]:.10g}, "
+            f"relative difference {diff:.1e}.",
+            "",
+        ]
     rows = [
         "| task | library (setting) | set-up | solve | total | CPU | × critpoint | HVPs (+ set-up) | error |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|",

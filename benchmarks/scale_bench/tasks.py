@@ -22,6 +22,7 @@ import inspect
 import json
 import math
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -521,6 +522,7 @@ def costs(wl: Workload, p: dict[str, Any]) -> dict[str, Any]:
     obj.hvp(v)  # warm-up
     out["fresh_hvp_wall"], out["fresh_hvp_cpu"] = _median_time(lambda: obj.hvp(v), reps)
     # The first product of a new operator: linearise every batch, then one product.
+    H = None  # free its kept linearisations before the new operator keeps its own
     H2 = obj.hessian(check=False)
     with Clock() as c:
         H2 @ v
@@ -657,7 +659,7 @@ def cli(wl: Workload, p: dict[str, Any]) -> dict[str, Any]:
         "sampled_hwm_mib": hwm,
         "child_cpu": child.ru_utime + child.ru_stime,
         "stderr_tail": stderr[-2000:],
-        "command": " ".join(cmd),
+        "command": shlex.join(cmd),
     }
     out = folder / "cli-diagnosis.json"
     if out.exists():

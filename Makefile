@@ -45,7 +45,7 @@ bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/run.py --write
 
 # critpoint at scale (benchmarks/scale.py): ResNet-20 beside PyHessian and the
-# default diagnosis of a ResNet-18, on one CPU thread (about 1.5 hours); the
+# default diagnosis of a ResNet-18, on one CPU thread (about an hour); the
 # GPU section runs separately: python benchmarks/scale.py gpt2 --write
 bench-scale: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps "pyhessian==0.1"

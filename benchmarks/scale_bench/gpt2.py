@@ -40,8 +40,8 @@ def run(
     except ImportError:  # pragma: no cover
         return _skip("torch is not importable")
     if not torch.cuda.is_available() and not quick:
-        msg = "no CUDA device here: GPT-2 small is measured on a GPU only (use --quick for a tiny CPU check)"
-        log(msg)
+        msg = "no CUDA device on this machine"
+        log(f"{msg}: GPT-2 small is measured on a GPU only (--quick: a tiny CPU check)")
         return _skip(msg)
     try:
         from transformers import GPT2Config, GPT2LMHeadModel
@@ -397,7 +397,9 @@ def render(res: dict[str, Any]) -> str:
         "",
     ]
     if res.get("status") != "ok" or res.get("quick"):
-        why = res.get("note") or "no GPU was available when this section was written"
+        why = "no GPU was available when this section was written" + (
+            f" ({res['note']})" if res.get("note") else ""
+        )
         return (
             "\n".join(
                 [

@@ -540,11 +540,43 @@ PHASES = (
 )
 
 
-def _wrap_phases(counter: Counter) -> dict[str, dict[str, float]]:
+class RSSSampler:
+    """Samples this process's resident memory every ``interval`` s in a thread.
+
+    ``phase`` names what runs now; :attr:`peaks` keeps the largest sample
+    seen under each name (MiB).
+    """
+
+    def __init__(self, interval: float = 0.1) -> None:
+        import threading
+
+        self.phase = "other"
+        self.peaks: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            rss = rss_mib()
+            self.peaks[self.phase] = max(self.peaks.get(self.phase, 0.0), rss)
+
+    def __enter__(self) -> RSSSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _wrap_phases(
+    counter: Counter, sampler: RSSSampler | None = None
+) -> dict[str, dict[str, float]]:
     """Time and count each phase of ``diagnose`` by wrapping what it calls.
 
     The wrapped names are looked up where ``diagnose`` is defined (and on
-    ``Objective``); a phase whose name is not found there is left out.
+    ``Objective``); a phase whose name is not found there is left out. With a
+    ``sampler``, each phase's peak resident memory is recorded too.
     """
     import critpoint as cp
     from critpoint.objective import Objective
@@ -560,10 +592,19 @@ def _wrap_phases(counter: Counter) -> dict[str, dict[str, float]]:
             label, {"wall": 0.0, "cpu": 0.0, "hvps": 0, "calls": 0}
         )
 
-        def timed(*a: Any, _o: Any = original, _s: dict = slot, **k: Any) -> Any:
+        def timed(
+            *a: Any, _o: Any = original, _s: dict = slot, _label: str = label, **k: Any
+        ) -> Any:
             before = counter.count
-            with Clock() as c:
-                result = _o(*a, **k)
+            outer = sampler.phase if sampler else None
+            if sampler:
+                sampler.phase = _label
+            try:
+                with Clock() as c:
+                    result = _o(*a, **k)
+            finally:
+                if sampler:
+                    sampler.phase = outer or "other"
             _s["wall"] += c.wall
             _s["cpu"] += c.cpu
             _s["hvps"] += counter.count - before
@@ -581,11 +622,15 @@ def diagnose(wl: Workload, p: dict[str, Any]) -> dict[str, Any]:
     counter = Counter()
     count_critpoint(counter)
     obj = wl.objective()
-    phases = _wrap_phases(counter)
+    sampler = RSSSampler()
+    phases = _wrap_phases(counter, sampler)
     kwargs = p.get("kwargs", {})
     rss0 = rss_mib()
-    with Clock() as c:
+    with sampler, Clock() as c:
         dg = cp.diagnose(obj, **kwargs)
+    for label, peak in sampler.peaks.items():
+        if label in phases:
+            phases[label]["peak_rss_mib"] = peak
     info = dg.to_dict() if hasattr(dg, "to_dict") else {}
     return {
         "wall": c.wall,

@@ -289,6 +289,16 @@ def run_resnet20(c: dict[str, Any], check_truth: bool = False) -> dict[str, Any]
     res["history"] = run_child(
         c, "history", {"tol": 1e-6, "maxiter": 40, "seed": 0}, "history", t_long
     )
+    res["history_seeds"] = {
+        str(seed): run_child(
+            c,
+            "history",
+            {"tol": 1e-6, "maxiter": 40, "seed": seed},
+            f"history_seed{seed}",
+            t_long,
+        )
+        for seed in seeds[1:]
+    }
     res["elapsed"] = time.time() - res["started"]
     return res
 

@@ -94,8 +94,17 @@ def machine_line(res: dict[str, Any]) -> str:
         f"torch {m.get('torch', '?')}, critpoint {m.get('critpoint', '?')}, "
         f"PyHessian {m.get('pyhessian', '?')}. The whole run took "
         f"{res.get('wall', float('nan')) / 60:.0f} min; load average at the end "
-        f"{load_txt} (1 / 5 / 15 min)."
+        f"{load_txt} (1 / 5 / 15 min){_load_note(load)}."
     )
+
+
+def _load_note(load: Any) -> str:
+    if load and max(load) > 1.2:
+        return (
+            "; above 1, other processes shared the two cores during the run, so "
+            "wall times carry their noise (the CPU times less so)"
+        )
+    return ""
 
 
 def _timing(record: dict[str, Any]) -> dict[str, float]:
@@ -271,7 +280,13 @@ def _resnet20_targets(
     return [
         "Equal accuracy: PyHessian's error is the median over its seeds "
         f"({e(target)}); critpoint's `tol` is the loosest of the ladder whose largest "
-        f"error over the same seeds is no larger ({ladder_txt}).",
+        f"error over the same seeds is no larger ({ladder_txt})."
+        + (
+            " At the looser tolerances some runs stopped on λ₂ with a small "
+            "residual: a residual bounds the distance to *some* eigenvalue."
+            if any(max(st["errors"]) > 0.05 for st in steps)
+            else ""
+        ),
         "",
         "| target | measured | status |",
         "|---|---|---|",
@@ -389,10 +404,12 @@ def _resnet20_history(
         lin = max(0.0, c["first_product_wall"] - hvp)
         now = _timing(eq)["total"]
         projected = obj_time + lin + kt * hvp + fresh
+        same = kt == pts["residual"]["hvps"]
         lines += [
             "Projection from these measurements (wall): today critpoint spends "
             f"{s(now)} s. Stopping on the safeguarded Kato–Temple bound after {kt} "
-            f"products, and a probe that reuses the solver's first products (the "
+            f"products{' (no fewer than today at this accuracy: the gain is the set-up)' if same else ''}, "
+            f"and a probe that reuses the solver's first products (the "
             f"symmetry test uᵀHv = vᵀHu from two Lanczos vectors, the determinism test "
             f"from one recomputed product) would cost the objective ({s(obj_time, 2)} s) + "
             f"the linearisation ({s(lin, 2)} s) + {kt} × {s(hvp, 2)} s + one fresh "
@@ -494,12 +511,14 @@ def _resnet18_diagnosis(res: dict[str, Any]) -> list[str]:
                 d["phases"][label]["peak_rss_mib"] = (
                     ph["peak_rss_mib"] - mem["rss_before_mib"] + base
                 )
-        lines += [
+        mem_note = [
+            "",
             "(Peak memory by phase from a second run of the same diagnosis with "
             f"a sampler of the resident memory every 0.1 s; it peaked "
             f"{gib(mem['peak_rss_mib'] - mem['rss_before_mib'])} above its model and data.)",
-            "",
         ]
+    else:
+        mem_note = []
     if whole:
         lines += [
             f"`critpoint.diagnose(obj)` with its defaults: **{s(d['wall'] / 60)} min**, "
@@ -509,6 +528,7 @@ def _resnet18_diagnosis(res: dict[str, Any]) -> list[str]:
             f"λ_max {d['lambda_max']:.4g}.",
             "",
             *_phase_rows(d["phases"], d["wall"], base),
+            *mem_note,
             "",
         ]
         res["_diag_total"] = d["wall"]
@@ -551,12 +571,15 @@ def _resnet18_diagnosis(res: dict[str, Any]) -> list[str]:
             f"| SLQ, {probes} probes (× {scale:.2g}, estimated) | {s(est)} s | | "
             f"{int(sl['hvps'] * scale)} | | {gib(pred)} for the bases alone |"
         )
+        est_cpu = d["cpu"] + sl["cpu"] * scale
         total += est
         peak_above = max(above, pred + (slq_above - pred * p / probes))
         lines += [
+            *mem_note,
             "",
             f"The SLQ run alone peaked {gib(slq_above)} above its model and data. "
-            f"Estimated default diagnosis: **{s(total / 60)} min**, "
+            f"Estimated default diagnosis: **{s(total / 60)} min** "
+            f"({s(est_cpu / 60)} min by CPU time), "
             f"{d['hvps'] + int(sl['hvps'] * scale)} HVPs, about {gib(peak_above)} above the model "
             "and data (the full SLQ bases plus what the rest of the run holds).",
             "",
@@ -566,10 +589,46 @@ def _resnet18_diagnosis(res: dict[str, Any]) -> list[str]:
         total = math.nan
     res["_diag_total"] = total
     res["_diag_peak_above"] = peak_above
+    lines += _reading(res, d, sl)
     cli = res.get("cli")
     if cli:
         lines += _cli_lines(cli, whole)
     return lines
+
+
+def _reading(
+    res: dict[str, Any], d: dict[str, Any], sl: dict[str, Any] | None
+) -> list[str]:
+    """Each phase's time per product against what one product costs alone."""
+    costs = res.get("costs", {})
+    if not _ok(costs):
+        return []
+    hvp = costs["op_hvp_wall"]
+    parts = []
+    for label, ph in d["phases"].items():
+        if ph.get("calls") and ph["hvps"] >= 10:
+            parts.append(f"{label} {s(ph['wall'] / ph['hvps'], 2)} s")
+    if _ok(sl):
+        parts.append(f"SLQ {s(sl['wall'] / max(sl['hvps'], 1), 2)} s")
+    peaks = {
+        k: ph["peak_rss_mib"] for k, ph in d["phases"].items() if "peak_rss_mib" in ph
+    }
+    peak_txt = ""
+    if peaks:
+        top = max(peaks, key=peaks.get)
+        peak_txt = (
+            f" Outside the density, the phase that holds the most memory is {top}."
+        )
+    return [
+        f"Reading: one product through the operator costs {s(hvp, 2)} s alone; per "
+        f"product, the phases spend {', '.join(parts)}. The difference is the "
+        "solvers' own work on vectors of this length: `eigsh` reorthogonalises "
+        "every new vector against its whole basis, `spectral_density` every "
+        "probe's against its own (see *where critpoint's time goes* for both "
+        "measured alone), and the trace's products come in blocks, which cost "
+        "more per vector than single products on a CPU." + peak_txt,
+        "",
+    ]
 
 
 def _cli_lines(cli: dict[str, Any], whole: bool) -> list[str]:
@@ -643,14 +702,20 @@ def _resnet18_targets(res: dict[str, Any]) -> list[str]:
     def status(ok: bool) -> str:
         return "**met**" if ok else "**not met**"
 
+    est = ""
+    d = res.get("diagnose") or {}
+    if not res.get("default_fits", True) and _ok(d):
+        above_nd = d["peak_rss_mib"] - d["rss_before_mib"]
+        est = f" (estimated; without the density: {gib(above_nd)}, {s(d['wall'] / 60)} min)"
+
     rows = [
         "### Targets",
         "",
         "| target | measured | status |",
         "|---|---|---|",
         f"| an HVP ≤ 2.5 gradients | {ratio:.2f}× (through the operator) | {status(ratio <= 2.5)} |",
-        f"| peak memory ≤ 4 GB above the model and data | {gib(above)} | {status(above * 2**20 <= 4e9)} |",
-        f"| the default diagnosis ≤ 15 min on the {cores}-core machine | {s(total / 60)} min | {status(total <= 900)} |",
+        f"| peak memory ≤ 4 GB above the model and data | {gib(above)}{est} | {status(above * 2**20 <= 4e9)} |",
+        f"| the default diagnosis ≤ 15 min on the {cores}-core machine | {s(total / 60)} min{est} | {status(total <= 900)} |",
         "",
     ]
     if quick:

@@ -11,7 +11,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.critpoint-installed
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench bench-scale install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,14 @@ bench: $(STAMP)
 		"curvlinops-for-pytorch==3.0.1" "einops>=0.8" "einconv>=0.1" "linear-operator>=0.6" "opt-einsum>=3.3"
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/engine.py --write
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/run.py --write
+
+# critpoint at scale (benchmarks/scale.py): ResNet-20 beside PyHessian and the
+# default diagnosis of a ResNet-18, on one CPU thread (about an hour); the
+# GPU section runs separately: python benchmarks/scale.py gpt2 --write
+bench-scale: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps "pyhessian==0.1"
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/scale.py resnet20 --write
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/scale.py resnet18 --write
 
 clean:
 	rm -rf $(VENV) critpoint-demo build *.egg-info

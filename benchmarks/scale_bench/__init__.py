@@ -1,0 +1,1 @@
+"""Pieces of ``benchmarks/scale.py``: models, measurements, the stopping-rule analysis."""

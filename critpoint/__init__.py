@@ -7,7 +7,14 @@ error bounds.
 """
 
 from critpoint._version import __version__
-from critpoint.analysis import Diagnosis, classify, diagnose
+from critpoint.analysis import (
+    Curvature,
+    Diagnosis,
+    classify,
+    curvature,
+    diagnose,
+    zero_tolerance,
+)
 from critpoint.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from critpoint.data import Data, get_loss, load_data
 from critpoint.errors import (
@@ -36,7 +43,6 @@ from critpoint.models import build_model
 from critpoint.objective import Objective
 from critpoint.operator import HessianOperator
 from critpoint.report import build_report, render_report
-from critpoint.rule import Curvature, curvature, zero_tolerance
 from critpoint.training import History, train
 
 __all__ = [

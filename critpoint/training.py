@@ -879,10 +879,9 @@ def train(
 
     def do_track(k: int) -> None:
         nonlocal first_track
-        from critpoint.analysis import minimum_ratio
+        from critpoint.analysis import minimum_ratio, zero_tolerance
         from critpoint.linalg.lanczos import eigsh
         from critpoint.linalg.slq import spectral_density
-        from critpoint.rule import zero_tolerance
 
         assert objective is not None
         H = objective.hessian(check=first_track)

@@ -230,15 +230,3 @@ def test_diagnose_saddle_iff_escape_steps(lam, tol, eig_rtol):
         assert s.step_size == pytest.approx(full.step_size / 2**s.backtracks)
         if s.backtracks == 0:
             assert s.predicted_change == pytest.approx(d.escape_prediction)
-
-
-def test_quadratic_step_closed_form():
-    step = cp.quadratic_step(2.0, -0.5, -4.0)
-    assert step.step_size == pytest.approx(1.0)  # ½·4·α² = 2
-    assert step.predicted_change == pytest.approx(-0.5 - 2.0)
-    capped = cp.quadratic_step(2.0, -0.5, -4.0, max_step=0.1)
-    assert capped.step_size == 0.1
-    assert capped.predicted_change == pytest.approx(-0.05 - 0.02)
-    # a zero loss still gives a step (floored at eps of the dtype)
-    tiny = cp.quadratic_step(0.0, 0.0, -2.0, dtype=torch.float32)
-    assert tiny.step_size == pytest.approx(math.sqrt(torch.finfo(torch.float32).eps))

@@ -17,19 +17,26 @@ the ``critpoint escape`` command), the minimum ratio tracked by
   too: a residual bounds the distance to *some* eigenvalue, not to the
   smallest one, so a Ritz value alone cannot rule out a negative eigenvalue
   the Krylov space never saw. Likewise every eigenvalue clearly negative.
+
+The same tolerance reads a spectral density (:func:`minimum_ratio`: the mass
+not clearly negative), and :func:`default_grad_tol` says when a gradient is
+small enough for the point to count as critical. :func:`measure_extremes` is
+the one eigen-solve behind every verdict.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:
-    from critpoint.operator import HessianOperator
+from critpoint.analysis.diagnosis import Verdict
 
-Kind = Literal["minimum", "maximum", "saddle", "degenerate"]
+if TYPE_CHECKING:
+    from critpoint.linalg.slq import SpectralDensity
+    from critpoint.operator import HessianOperator
 
 
 def zero_tolerance(lambda_min: float, lambda_max: float, eig_rtol: float) -> float:
@@ -150,27 +157,6 @@ def curvature(
         upper=None if upper is None else float(upper),
         probability=None if probability is None else float(probability),
     )
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The outcome of :func:`classify`.
-
-    Attributes
-    ----------
-    kind : {"minimum", "maximum", "saddle", "degenerate"}
-    side : {"positive", "negative", "both", "none"}
-        Signs of the eigenvalues that are clearly away from zero.
-    threshold : float
-        The tolerance ``τ = eig_rtol · scale`` used on top of the error bounds.
-    reason : str
-        One sentence giving the numbers that decided.
-    """
-
-    kind: Kind
-    side: str
-    threshold: float
-    reason: str
 
 
 def _percent(probability: float) -> str:
@@ -311,6 +297,61 @@ def classify(
             probability=probability,
         )
     )
+
+
+def minimum_ratio(
+    density: SpectralDensity, zero_tol: float
+) -> tuple[float, float, float]:
+    """``(minimum ratio, negative fraction, flat fraction)`` of a density at tolerance ``τ``.
+
+    The minimum ratio is the mass *not* clearly negative (at or above ``−τ``):
+    eigenvalues within ``τ`` of zero count as non-negative, since their sign
+    is rounding noise. :func:`diagnose` and :func:`critpoint.train`'s tracking
+    both use it.
+
+    Parameters
+    ----------
+    density : SpectralDensity
+    zero_tol : float
+        ``τ`` of :func:`zero_tolerance`.
+
+    Returns
+    -------
+    (float, float, float)
+    """
+    negative = density.fraction_negative(zero_tol)
+    flat = max(0.0, 1.0 - negative - density.fraction_positive(zero_tol))
+    return 1.0 - negative, negative, flat
+
+
+def default_grad_tol(
+    loss: float, lambda_scale: float, dtype: torch.dtype, rtol: float = 1e-3
+) -> float:
+    """The gradient norm below which a point counts as critical.
+
+    One gradient step with the best step size ``1/λ_max`` lowers the loss by
+    at most ``‖g‖² / (2 λ_max)``. The point is critical when that is below
+    ``rtol`` times the loss (at least ``√eps`` of the dtype, so that a loss
+    fitted to zero still counts): ``‖g‖ ≤ √(2 · λ_max · rtol · max(|L|, √eps))``.
+
+    Parameters
+    ----------
+    loss : float
+        The loss at the point.
+    lambda_scale : float
+        ``max(|λ_min|, |λ_max|)``.
+    dtype : torch.dtype
+        Dtype of the analysis.
+    rtol : float
+        Fraction of the loss a gradient step may still gain.
+
+    Returns
+    -------
+    float
+    """
+    floor = math.sqrt(torch.finfo(dtype).eps)
+    curvature = max(lambda_scale, floor)
+    return math.sqrt(2 * curvature * rtol * max(abs(loss), floor))
 
 
 @dataclass(frozen=True)

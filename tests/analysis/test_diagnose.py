@@ -1,4 +1,4 @@
-"""diagnose / classify: closed-form points, planted spectra, a real MLP on digits."""
+"""diagnose: closed-form points, planted spectra, a real MLP on digits."""
 
 import json
 import math
@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import critpoint as cp
-from critpoint.analysis import default_grad_tol
+from critpoint.analysis.rule import default_grad_tol
 from critpoint.testing import (
     Quadratic,
     planted_matrix,
@@ -163,19 +163,6 @@ def test_planted_spectra(negatives, positives, kind, side):
         assert abs(float(u @ q)) == pytest.approx(1.0, abs=1e-6)
 
 
-def test_negative_eigenvalue_within_its_error_bound_is_degenerate():
-    # a loose solve: the bound, not the value, decides
-    v = cp.classify(-0.02, 0.05, 10.0, 0.01, eig_rtol=1e-3)
-    assert v.kind == "degenerate"
-    assert v.side == "positive"
-    v = cp.classify(-0.02, 0.001, 10.0, 0.01, eig_rtol=1e-3)
-    assert v.kind == "saddle"
-    # the tolerance is relative to the spectrum's scale
-    assert cp.classify(-0.02, 0.0, 100.0, 0.0, eig_rtol=1e-3).kind == "degenerate"
-    assert cp.classify(-0.02, 0.0, 10.0, 0.0, eig_rtol=1e-3).kind == "saddle"
-    assert cp.classify(0.0, 0.0, 0.0, 0.0).side == "none"
-
-
 def test_unconverged_solve_gives_a_marked_verdict():
     g = torch.Generator().manual_seed(0)
     eigenvalues = torch.sort(
@@ -191,9 +178,6 @@ def test_unconverged_solve_gives_a_marked_verdict():
 
 
 def test_grad_tol_rule_and_override():
-    assert default_grad_tol(1.0, 2.0, torch.float64) == pytest.approx(
-        math.sqrt(2 * 2 * 1e-3)
-    )
     _, obj = two_weight_objective(0.3, 0.2)
     d = cp.diagnose(obj, k=2, density=False, trace=False)
     assert not d.critical
@@ -205,30 +189,6 @@ def test_grad_tol_rule_and_override():
     d2 = cp.diagnose(obj, k=2, grad_tol=10.0, density=False, trace=False)
     assert d2.critical
     assert d2.settings["grad_tol"] == 10.0
-
-
-def test_exports_roundtrip_and_plot():
-    _, obj = two_weight_objective()
-    d = cp.diagnose(obj, k=2, seed=3)
-    doc = json.loads(d.to_json())
-    assert doc["schema"] == "critpoint.diagnosis"
-    assert doc["kind"] == "saddle"
-    assert doc["settings"]["seed"] == 3
-    assert doc["lambda_min"] == pytest.approx(-2.0)
-    back = cp.Diagnosis.from_dict(doc)
-    assert back.kind == d.kind
-    assert back.lambda_max == d.lambda_max
-    assert back.density.fraction_positive() == pytest.approx(
-        d.density.fraction_positive()
-    )
-    text = d.summary()
-    assert "saddle" in text
-    assert "-2" in text
-    assert "escape" in text
-    fig = d.plot()
-    assert fig.axes[0].get_xlabel().startswith("eigenvalue")
-    with pytest.raises(cp.InputError, match="not a critpoint diagnosis"):
-        cp.Diagnosis.from_dict({"schema": "other"})
 
 
 def test_bad_arguments():
@@ -321,27 +281,6 @@ def test_minimum_only_when_the_whole_spectrum_is_certified_positive():
     assert "99.9999 %" in strict.reason
     with pytest.raises(cp.InputError, match="delta"):
         cp.diagnose(obj, delta=0.0)
-
-
-def test_classify_with_bounds_on_the_spectrum():
-    args = (1.0, 1e-6, 10.0, 1e-6)
-    assert (
-        cp.classify(*args).kind == "minimum"
-    )  # no bound given: the Ritz values decide
-    assert cp.classify(*args, lower=0.5, upper=10.0).kind == "minimum"
-    v = cp.classify(*args, lower=-0.3, upper=10.0, probability=0.99)
-    assert (v.kind, v.side) == ("degenerate", "positive")
-    assert "lo = -0.3" in v.reason
-    neg = (-10.0, 1e-6, -1.0, 1e-6)
-    assert cp.classify(*neg, lower=-10.0, upper=-0.5).kind == "maximum"
-    assert cp.classify(*neg, lower=-10.0, upper=0.2).kind == "degenerate"
-    # a saddle needs no certificate: a clearly negative Ritz value is one
-    assert cp.classify(-1.0, 1e-6, 10.0, 1e-6, lower=-5.0, upper=20.0).kind == "saddle"
-    c = cp.curvature(-0.02, 0.001, 10.0, 0.0, eig_rtol=1e-3)
-    assert c.zero_tol == cp.zero_tolerance(-0.02, 10.0, 1e-3) == pytest.approx(0.01)
-    assert c.negative
-    assert c.positive
-    assert not c.all_positive
 
 
 def test_zero_hessian_diagnosis_stops_at_once():

@@ -9,15 +9,12 @@ be drawn from it without the model.
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from critpoint._version import __version__
-from critpoint.errors import InputError
+from critpoint._json import check_header, clean, dumps, header
 from critpoint.linalg.slq import SpectralDensity
 from critpoint.linalg.trace import TraceEstimate
 
@@ -259,55 +256,48 @@ class Diagnosis:
 
     # ---------------------------------------------------------------- export
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dictionary (the escape direction is summarised, not listed)."""
-
-        def clean(x: Any) -> Any:
-            if isinstance(x, float) and not math.isfinite(x):
-                return None
-            return x
-
-        return {
-            "schema": DIAGNOSIS_SCHEMA,
-            "schema_version": DIAGNOSIS_SCHEMA_VERSION,
-            "critpoint_version": __version__,
-            "torch_version": torch.__version__,
-            "verdict": self.headline(),
-            "kind": self.kind,
-            "side": self.side,
-            "critical": self.critical,
-            "converged": self.converged,
-            "reason": self.reason,
-            "loss": clean(self.loss),
-            "grad_norm": clean(self.grad_norm),
-            "grad_tol": clean(self.grad_tol),
-            "lambda_min": clean(self.lambda_min),
-            "lambda_min_error": clean(self.lambda_min_error),
-            "lambda_max": clean(self.lambda_max),
-            "lambda_max_error": clean(self.lambda_max_error),
-            "eigenvalues": [clean(x) for x in self.eigenvalues],
-            "eigenvalue_errors": [clean(x) for x in self.eigenvalue_errors],
-            "eigen_converged": list(self.eigen_converged),
-            "zero_tol": self.zero_tol,
-            "eig_rtol": self.eig_rtol,
-            "minimum_ratio": self.minimum_ratio,
-            "negative_fraction": self.negative_fraction,
-            "flat_fraction": self.flat_fraction,
-            "trace": self.trace.to_dict() if self.trace is not None else None,
-            "density": self.density.to_dict() if self.density is not None else None,
-            "has_escape_direction": self.escape_direction is not None,
-            "escape_prediction": self.escape_prediction,
-            "advice": self.advice(),
-            "num_params": self.num_params,
-            "num_matvecs": self.num_matvecs,
-            "settings": self.settings,
-            "lambda_lower": clean(self.lambda_lower),
-            "lambda_upper": clean(self.lambda_upper),
-            "bound_probability": self.bound_probability,
-        }
+        """The ``critpoint.diagnosis`` JSON document (strict JSON values; no eigenvectors)."""
+        return clean(
+            {
+                **header(DIAGNOSIS_SCHEMA, DIAGNOSIS_SCHEMA_VERSION),
+                "verdict": self.headline(),
+                "kind": self.kind,
+                "side": self.side,
+                "critical": self.critical,
+                "converged": self.converged,
+                "reason": self.reason,
+                "loss": self.loss,
+                "grad_norm": self.grad_norm,
+                "grad_tol": self.grad_tol,
+                "lambda_min": self.lambda_min,
+                "lambda_min_error": self.lambda_min_error,
+                "lambda_max": self.lambda_max,
+                "lambda_max_error": self.lambda_max_error,
+                "eigenvalues": self.eigenvalues,
+                "eigenvalue_errors": self.eigenvalue_errors,
+                "eigen_converged": self.eigen_converged,
+                "zero_tol": self.zero_tol,
+                "eig_rtol": self.eig_rtol,
+                "minimum_ratio": self.minimum_ratio,
+                "negative_fraction": self.negative_fraction,
+                "flat_fraction": self.flat_fraction,
+                "trace": self.trace.to_dict() if self.trace is not None else None,
+                "density": self.density.to_dict() if self.density is not None else None,
+                "has_escape_direction": self.escape_direction is not None,
+                "escape_prediction": self.escape_prediction,
+                "advice": self.advice(),
+                "num_params": self.num_params,
+                "num_matvecs": self.num_matvecs,
+                "settings": self.settings,
+                "lambda_lower": self.lambda_lower,
+                "lambda_upper": self.lambda_upper,
+                "bound_probability": self.bound_probability,
+            }
+        )
 
     def to_json(self, path: str | None = None, indent: int = 2) -> str:
         """The :meth:`to_dict` document as JSON; written atomically to ``path`` if given."""
-        text = json.dumps(self.to_dict(), indent=indent)
+        text = dumps(self.to_dict(), indent=indent)
         if path is not None:
             from critpoint._files import write_text_atomic
 
@@ -316,10 +306,16 @@ class Diagnosis:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Diagnosis:
-        """Rebuild a diagnosis from :meth:`to_dict` (no escape direction; no recomputation)."""
-        if data.get("schema") != DIAGNOSIS_SCHEMA:
-            msg = f"not a critpoint diagnosis document (schema {data.get('schema')!r}); expected {DIAGNOSIS_SCHEMA!r}"
-            raise InputError(msg)
+        """Rebuild a diagnosis from :meth:`to_dict` (no escape direction; no recomputation).
+
+        Raises
+        ------
+        InputError
+            Not a ``critpoint.diagnosis`` document, or a newer version of it.
+        """
+        check_header(
+            data, DIAGNOSIS_SCHEMA, DIAGNOSIS_SCHEMA_VERSION, "diagnosis document"
+        )
         tr = data.get("trace")
         trace_est = None
         if tr is not None:

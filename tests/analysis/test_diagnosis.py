@@ -24,7 +24,11 @@ def saddle() -> cp.Diagnosis:
 def test_exports_roundtrip_and_plot(saddle: cp.Diagnosis) -> None:
     d = saddle
     doc = json.loads(d.to_json())
+    assert doc == d.to_dict()
     assert doc["schema"] == "critpoint.diagnosis"
+    assert doc["schema_version"] == 1
+    assert doc["critpoint_version"] == cp.__version__
+    assert doc["torch_version"] == str(torch.__version__)
     assert doc["kind"] == "saddle"
     assert doc["settings"]["seed"] == 3
     assert doc["lambda_min"] == pytest.approx(-2.0)
@@ -41,8 +45,10 @@ def test_exports_roundtrip_and_plot(saddle: cp.Diagnosis) -> None:
     assert back.trace.value == d.trace.value
     fig = d.plot()
     assert fig.axes[0].get_xlabel().startswith("eigenvalue")
-    with pytest.raises(cp.InputError, match="not a critpoint diagnosis"):
+    with pytest.raises(cp.InputError, match=r"not a critpoint critpoint\.diagnosis"):
         cp.Diagnosis.from_dict({"schema": "other"})
+    with pytest.raises(cp.InputError, match="Upgrade critpoint"):
+        cp.Diagnosis.from_dict({**doc, "schema_version": 2})
 
 
 def test_text_gives_the_numbers(saddle: cp.Diagnosis) -> None:

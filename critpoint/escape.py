@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from critpoint._deprecation import UNSET, renamed
 from critpoint.analysis.rule import measure_extremes
 from critpoint.analysis.step import (
     QuadraticStep,
@@ -112,13 +113,14 @@ def escape_saddle(
     eig_rtol: float = 1e-3,
     accept: float = 0.5,
     max_backtracks: int = 30,
-    maxiter: int | None = None,
+    max_matvecs: int | None = None,
+    maxiter: Any = UNSET,
 ) -> EscapeStep:
     """Take one step along the most negative curvature direction, in place.
 
     The extreme eigenpairs come from the same solve as :func:`critpoint.diagnose`
     (:func:`critpoint.analysis.rule.measure_extremes`: ``k`` pairs from both ends, the
-    same ``seed``, ``tol`` and ``maxiter``), and "clearly negative" is the rule
+    same ``seed``, ``tol`` and ``max_matvecs``), and "clearly negative" is the rule
     of :func:`critpoint.curvature`, so for the same point and settings a
     step is taken exactly when the diagnosis has an escape direction. The
     eigenvector ``u`` of ``λ_min`` is oriented downhill (``gᵀu ≤ 0``). The
@@ -148,13 +150,18 @@ def escape_saddle(
         Fraction of the predicted decrease the real loss must achieve.
     max_backtracks : int
         Most halvings of the step.
-    maxiter : int, optional
+    max_matvecs : int, optional
         HVP budget of the eigensolver.
+    maxiter
+        Old name of ``max_matvecs`` (a ``DeprecationWarning``; one release).
 
     Returns
     -------
     EscapeStep
     """
+    max_matvecs = renamed(
+        "escape_saddle", "maxiter", "max_matvecs", maxiter, max_matvecs, None
+    )
     if max_step is not None and not (max_step > 0 and math.isfinite(max_step)):
         msg = f"max_step must be a positive finite number or None, got {max_step!r}"
         raise InputError(msg)
@@ -171,7 +178,7 @@ def escape_saddle(
         H,
         k=min(k, obj.num_params),
         tol=tol,
-        maxiter=maxiter,
+        max_matvecs=max_matvecs,
         seed=seed,
         eig_rtol=eig_rtol,
         delta=None,

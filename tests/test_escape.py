@@ -230,3 +230,12 @@ def test_diagnose_saddle_iff_escape_steps(lam, tol, eig_rtol):
         assert s.step_size == pytest.approx(full.step_size / 2**s.backtracks)
         if s.backtracks == 0:
             assert s.predicted_change == pytest.approx(d.escape_prediction)
+
+
+def test_escape_hvp_budget_is_max_matvecs():
+    obj = cp.Objective(TwoWeight(), F.mse_loss, (ONE, ONE))
+    with pytest.warns(DeprecationWarning, match="escape_saddle"):
+        old = cp.escape_saddle(obj, maxiter=40)
+    obj = cp.Objective(TwoWeight(), F.mse_loss, (ONE, ONE))
+    new = cp.escape_saddle(obj, max_matvecs=40)
+    assert (old.step_size, old.loss_after) == (new.step_size, new.loss_after)

@@ -10,10 +10,11 @@ where it is decided.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from critpoint._deprecation import UNSET, renamed
 from critpoint.analysis.diagnosis import Diagnosis
 from critpoint.analysis.rule import (
     default_grad_tol,
@@ -43,12 +44,14 @@ def diagnose(
     progress: bool = False,
     *,
     tol: float = 1e-4,
-    maxiter: int | None = None,
+    max_matvecs: int | None = None,
     num_probes: int = 8,
     num_steps: int = 60,
-    trace_matvecs: int = 60,
+    trace_max_matvecs: int = 60,
     check: bool = True,
     delta: float = 0.01,
+    maxiter: Any = UNSET,
+    trace_matvecs: Any = UNSET,
 ) -> Diagnosis:
     """Diagnose the point the objective's model is at: minimum, maximum, saddle or degenerate.
 
@@ -56,7 +59,7 @@ def diagnose(
     one Lanczos run for both ends of the spectrum (typically 30–150 HVPs; about
     ``k`` when the Hessian is zero, ``rank + k`` when it has low rank), and,
     if asked, ``num_probes × num_steps`` HVPs in ``num_steps`` batched passes
-    for the density and ``trace_matvecs`` for the trace.
+    for the density and ``trace_max_matvecs`` for the trace.
 
     The verdict is :func:`critpoint.classify` on the extreme eigenvalues, their error
     bounds and the bound on the whole spectrum
@@ -86,21 +89,37 @@ def diagnose(
         Show progress bars.
     tol : float
         Relative residual tolerance of the eigensolver.
-    maxiter : int, optional
-        HVP budget of the eigensolver.
+    max_matvecs : int, optional
+        HVP budget of the eigensolver (``eigsh``'s default when ``None``); a
+        run that spends it unconverged gives a verdict with its looser bounds
+        and ``converged=False``.
     num_probes, num_steps : int
         SLQ probes and Lanczos steps per probe.
-    trace_matvecs : int
+    trace_max_matvecs : int
         HVP budget of the trace estimate.
     check : bool
         Run the symmetry/determinism probe first.
     delta : float
         Failure probability of the bound on the whole spectrum, in ``(0, 1)``.
+    maxiter, trace_matvecs
+        Old names of ``max_matvecs`` and ``trace_max_matvecs``, accepted with
+        a ``DeprecationWarning`` for one release.
 
     Returns
     -------
     Diagnosis
     """
+    max_matvecs = renamed(
+        "diagnose", "maxiter", "max_matvecs", maxiter, max_matvecs, None
+    )
+    trace_max_matvecs = renamed(
+        "diagnose",
+        "trace_matvecs",
+        "trace_max_matvecs",
+        trace_matvecs,
+        trace_max_matvecs,
+        60,
+    )
     if not isinstance(k, int) or k < 2:
         msg = f"k must be an int >= 2 (eigenpairs from both ends), got {k!r}"
         raise InputError(msg)
@@ -119,7 +138,7 @@ def diagnose(
         H,
         k=k,
         tol=tol,
-        maxiter=maxiter,
+        max_matvecs=max_matvecs,
         seed=seed,
         eig_rtol=eig_rtol,
         delta=delta,
@@ -145,9 +164,8 @@ def diagnose(
         ratio, negative_fraction, flat_fraction = minimum_ratio(dens, c.zero_tol)
     tr = None
     if trace:
-        tr = trace_estimate(
-            H, num_matvecs=trace_matvecs, method="auto", seed=seed, progress=progress
-        )
+        # Positional: the budget's keyword is being renamed in the trace estimator.
+        tr = trace_estimate(H, trace_max_matvecs, "auto", seed, progress)
 
     direction = None
     prediction = None
@@ -160,7 +178,8 @@ def diagnose(
     settings = {
         "k": k,
         "tol": tol,
-        "maxiter": maxiter,
+        "max_matvecs": max_matvecs,
+        "maxiter": max_matvecs,  # the old key, kept for readers of older documents
         "seed": seed,
         "eig_rtol": eig_rtol,
         "grad_tol": grad_tol,
@@ -169,7 +188,8 @@ def diagnose(
         "num_probes": num_probes,
         "num_steps": num_steps,
         "trace": trace,
-        "trace_matvecs": trace_matvecs,
+        "trace_max_matvecs": trace_max_matvecs,
+        "trace_matvecs": trace_max_matvecs,  # the old key
         "dtype": str(obj.dtype).replace("torch.", ""),
         "device": str(obj.device),
         "train_mode": obj.train_mode,

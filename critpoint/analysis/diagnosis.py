@@ -240,7 +240,7 @@ class Diagnosis:
             return "this is a local minimum; lower the loss only by changing the model, data or regulariser."
         if self.uncertified:
             return (
-                "diagnose again with a tighter tol (or a larger maxiter): longer Lanczos runs "
+                "diagnose again with a tighter tol (or a larger max_matvecs): longer Lanczos runs "
                 "tighten the bound on the whole spectrum until it certifies the verdict."
             )
         if self.kind == "degenerate" and self.side == "positive":

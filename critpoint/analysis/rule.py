@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from critpoint.analysis.diagnosis import Verdict
+from critpoint.linalg.lanczos import eigsh
 
 if TYPE_CHECKING:
     from critpoint.linalg.slq import SpectralDensity
@@ -385,7 +386,7 @@ def measure_extremes(
     k: int = 6,
     *,
     tol: float = 1e-4,
-    maxiter: int | None = None,
+    max_matvecs: int | None = None,
     seed: int | torch.Generator | None = 0,
     eig_rtol: float = 1e-3,
     delta: float | None = 0.01,
@@ -403,8 +404,10 @@ def measure_extremes(
         The Hessian at the point.
     k : int
         Eigenpairs from both ends (at least 2).
-    tol, maxiter, seed, progress
+    tol, seed, progress
         As for :func:`critpoint.eigsh`.
+    max_matvecs : int, optional
+        HVP budget of :func:`critpoint.eigsh`.
     eig_rtol : float
         Relative zero tolerance.
     delta : float or None
@@ -415,8 +418,6 @@ def measure_extremes(
     -------
     Extremes
     """
-    from critpoint.linalg.lanczos import eigsh
-
     n = int(H.shape[0])
     if n == 1:
         # The 1 × 1 Hessian is its own eigenvalue: exact, no randomness.
@@ -427,15 +428,8 @@ def measure_extremes(
         vectors = torch.ones((1, 1), dtype=H.dtype, device=H.device)
         bounds = (h, h, 1.0) if delta is not None else (None, None, None)
     else:
-        r = eigsh(
-            H,
-            k=min(max(k, 2), n),
-            which="BE",
-            tol=tol,
-            maxiter=maxiter,
-            seed=seed,
-            progress=progress,
-        )
+        # The budget by position: its keyword is being renamed in eigsh.
+        r = eigsh(H, min(max(k, 2), n), "BE", tol, max_matvecs, seed, progress=progress)
         assert r.eigenvectors is not None
         values, errors, conv, vectors = (
             r.eigenvalues,

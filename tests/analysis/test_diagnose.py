@@ -169,7 +169,7 @@ def test_unconverged_solve_gives_a_marked_verdict():
         torch.rand(300, generator=g, dtype=torch.float64) * 2 - 0.5
     ).values.tolist()
     obj, _ = quadratic_objective(eigenvalues)
-    d = cp.diagnose(obj, k=4, tol=1e-12, maxiter=25, density=False, trace=False)
+    d = cp.diagnose(obj, k=4, tol=1e-12, max_matvecs=25, density=False, trace=False)
     assert not d.converged
     assert "unconverged" in d.headline()
     assert d.kind in ("saddle", "degenerate")
@@ -302,3 +302,22 @@ def test_zero_hessian_diagnosis_stops_at_once():
     # 3 (symmetry probe) + about k (eigsh) + 8 (density, one step per probe)
     # + 60 (trace budget)
     assert d.num_matvecs <= 3 + 2 * 6 + 8 + 60
+
+
+def test_hvp_budgets_are_max_matvecs_and_old_names_warn():
+    eigenvalues = torch.linspace(-1.0, 3.0, 120).tolist()
+    obj, _ = quadratic_objective(eigenvalues)
+    new = cp.diagnose(obj, k=4, max_matvecs=20, trace_max_matvecs=10, density=False)
+    assert not new.converged  # 20 products cannot resolve 120 eigenvalues
+    assert new.trace.num_matvecs == 10
+    assert new.settings["max_matvecs"] == new.settings["maxiter"] == 20
+    assert new.settings["trace_max_matvecs"] == 10
+    with pytest.warns(DeprecationWarning, match=r"maxiter=\.\.\.\) is deprecated"):
+        old = cp.diagnose(obj, k=4, maxiter=20, trace_max_matvecs=10, density=False)
+    assert old.eigenvalues == new.eigenvalues
+    assert old.num_matvecs == new.num_matvecs
+    with pytest.warns(DeprecationWarning, match="trace_max_matvecs"):
+        old = cp.diagnose(obj, k=4, max_matvecs=20, trace_matvecs=10, density=False)
+    assert old.trace.value == new.trace.value
+    with pytest.raises(cp.InputError, match="not both"):
+        cp.diagnose(obj, max_matvecs=20, maxiter=30)

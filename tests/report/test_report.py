@@ -47,7 +47,7 @@ def material() -> dict:
     model = build_model("mlp", in_features=5, widths=[4], out_features=3, seed=0)
     loss = get_loss("cross_entropy")
     obj = cp.Objective(model, loss, data.as_tuple())
-    small = {"num_probes": 4, "num_steps": 20, "trace_matvecs": 12}
+    small = {"num_probes": 4, "num_steps": 20, "trace_max_matvecs": 12}
     first = cp.diagnose(obj, **small)
     land_first = landscape(obj, first, num=9, plane_num=5)
     history = train(

@@ -105,7 +105,7 @@ def demo(ctx: click.Context, out_dir: str, steps: int, lr: float, quick: bool) -
         data = data.subset(200, seed=seed)
         test = test.subset(100, seed=seed)
         data_spec.update(max_samples=200, subset_seed=seed)
-        sizes = {"num_probes": 4, "num_steps": 20, "trace_matvecs": 12}
+        sizes = {"num_probes": 4, "num_steps": 20, "trace_max_matvecs": 12}
         lands = {"num": 9, "plane_num": 7}
     loss_fn = get_loss("cross_entropy")
 

@@ -137,7 +137,7 @@ def diagnose(
         "seed": state.seed,
         "progress": progress,
         "tol": tol,
-        "maxiter": max_matvecs,
+        "max_matvecs": max_matvecs,
     }
     with stage(state, f"diagnosing {obj.num_params:,} parameters"):
         dg = cp.diagnose(obj, **options)

@@ -10,9 +10,12 @@ from critpoint._version import __version__
 from critpoint.analysis import (
     Curvature,
     Diagnosis,
+    LayerDiagnosis,
     classify,
     curvature,
     diagnose,
+    diagnose_layers,
+    layer_groups,
     zero_tolerance,
 )
 from critpoint.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -60,6 +63,7 @@ __all__ = [
     "History",
     "InputError",
     "Landscape",
+    "LayerDiagnosis",
     "NonDeterministicError",
     "NonFiniteError",
     "Objective",
@@ -75,10 +79,12 @@ __all__ = [
     "classify",
     "curvature",
     "diagnose",
+    "diagnose_layers",
     "eigsh",
     "escape_saddle",
     "get_loss",
     "landscape",
+    "layer_groups",
     "load_checkpoint",
     "load_data",
     "loss_plane",

@@ -7,15 +7,22 @@
 * :mod:`critpoint.analysis.diagnosis` — :class:`Diagnosis`, the result, and
   its JSON document;
 * :mod:`critpoint.analysis.diagnose` — :func:`diagnose`, which gathers the
-  evidence through the objective's Hessian operator.
+  evidence through the objective's Hessian operator, and
+  :func:`diagnose_layers`, the same for each layer's block.
 """
 
-from critpoint.analysis.diagnose import diagnose
+from critpoint.analysis.diagnose import (
+    LayerGroup,
+    diagnose,
+    diagnose_layers,
+    layer_groups,
+)
 from critpoint.analysis.diagnosis import (
     DIAGNOSIS_SCHEMA,
     DIAGNOSIS_SCHEMA_VERSION,
     Diagnosis,
     Kind,
+    LayerDiagnosis,
     Verdict,
 )
 from critpoint.analysis.rule import (
@@ -43,13 +50,17 @@ __all__ = [
     "Diagnosis",
     "Extremes",
     "Kind",
+    "LayerDiagnosis",
+    "LayerGroup",
     "QuadraticStep",
     "Verdict",
     "classify",
     "curvature",
     "default_grad_tol",
     "diagnose",
+    "diagnose_layers",
     "downhill",
+    "layer_groups",
     "measure_extremes",
     "minimum_ratio",
     "predicted_change",

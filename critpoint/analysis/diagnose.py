@@ -4,18 +4,22 @@
 residual bounds and a bound on the whole spectrum, the spectral density and
 the trace, through the objective's Hessian operator; the verdict is the rule
 of :mod:`critpoint.analysis.rule` (:func:`critpoint.classify`), the one place
-where it is decided.
+where it is decided. :func:`diagnose_layers` does the same for each layer's
+block of the Hessian, the layers found by :func:`layer_groups`.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import math
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import torch
+from torch import nn
 
 from critpoint._deprecation import UNSET, renamed
-from critpoint.analysis.diagnosis import Diagnosis
+from critpoint.analysis.diagnosis import Diagnosis, LayerDiagnosis
 from critpoint.analysis.rule import (
     default_grad_tol,
     measure_extremes,
@@ -26,11 +30,9 @@ from critpoint.analysis.step import downhill, quadratic_step
 from critpoint.errors import InputError
 from critpoint.linalg.slq import spectral_density
 from critpoint.linalg.trace import trace as trace_estimate
+from critpoint.objective import Objective
 
-if TYPE_CHECKING:
-    from critpoint.objective import Objective
-
-__all__ = ["diagnose"]
+__all__ = ["LayerGroup", "diagnose", "diagnose_layers", "layer_groups"]
 
 
 def diagnose(
@@ -231,4 +233,143 @@ def diagnose(
         lambda_lower=c.lower,
         lambda_upper=c.upper,
         bound_probability=c.probability,
+    )
+
+
+class LayerGroup(NamedTuple):
+    """One layer's parameters, as :func:`layer_groups` finds them."""
+
+    #: Module path (``"net.0"``; ``"(root)"`` for the model's own parameters).
+    name: str
+    #: Class name of the module.
+    module_type: str
+    #: Names of its trainable parameters (as ``model.named_parameters()`` gives them).
+    params: list[str]
+
+
+def layer_groups(
+    model: nn.Module, patterns: Sequence[str] | None = None
+) -> list[LayerGroup]:
+    """Every module that owns trainable parameters directly, with their names.
+
+    Parameters
+    ----------
+    model : nn.Module
+    patterns : sequence of str, optional
+        Keep only parameters matching one of these globs; modules left with
+        none are dropped.
+
+    Returns
+    -------
+    list of LayerGroup
+        In the order of ``model.named_modules()``.
+    """
+    groups = []
+    for name, module in model.named_modules():
+        names = [
+            f"{name}.{pname}" if name else pname
+            for pname, p in module.named_parameters(recurse=False)
+            if p.requires_grad
+        ]
+        if patterns:
+            names = [
+                n for n in names if any(fnmatch.fnmatchcase(n, g) for g in patterns)
+            ]
+        if names:
+            groups.append(LayerGroup(name or "(root)", type(module).__name__, names))
+    return groups
+
+
+ObjectiveFactory = Callable[[list[str]], Objective]
+
+
+def diagnose_layers(
+    objective: Objective | ObjectiveFactory,
+    groups: Sequence[LayerGroup | tuple[str, str, Sequence[str]]] | None = None,
+    **options: Any,
+) -> list[LayerDiagnosis]:
+    """Diagnose each layer's block of the Hessian on its own.
+
+    The block of a layer is the Hessian of the objective over that layer's
+    parameters, the others held fixed: its own :class:`~critpoint.Objective`
+    (``params=`` the layer's names), diagnosed by :func:`diagnose`.
+
+    Parameters
+    ----------
+    objective : Objective or callable
+        The whole objective: each layer's objective is the same model, loss
+        and data over that layer's parameters. Or a factory
+        ``objective(names) -> Objective`` that builds it (for objectives set up
+        elsewhere, e.g. one data shard per process).
+    groups : sequence of LayerGroup or (name, type, names), optional
+        The blocks. Default :func:`layer_groups` of the objective's model,
+        restricted to the objective's parameters (needs an ``Objective``).
+    **options
+        Keywords of :func:`diagnose` (``k``, ``seed``, ``tol``, ``density``,
+        ``progress``...), the same for every layer.
+
+    Returns
+    -------
+    list of LayerDiagnosis
+        One per group, in order.
+    """
+    if isinstance(objective, Objective):
+        whole = objective
+        if groups is None:
+            selected = set(whole.param_names)
+            groups = [
+                LayerGroup(
+                    g.name, g.module_type, [n for n in g.params if n in selected]
+                )
+                for g in layer_groups(whole.model)
+            ]
+            groups = [g for g in groups if g.params]
+
+        def build(names: list[str]) -> Objective:
+            return _objective_over(whole, names)
+
+    elif callable(objective):
+        if groups is None:
+            msg = (
+                "diagnose_layers with an objective factory needs groups= "
+                "(e.g. layer_groups(model)); or pass the Objective itself"
+            )
+            raise InputError(msg)
+        build = objective
+    else:
+        msg = (
+            "diagnose_layers needs an Objective or a factory names -> Objective, "
+            f"got {type(objective).__name__}"
+        )
+        raise InputError(msg)
+    results = []
+    for group in groups:
+        name, module_type, names = LayerGroup(*group)
+        names = list(names)
+        results.append(
+            LayerDiagnosis(name, module_type, names, diagnose(build(names), **options))
+        )
+    return results
+
+
+def _objective_over(obj: Objective, names: list[str]) -> Objective:
+    """The objective of the same model, loss and data over the parameters ``names``."""
+    # Objective has no public constructor from another objective, so its parts
+    # are read here: the loss, the batches (re-iterable, batch size kept) and
+    # the input cast the objective was given.
+    loss_module = obj._wrapper
+    return Objective(
+        obj.model,
+        loss_module._loss_fn,
+        obj._batches,
+        params=names,
+        train_mode=obj.train_mode,
+        device=obj.device,
+        dtype=obj._cast_inputs,
+        batch_loss=loss_module._batch_loss,
+        process_group=obj.process_group,
+        hvp_mode=obj.hvp_mode,
+        chunk_size=obj.chunk_size,
+        hvp_cache=obj.hvp_cache,
+        reduction=obj.reduction,
     )

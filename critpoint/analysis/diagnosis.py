@@ -9,6 +9,7 @@ be drawn from it without the model.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -27,6 +28,7 @@ __all__ = [
     "DIAGNOSIS_SCHEMA_VERSION",
     "Diagnosis",
     "Kind",
+    "LayerDiagnosis",
     "Verdict",
 ]
 
@@ -395,3 +397,52 @@ class Diagnosis:
         from critpoint.report.figures import plot_spectrum
 
         return plot_spectrum(self, ax=ax)
+
+
+@dataclass(frozen=True)
+class LayerDiagnosis:
+    """The diagnosis of one layer's block of the Hessian (:func:`critpoint.diagnose_layers`).
+
+    Attributes
+    ----------
+    name : str
+        Module path (``"net.0"``; ``"(root)"`` for the model's own parameters).
+    module_type : str
+        Class name of the module (``"Linear"``).
+    params : list of str
+        The parameter names of the block.
+    diagnosis : Diagnosis
+        The diagnosis of the objective over those parameters alone: the
+        diagonal block of the Hessian, the other parameters held fixed.
+    raw : dict or None
+        The diagnosis document as read from JSON (:meth:`from_dict`), written
+        back unchanged: a rebuilt :class:`Diagnosis` has no escape direction,
+        so its own document could differ.
+    """
+
+    name: str
+    module_type: str
+    params: list[str]
+    diagnosis: Diagnosis
+    raw: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dictionary."""
+        return {
+            "name": self.name,
+            "type": self.module_type,
+            "params": list(self.params),
+            "num_params": self.diagnosis.num_params,
+            "diagnosis": self.raw if self.raw is not None else self.diagnosis.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LayerDiagnosis:
+        """Rebuild from :meth:`to_dict`."""
+        return cls(
+            name=str(data["name"]),
+            module_type=str(data.get("type", "")),
+            params=[str(p) for p in data.get("params", [])],
+            diagnosis=Diagnosis.from_dict(dict(data["diagnosis"])),
+            raw=dict(data["diagnosis"]),
+        )

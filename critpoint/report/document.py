@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from critpoint._version import __version__
+from critpoint.analysis.diagnosis import LayerDiagnosis
 from critpoint.errors import InputError
 
 if TYPE_CHECKING:
@@ -99,49 +100,8 @@ class ReportEntry:
         )
 
 
-@dataclass(frozen=True)
-class LayerEntry:
-    """The diagnosis of one layer's block of the Hessian.
-
-    Attributes
-    ----------
-    name : str
-        Module path (``"net.0"``).
-    module_type : str
-        Class name of the module (``"Linear"``).
-    params : list of str
-        The parameter names of the block.
-    diagnosis : Diagnosis
-    """
-
-    name: str
-    module_type: str
-    params: list[str]
-    diagnosis: Diagnosis
-    raw: dict[str, Any] | None = field(default=None, repr=False, compare=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dictionary."""
-        return {
-            "name": self.name,
-            "type": self.module_type,
-            "params": list(self.params),
-            "num_params": self.diagnosis.num_params,
-            "diagnosis": self.raw if self.raw is not None else self.diagnosis.to_dict(),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LayerEntry:
-        """Rebuild from :meth:`to_dict`."""
-        from critpoint.analysis import Diagnosis
-
-        return cls(
-            name=str(data["name"]),
-            module_type=str(data.get("type", "")),
-            params=[str(p) for p in data.get("params", [])],
-            diagnosis=Diagnosis.from_dict(dict(data["diagnosis"])),
-            raw=dict(data["diagnosis"]),
-        )
+#: A per-layer result of a report: the result of :func:`critpoint.diagnose_layers`.
+LayerEntry = LayerDiagnosis
 
 
 @dataclass(frozen=True)

@@ -321,3 +321,99 @@ def test_hvp_budgets_are_max_matvecs_and_old_names_warn():
     assert old.trace.value == new.trace.value
     with pytest.raises(cp.InputError, match="not both"):
         cp.diagnose(obj, max_matvecs=20, maxiter=30)
+
+
+# --------------------------------------------------------------------------
+# Per layer: each layer's block of the Hessian
+
+
+def small_mlp():
+    from critpoint.data import get_loss, load_data
+    from critpoint.models import build_model
+
+    data = load_data(
+        "teacher",
+        task="classification",
+        n_samples=30,
+        in_features=4,
+        num_classes=3,
+        seed=1,
+        dtype=torch.float64,
+    )
+    model = build_model(
+        "mlp", in_features=4, widths=[3], out_features=3, seed=0, dtype="float64"
+    )
+    return model, get_loss("cross_entropy"), data.as_tuple()
+
+
+def test_layer_groups():
+    model, _, _ = small_mlp()
+    assert cp.layer_groups(model) == [
+        ("net.0", "Linear", ["net.0.weight", "net.0.bias"]),
+        ("net.2", "Linear", ["net.2.weight", "net.2.bias"]),
+    ]
+    assert cp.layer_groups(model, ["*.bias"]) == [
+        ("net.0", "Linear", ["net.0.bias"]),
+        ("net.2", "Linear", ["net.2.bias"]),
+    ]
+    (root,) = cp.layer_groups(TwoWeight())
+    assert (root.name, root.module_type, root.params) == (
+        "(root)",
+        "TwoWeight",
+        ["w1", "w2"],
+    )
+
+
+def test_diagnose_layers_diagnoses_the_diagonal_blocks():
+    from critpoint.testing import reference_hessian
+
+    model, loss, (X, Y) = small_mlp()
+    obj = cp.Objective(model, loss, (X, Y))
+    options = {"k": 2, "tol": 1e-10, "seed": 0, "density": False}
+    layers = cp.diagnose_layers(obj, **options)
+    assert [x.name for x in layers] == ["net.0", "net.2"]
+    H = reference_hessian(model, loss, X, Y)
+    start = 0
+    for layer in layers:
+        n = layer.diagnosis.num_params
+        assert layer.params == [f"{layer.name}.weight", f"{layer.name}.bias"]
+        assert layer.module_type == "Linear"
+        block = torch.linalg.eigvalsh(H[start : start + n, start : start + n])
+        assert layer.diagnosis.lambda_min == pytest.approx(float(block[0]), abs=1e-9)
+        assert layer.diagnosis.lambda_max == pytest.approx(float(block[-1]), abs=1e-9)
+        assert layer.diagnosis.trace.value == pytest.approx(
+            float(block.sum()), rel=1e-9
+        )
+        # the same numbers as the layer's own objective
+        own = cp.diagnose(
+            cp.Objective(model, loss, (X, Y), params=layer.params), **options
+        )
+        assert own.eigenvalues == layer.diagnosis.eigenvalues
+        start += n
+    doc = layers[1].to_dict()
+    assert doc["name"] == "net.2"
+    assert doc["type"] == "Linear"
+    assert doc["num_params"] == 3 * 3 + 3
+    back = cp.LayerDiagnosis.from_dict(json.loads(json.dumps(doc)))
+    assert back.diagnosis.lambda_max == layers[1].diagnosis.lambda_max
+    # an objective over some parameters gives the layers of those only
+    part = cp.Objective(model, loss, (X, Y), params="net.2.*")
+    assert [x.name for x in cp.diagnose_layers(part, **options)] == ["net.2"]
+
+
+def test_diagnose_layers_with_a_factory():
+    model, loss, data = small_mlp()
+
+    def factory(names):
+        return cp.Objective(model, loss, data, params=names)
+
+    groups = cp.layer_groups(model, ["net.0.*"])
+    (layer,) = cp.diagnose_layers(factory, groups, k=2, density=False, trace=False)
+    whole = cp.diagnose_layers(
+        cp.Objective(model, loss, data), k=2, density=False, trace=False
+    )
+    assert layer.diagnosis.eigenvalues == whole[0].diagnosis.eigenvalues
+    with pytest.raises(cp.InputError, match="needs groups="):
+        cp.diagnose_layers(factory)
+    with pytest.raises(cp.InputError, match="an Objective or a factory"):
+        cp.diagnose_layers("model", groups)

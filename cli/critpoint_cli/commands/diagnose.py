@@ -144,15 +144,9 @@ def diagnose(
 
     layers = None
     if per_layer:
-        from critpoint.report import LayerEntry
-
-        layers = []
-        groups = loading.layer_groups(setup.model, globs)
+        groups = cp.layer_groups(setup.model, globs)
         with stage(state, f"diagnosing {len(groups)} layers"):
-            for name, kind, names in groups:
-                layer_obj = setup.objective(names)
-                layer_dg = cp.diagnose(layer_obj, **options)
-                layers.append(LayerEntry(name, kind, names, layer_dg))
+            layers = cp.diagnose_layers(setup.objective, groups, **options)
 
     land = None
     if report_dir is not None and obj.num_params >= 2:

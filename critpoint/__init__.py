@@ -38,7 +38,6 @@ from critpoint.escape import (
     escape_saddle,
     quadratic_step,
 )
-from critpoint.landscape import Landscape, landscape, loss_plane, loss_slice
 from critpoint.linalg.lanczos import EigenResult, eigsh
 from critpoint.linalg.slq import SpectralDensity, spectral_density
 from critpoint.linalg.trace import TraceEstimate, trace
@@ -46,6 +45,7 @@ from critpoint.models import build_model
 from critpoint.objective import Objective
 from critpoint.operator import HessianOperator
 from critpoint.report import build_report, render_report
+from critpoint.surface import Landscape, landscape, loss_plane, loss_slice
 from critpoint.training import History, train
 
 __all__ = [

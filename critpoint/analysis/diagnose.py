@@ -169,10 +169,12 @@ def diagnose(
         # Positional: the budget's keyword is being renamed in the trace estimator.
         tr = trace_estimate(H, trace_max_matvecs, "auto", seed, progress)
 
+    u_min, slope = downhill(ext.vectors[:, 0].clone(), g)
+    u_max, _ = downhill(ext.vectors[:, -1].clone(), g)
     direction = None
     prediction = None
     if c.negative:
-        direction, slope = downhill(ext.vectors[:, 0].clone(), g)
+        direction = u_min
         prediction = quadratic_step(
             loss, slope, c.lambda_min, dtype=obj.dtype
         ).predicted_change
@@ -233,6 +235,8 @@ def diagnose(
         lambda_lower=c.lower,
         lambda_upper=c.upper,
         bound_probability=c.probability,
+        eigenvector_min=u_min,
+        eigenvector_max=u_max,
     )
 
 

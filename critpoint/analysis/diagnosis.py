@@ -125,6 +125,12 @@ class Diagnosis:
         needs ``lambda_lower > zero_tol``.
     bound_probability : float or None
         ``1 − delta`` (1 when the bounds are exact).
+    eigenvector_min, eigenvector_max : torch.Tensor or None
+        Unit eigenvectors (Ritz vectors) of ``λ_min`` and ``λ_max``, shape
+        ``(n,)``, each oriented downhill (``gᵀu ≤ 0``), on the objective's
+        device: what :func:`critpoint.landscape` draws the loss along, so it
+        needs no second eigen-solve. Not in the JSON document (``None`` after
+        :meth:`from_dict`).
     """
 
     loss: float
@@ -157,6 +163,12 @@ class Diagnosis:
     lambda_lower: float | None = None
     lambda_upper: float | None = None
     bound_probability: float | None = None
+    eigenvector_min: torch.Tensor | None = field(
+        default=None, repr=False, compare=False
+    )
+    eigenvector_max: torch.Tensor | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def uncertified(self) -> bool:

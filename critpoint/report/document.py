@@ -22,7 +22,7 @@ from critpoint.errors import InputError
 
 if TYPE_CHECKING:
     from critpoint.analysis import Diagnosis
-    from critpoint.landscape import Landscape
+    from critpoint.surface import Landscape
 
 __all__ = [
     "REPORT_SCHEMA",
@@ -86,7 +86,7 @@ class ReportEntry:
     def from_dict(cls, data: Mapping[str, Any]) -> ReportEntry:
         """Rebuild from :meth:`to_dict`."""
         from critpoint.analysis import Diagnosis
-        from critpoint.landscape import Landscape
+        from critpoint.surface import Landscape
 
         land = data.get("landscape")
         step = data.get("step")

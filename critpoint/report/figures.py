@@ -5,7 +5,7 @@ and they are readable in grey-scale print: markers, hatching and line styles
 carry the meaning, colour maps are monotonic in lightness.
 
 Every function takes the plain results (:class:`~critpoint.Diagnosis`,
-:class:`~critpoint.landscape.Landscape`, a training-history dict), never a
+:class:`~critpoint.Landscape`, a training-history dict), never a
 model, so a report can be re-drawn from its JSON.
 """
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from critpoint.analysis import Diagnosis
-    from critpoint.landscape import Landscape, LossPlane, LossSlice
+    from critpoint.surface import Landscape, LossPlane, LossSlice
 
 __all__ = [
     "EIGEN_UNITS",
@@ -304,7 +304,7 @@ def plot_slice(
     Parameters
     ----------
     sl : LossSlice
-        From :func:`critpoint.landscape.loss_slice`.
+        From :func:`critpoint.loss_slice`.
     ax : matplotlib.axes.Axes, optional
         Axes to draw on; a new figure otherwise.
     name : str
@@ -369,7 +369,7 @@ def plot_plane(
     Parameters
     ----------
     plane : LossPlane
-        From :func:`critpoint.landscape.loss_plane`.
+        From :func:`critpoint.loss_plane`.
     ax : matplotlib.axes.Axes, optional
         Axes to draw on; a new figure otherwise.
     escape : dict, optional
@@ -445,7 +445,7 @@ def plot_landscape(landscape: Landscape, label: str | None = None) -> Figure:
     Parameters
     ----------
     landscape : Landscape
-        From :func:`critpoint.landscape.landscape`.
+        From :func:`critpoint.landscape`.
     label : str, optional
         Name of the point, put in front of the titles.
 

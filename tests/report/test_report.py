@@ -14,7 +14,6 @@ import torch
 import critpoint as cp
 from critpoint.data import get_loss, load_data
 from critpoint.errors import InputError
-from critpoint.landscape import landscape
 from critpoint.models import build_model
 from critpoint.report import (
     LayerEntry,
@@ -28,6 +27,7 @@ from critpoint.report import (
     render_report,
 )
 from critpoint.report.html import fmt
+from critpoint.surface import landscape
 from critpoint.training import train
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -78,9 +78,9 @@ def demo(ctx: click.Context, out_dir: str, steps: int, lr: float, quick: bool) -
     import critpoint as cp
     from critpoint.checkpoint import save_checkpoint
     from critpoint.data import get_loss, load_data
-    from critpoint.landscape import landscape
     from critpoint.models import build_model
     from critpoint.report import ReportEntry, build_report
+    from critpoint.surface import landscape
     from critpoint.training import train
     from critpoint_cli.loading import resolve_device, resolve_dtype
 

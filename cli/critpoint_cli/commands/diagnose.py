@@ -150,7 +150,7 @@ def diagnose(
 
     land = None
     if report_dir is not None and obj.num_params >= 2:
-        from critpoint.landscape import landscape
+        from critpoint.surface import landscape
 
         with stage(state, "loss slices along the extreme eigenvectors"):
             land = landscape(obj, dg, seed=state.seed, tol=tol, progress=progress)

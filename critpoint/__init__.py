@@ -32,10 +32,12 @@ from critpoint.errors import (
     UnsafeCheckpointError,
 )
 from critpoint.escape import (
+    EscapeRun,
     EscapeStep,
     QuadraticStep,
     SaddleEscape,
     escape_saddle,
+    escape_until,
     quadratic_step,
 )
 from critpoint.linalg.lanczos import EigenResult, eigsh
@@ -58,6 +60,7 @@ __all__ = [
     "DenseTooLargeError",
     "Diagnosis",
     "EigenResult",
+    "EscapeRun",
     "EscapeStep",
     "HessianOperator",
     "History",
@@ -82,6 +85,7 @@ __all__ = [
     "diagnose_layers",
     "eigsh",
     "escape_saddle",
+    "escape_until",
     "get_loss",
     "landscape",
     "layer_groups",

@@ -5,8 +5,11 @@ If ``u`` is a unit eigenvector with eigenvalue ``λ < 0``, then
 where the gradient vanishes. :func:`quadratic_step` (defined with the rule in
 :mod:`critpoint.analysis.step`, since the diagnosis predicts the same step) sizes
 that step and predicts its change; :func:`escape_saddle` takes one such step,
-sized by backtracking on the real loss; :class:`SaddleEscape` wraps any
-``torch.optim`` optimizer and takes these steps when training has stalled.
+sized by backtracking on the real loss; :func:`escape_until` takes steps until
+no clearly negative curvature is left (the ``critpoint escape`` command), and
+:class:`EscapeRun` is its ``critpoint.escape`` JSON document;
+:class:`SaddleEscape` wraps any ``torch.optim`` optimizer and takes these
+steps when training has stalled.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from critpoint._checks import positive_int
 from critpoint._deprecation import UNSET, renamed
+from critpoint._json import clean, header
 from critpoint.analysis.rule import measure_extremes
 from critpoint.analysis.step import (
     QuadraticStep,
@@ -31,13 +36,20 @@ from critpoint.errors import InputError
 if TYPE_CHECKING:
     from critpoint.objective import Objective
 
+ESCAPE_SCHEMA = "critpoint.escape"
+ESCAPE_SCHEMA_VERSION = 1
+
 __all__ = [
+    "ESCAPE_SCHEMA",
+    "ESCAPE_SCHEMA_VERSION",
     "EscapeEvent",
+    "EscapeRun",
     "EscapeStep",
     "QuadraticStep",
     "SaddleEscape",
     "downhill",
     "escape_saddle",
+    "escape_until",
     "predicted_change",
     "quadratic_step",
 ]
@@ -87,26 +99,28 @@ class EscapeStep:
     num_matvecs: int
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dictionary (the direction left out)."""
-        return {
-            "taken": self.taken,
-            "reason": self.reason,
-            "step_size": self.step_size,
-            "eigenvalue": self.eigenvalue,
-            "eigenvalue_error": self.eigenvalue_error,
-            "loss_before": self.loss_before,
-            "loss_after": self.loss_after,
-            "predicted_change": self.predicted_change,
-            "actual_change": self.actual_change,
-            "backtracks": self.backtracks,
-            "num_matvecs": self.num_matvecs,
-        }
+        """JSON-friendly dictionary (the direction left out; non-finite numbers ``None``)."""
+        return clean(
+            {
+                "taken": self.taken,
+                "reason": self.reason,
+                "step_size": self.step_size,
+                "eigenvalue": self.eigenvalue,
+                "eigenvalue_error": self.eigenvalue_error,
+                "loss_before": self.loss_before,
+                "loss_after": self.loss_after,
+                "predicted_change": self.predicted_change,
+                "actual_change": self.actual_change,
+                "backtracks": self.backtracks,
+                "num_matvecs": self.num_matvecs,
+            }
+        )
 
 
 def escape_saddle(
     obj: Objective,
     max_step: float | None = None,
-    seed: int = 0,
+    seed: int | torch.Generator | None = 0,
     *,
     k: int = 6,
     tol: float = 1e-4,
@@ -138,7 +152,7 @@ def escape_saddle(
         The model (moved in place), loss and data.
     max_step : float, optional
         Longest step ``α`` (Euclidean norm in parameter space).
-    seed : int
+    seed : int, torch.Generator or None
         Seed of the Lanczos start vectors.
     k : int
         Eigenpairs from both ends of the spectrum (as ``diagnose``'s ``k``).
@@ -257,6 +271,128 @@ def escape_saddle(
         actual_change=change,
         backtracks=backtracks,
         num_matvecs=H.num_matvecs,
+    )
+
+
+@dataclass(frozen=True)
+class EscapeRun:
+    """Escape steps taken one after the other (:func:`escape_until`).
+
+    Attributes
+    ----------
+    steps : list of EscapeStep
+        Every step tried, in order; the last one was not taken unless the run
+        stopped at ``max_steps``.
+    loss_before : float
+        The loss before the first step.
+    loss_after : float
+        The loss after the last one.
+    settings : dict
+        ``max_steps``, ``max_step``, ``seed``, ``k``, ``tol``, ``eig_rtol``,
+        ``accept``, ``max_backtracks``, ``max_matvecs``.
+    """
+
+    steps: list[EscapeStep]
+    loss_before: float
+    loss_after: float
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_steps_taken(self) -> int:
+        """Steps that moved the parameters."""
+        return sum(1 for s in self.steps if s.taken)
+
+    @property
+    def num_matvecs(self) -> int:
+        """Hessian-vector products spent by all the steps."""
+        return sum(s.num_matvecs for s in self.steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``critpoint.escape`` JSON document (strict JSON values)."""
+        return clean(
+            {
+                **header(ESCAPE_SCHEMA, ESCAPE_SCHEMA_VERSION),
+                "loss_before": self.loss_before,
+                "loss_after": self.loss_after,
+                "num_steps_taken": self.num_steps_taken,
+                "num_matvecs": self.num_matvecs,
+                "steps": [s.to_dict() for s in self.steps],
+                "settings": self.settings,
+            }
+        )
+
+
+def escape_until(
+    obj: Objective,
+    max_steps: int = 10,
+    max_step: float | None = None,
+    seed: int | torch.Generator | None = 0,
+    *,
+    k: int = 6,
+    tol: float = 1e-4,
+    eig_rtol: float = 1e-3,
+    accept: float = 0.5,
+    max_backtracks: int = 30,
+    max_matvecs: int | None = None,
+) -> EscapeRun:
+    """Step along negative curvature, in place, while there is some.
+
+    Calls :func:`escape_saddle` up to ``max_steps`` times and stops at the
+    first call that takes no step (no clearly negative curvature left, or no
+    step lowered the loss). Each step is a fresh eigen-solve at the new point:
+    ``k + a few`` Lanczos products and about ``1 + backtracks`` loss passes.
+
+    Parameters
+    ----------
+    obj : Objective
+        The model (moved in place), loss and data.
+    max_steps : int
+        Most steps.
+    max_step : float, optional
+        Longest single step (Euclidean norm in parameter space).
+    seed : int, torch.Generator or None
+        Seed of the eigensolver: step ``i`` (from 0) uses ``seed + i`` for an
+        int, so every step sees fresh start vectors; a generator is drawn on.
+    k, tol, eig_rtol, accept, max_backtracks, max_matvecs
+        As for :func:`escape_saddle`.
+
+    Returns
+    -------
+    EscapeRun
+    """
+    max_steps = positive_int(max_steps, "max_steps")
+    steps: list[EscapeStep] = []
+    for i in range(max_steps):
+        step_seed = seed + i if isinstance(seed, int) else seed
+        step = escape_saddle(
+            obj,
+            max_step=max_step,
+            seed=step_seed,
+            k=k,
+            tol=tol,
+            eig_rtol=eig_rtol,
+            accept=accept,
+            max_backtracks=max_backtracks,
+            max_matvecs=max_matvecs,
+        )
+        steps.append(step)
+        if not step.taken:
+            break
+    return EscapeRun(
+        steps=steps,
+        loss_before=steps[0].loss_before,
+        loss_after=steps[-1].loss_after,
+        settings={
+            "max_steps": max_steps,
+            "max_step": max_step,
+            "seed": seed if isinstance(seed, int) or seed is None else None,
+            "k": k,
+            "tol": tol,
+            "eig_rtol": eig_rtol,
+            "accept": accept,
+            "max_backtracks": max_backtracks,
+            "max_matvecs": max_matvecs,
+        },
     )
 
 

@@ -126,21 +126,10 @@ def escape(
     )
     check_paths(outputs, spec_files(data=setup.data_spec["name"]))
     obj = setup.objective(list(params) or None)
-    steps = []
-    loss_before = None
     with stage(state, "escape steps"):
-        for i in range(max_steps):
-            step = cp.escape_saddle(
-                obj, max_step=max_step, seed=state.seed + i, k=k, tol=tol
-            )
-            if loss_before is None:
-                loss_before = step.loss_before
-            steps.append(step)
-            if not step.taken:
-                break
-    assert loss_before is not None
-    loss_after = steps[-1].loss_after
-    taken = [s for s in steps if s.taken]
+        run = cp.escape_until(obj, max_steps, max_step, state.seed, k=k, tol=tol)
+    steps = run.steps
+    loss_before, loss_after = run.loss_before, run.loss_after
 
     ckpt = setup.checkpoint
     meta = dict(ckpt.meta) if ckpt is not None else {}
@@ -162,29 +151,19 @@ def escape(
     )
     elapsed = time.perf_counter() - t0
 
-    document = {
-        "schema": "critpoint.escape",
-        "schema_version": 1,
-        "critpoint_version": cp.__version__,
-        "torch_version": _torch_version(),
-        "checkpoint": checkpoint,
-        "output": out_path,
-        "loss_before": loss_before,
-        "loss_after": loss_after,
-        "num_steps_taken": len(taken),
-        "steps": [s.to_dict() for s in steps],
-        "settings": {
+    document = run.to_dict()
+    document.update(
+        checkpoint=checkpoint,
+        output=out_path,
+        settings={
             **setup.settings,
+            **run.settings,
             "command": "escape",
             "param_globs": list(params) or None,
-            "max_steps": max_steps,
-            "max_step": max_step,
-            "k": k,
-            "tol": tol,
             "output": out_path,
         },
-        "elapsed_seconds": round(elapsed, 3),
-    }
+        elapsed_seconds=round(elapsed, 3),
+    )
     out.json(document)
 
     lines = [f"{checkpoint}: {setup.describe()}", ""]
@@ -204,17 +183,11 @@ def escape(
     lines.append(
         field_line(
             "Loss",
-            f"{num(loss_before)} → {num(loss_after)} after {len(taken)} escape "
-            f"step{'s' if len(taken) != 1 else ''}",
+            f"{num(loss_before)} → {num(loss_after)} after {run.num_steps_taken} escape "
+            f"step{'s' if run.num_steps_taken != 1 else ''}",
         )
     )
     lines.append(field_line("Written", out_path))
     lines.append(field_line("Next", f"critpoint diagnose {out_path}"))
     out.result("\n".join(lines))
     out.written()
-
-
-def _torch_version() -> str:
-    import torch
-
-    return str(torch.__version__)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from critpoint.analysis import Diagnosis
+    from critpoint.analysis.diagnosis import Diagnosis
     from critpoint.surface import Landscape, LossPlane, LossSlice
 
 __all__ = [

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from critpoint._files import write_folder
 from critpoint._text import printable
 from critpoint.errors import InputError
+from critpoint.report import figures
 from critpoint.report.document import (
     LayerEntry,
     ReportDocument,
@@ -30,7 +31,7 @@ from critpoint.report.document import (
 )
 
 if TYPE_CHECKING:
-    from critpoint.analysis import Diagnosis
+    from critpoint.analysis.diagnosis import Diagnosis
 
 __all__ = ["REPORT_FILES", "build_report", "fmt", "render_report"]
 
@@ -282,8 +283,6 @@ def render_report(doc: ReportDocument, out_dir: str | Path, dpi: int = 110) -> P
 
 def _render(doc: ReportDocument, dpi: int) -> dict[str, bytes]:
     """Every file of the report folder, drawn in memory."""
-    from critpoint.report import figures
-
     data = doc.to_dict()
     pngs: dict[str, bytes] = {}
     sections: list[str] = []

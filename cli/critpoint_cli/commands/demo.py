@@ -65,8 +65,6 @@ def demo(ctx: click.Context, out_dir: str, steps: int, lr: float, quick: bool) -
       model.ckpt       the trained model  (try `critpoint diagnose DIR/model.ckpt`)
       stalled.ckpt     the stalled point  (try `critpoint escape DIR/stalled.ckpt -o x.ckpt`)
     """  # noqa: D301 (click's \b marks a verbatim block)
-    from critpoint_cli.render import field_line, num
-
     state = get_state(ctx)
     start(state)
     t0 = time.perf_counter()
@@ -80,6 +78,7 @@ def demo(ctx: click.Context, out_dir: str, steps: int, lr: float, quick: bool) -
     from critpoint.data import get_loss, load_data
     from critpoint.models import build_model
     from critpoint.report import ReportEntry, build_report
+    from critpoint.report.text import field_line, num
     from critpoint.surface import landscape
     from critpoint.training import train
     from critpoint_cli.loading import resolve_device, resolve_dtype

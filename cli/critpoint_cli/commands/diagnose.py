@@ -88,7 +88,7 @@ def diagnose(
       critpoint diagnose model.ckpt --per-layer --report report/
       critpoint diagnose model.ckpt --json - | jq .kind
     """  # noqa: D301 (click's \b marks a verbatim block)
-    from critpoint_cli.render import Output, diagnosis_text, layer_table
+    from critpoint_cli.render import Output
 
     state = get_state(ctx)
     start(state)
@@ -97,6 +97,8 @@ def diagnose(
 
     import critpoint as cp
     from critpoint.errors import InputError
+    from critpoint.report.document import diagnosis_document
+    from critpoint.report.text import diagnosis_text, layer_table
     from critpoint_cli import loading
 
     outputs = [("--json", json_path)]
@@ -150,10 +152,8 @@ def diagnose(
 
     land = None
     if report_dir is not None and obj.num_params >= 2:
-        from critpoint.surface import landscape
-
         with stage(state, "loss slices along the extreme eigenvectors"):
-            land = landscape(obj, dg, seed=state.seed, tol=tol, progress=progress)
+            land = cp.landscape(obj, dg, seed=state.seed, tol=tol, progress=progress)
     elapsed = time.perf_counter() - t0
 
     settings = {
@@ -193,17 +193,17 @@ def diagnose(
                 settings=settings,
             )
 
-    document = dg.to_dict()
-    document["settings"] = settings
-    document["label"] = label
-    document["summary"] = dg.summary()
-    document["elapsed_seconds"] = round(elapsed, 3)
-    document["landscape"] = land.to_dict() if land is not None else None
-    document["per_layer"] = (
-        [layer.to_dict() for layer in layers] if layers is not None else None
+    out.json(
+        diagnosis_document(
+            dg,
+            label=label,
+            settings=settings,
+            landscape=land,
+            per_layer=layers,
+            history=history,
+            elapsed_seconds=round(elapsed, 3),
+        )
     )
-    document["history"] = history
-    out.json(document)
 
     what = setup.describe()
     if globs:

@@ -95,7 +95,7 @@ def escape(
       critpoint escape critpoint-demo/stalled.ckpt -o escaped.ckpt
       critpoint diagnose escaped.ckpt
     """  # noqa: D301 (click's \b marks a verbatim block)
-    from critpoint_cli.render import Output, field_line, num
+    from critpoint_cli.render import Output
 
     state = get_state(ctx)
     start(state)
@@ -104,6 +104,7 @@ def escape(
 
     import critpoint as cp
     from critpoint.checkpoint import save_checkpoint
+    from critpoint.report.text import escape_text, field_line
     from critpoint_cli import loading
 
     outputs = [("-o", out_path), ("--json", json_path)]
@@ -128,16 +129,14 @@ def escape(
     obj = setup.objective(list(params) or None)
     with stage(state, "escape steps"):
         run = cp.escape_until(obj, max_steps, max_step, state.seed, k=k, tol=tol)
-    steps = run.steps
-    loss_before, loss_after = run.loss_before, run.loss_after
 
     ckpt = setup.checkpoint
     meta = dict(ckpt.meta) if ckpt is not None else {}
     meta["escape"] = {
         "from": checkpoint,
-        "loss_before": loss_before,
-        "loss_after": loss_after,
-        "steps": [s.to_dict() for s in steps],
+        "loss_before": run.loss_before,
+        "loss_after": run.loss_after,
+        "steps": [s.to_dict() for s in run.steps],
         "seed": state.seed,
     }
     save_checkpoint(
@@ -166,27 +165,7 @@ def escape(
     )
     out.json(document)
 
-    lines = [f"{checkpoint}: {setup.describe()}", ""]
-    for i, s in enumerate(steps, 1):
-        if s.taken:
-            lines.append(
-                field_line(
-                    f"Step {i}",
-                    f"λ_min = {num(s.eigenvalue, 4)} ± {num(s.eigenvalue_error, 2)}; moved "
-                    f"{num(s.step_size, 4)}; loss {num(s.loss_before)} → {num(s.loss_after)} "
-                    f"(predicted change {num(s.predicted_change, 4)}, actual {num(s.actual_change, 4)})",
-                )
-            )
-        else:
-            lines.append(field_line(f"Step {i}", f"stopped: {s.reason}."))
-    lines.append("")
-    lines.append(
-        field_line(
-            "Loss",
-            f"{num(loss_before)} → {num(loss_after)} after {run.num_steps_taken} escape "
-            f"step{'s' if run.num_steps_taken != 1 else ''}",
-        )
-    )
+    lines = [f"{checkpoint}: {setup.describe()}", "", escape_text(run)]
     lines.append(field_line("Written", out_path))
     lines.append(field_line("Next", f"critpoint diagnose {out_path}"))
     out.result("\n".join(lines))

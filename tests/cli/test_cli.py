@@ -489,7 +489,32 @@ def test_unconverged_solver_exits_3_with_partial_results(
         "--no-trace",
     )  # fmt: skip
     assert r.exit_code == 3, r.stderr
-    assert "did not converge" in r.stderr
+    assert r.stderr == (
+        "critpoint: warning: the eigensolver did not converge for the whole model "
+        "(tol 1e-09); the results above use the looser bounds it reached. Raise "
+        "--max-matvecs or loosen --tol.\n"
+    )
     assert "Verdict" in r.stdout
     doc = parse_json(js.read_text())
     assert doc["converged"] is False
+    assert doc["settings"]["max_matvecs"] == 3
+    # an outcome, not a fault: no traceback with --debug either
+    r = invoke(
+        "--debug", "--dtype", "float64",
+        "diagnose", str(tiny_ckpt),
+        "--max-matvecs", "3", "--tol", "1e-9", "--no-density", "--no-trace",
+    )  # fmt: skip
+    assert r.exit_code == 3, r.stderr
+    assert "Traceback" not in r.stderr
+    assert r.stderr.startswith("critpoint: warning: the eigensolver did not converge")
+
+
+def test_convergence_error_is_exit_code_3() -> None:
+    from critpoint.errors import ConvergenceError, InputError
+    from critpoint_cli.main import EXIT_NOT_CONVERGED, error_message
+
+    assert EXIT_NOT_CONVERGED == 3
+    error = ConvergenceError("did not\nconverge", partial={"kind": "saddle"})
+    assert error_message(error) == ("did not converge", 3)
+    assert error.partial == {"kind": "saddle"}
+    assert error_message(InputError("bad")) == ("bad", 1)

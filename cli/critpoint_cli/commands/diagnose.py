@@ -9,7 +9,6 @@ from typing import Any
 import click
 
 from critpoint_cli.commands._common import (
-    EXIT_NOT_CONVERGED,
     check_paths,
     escaped_name,
     shell_command,
@@ -96,7 +95,7 @@ def diagnose(
     t0 = time.perf_counter()
 
     import critpoint as cp
-    from critpoint.errors import InputError
+    from critpoint.errors import ConvergenceError, InputError
     from critpoint.report.document import diagnosis_document
     from critpoint.report.text import diagnosis_text, layer_table
     from critpoint_cli import loading
@@ -193,17 +192,16 @@ def diagnose(
                 settings=settings,
             )
 
-    out.json(
-        diagnosis_document(
-            dg,
-            label=label,
-            settings=settings,
-            landscape=land,
-            per_layer=layers,
-            history=history,
-            elapsed_seconds=round(elapsed, 3),
-        )
+    document = diagnosis_document(
+        dg,
+        label=label,
+        settings=settings,
+        landscape=land,
+        per_layer=layers,
+        history=history,
+        elapsed_seconds=round(elapsed, 3),
     )
+    out.json(document)
 
     what = setup.describe()
     if globs:
@@ -231,10 +229,11 @@ def diagnose(
     unconverged = [] if dg.converged else ["the whole model"]
     unconverged += [x.name for x in layers or [] if not x.diagnosis.converged]
     if unconverged:
-        out.warn(
+        # Exit code 3: everything above was written; the error carries it.
+        msg = (
             "the eigensolver did not converge for "
             + ", ".join(unconverged)
             + f" (tol {tol:g}); the results above use the looser bounds it reached. "
             "Raise --max-matvecs or loosen --tol."
         )
-        ctx.exit(EXIT_NOT_CONVERGED)
+        raise ConvergenceError(msg, partial=document)

@@ -13,7 +13,9 @@ import pytest
 import torch
 from click.testing import CliRunner, Result
 
+import critpoint as cp
 from critpoint.checkpoint import save_checkpoint
+from critpoint.data import get_loss, load_data
 from critpoint.models import build_model
 
 COMMANDS = ["diagnose", "escape", "report", "train", "demo"]
@@ -144,7 +146,10 @@ def test_diagnose_prints_a_verdict(tiny_ckpt: Path) -> None:
 
 
 def test_diagnose_json_on_stdout_is_pure_and_complete(tiny_ckpt: Path) -> None:
-    r = invoke("--seed", "3", "diagnose", str(tiny_ckpt), "--json", "-", "--progress")
+    r = invoke(
+        "--seed", "3", "--device", "cpu",
+        "diagnose", str(tiny_ckpt), "--json", "-", "--progress",
+    )  # fmt: skip
     assert r.exit_code == 0, r.stderr
     doc = parse_json(r.stdout)
     assert doc["schema"] == "critpoint.diagnosis"
@@ -155,15 +160,54 @@ def test_diagnose_json_on_stdout_is_pure_and_complete(tiny_ckpt: Path) -> None:
     assert s["seed"] == 3
     assert s["checkpoint"] == str(tiny_ckpt)
     assert s["model"]["name"] == "mlp"
+    assert MODEL.items() <= s["model"]["kwargs"].items()  # and the defaults
     assert s["data"]["name"] == "teacher"
+    assert TEACHER.items() <= s["data"]["kwargs"].items()
     assert s["loss"] == "cross_entropy"
     assert s["command"] == "diagnose"
-    for key in ("k", "tol", "density", "trace", "dtype", "device"):
-        assert key in s
-    assert doc["kind"] in ("minimum", "maximum", "saddle", "degenerate")
-    assert doc["lambda_min"] <= doc["lambda_max"]
-    assert doc["trace"] is not None
-    assert doc["density"] is not None
+    assert (s["k"], s["tol"], s["max_matvecs"]) == (6, 1e-4, None)
+    assert (s["density"], s["trace"]) == (True, True)
+    assert (s["dtype"], s["device"]) == ("float32", "cpu")
+    # the numbers are the library's, to the bit, for the same model, data, loss
+    # and seed (the same operations in the same order)
+    model = build_model("mlp", seed=0, **MODEL)
+    data = load_data("teacher", **TEACHER)
+    obj = cp.Objective(model, get_loss("cross_entropy"), data.as_tuple())
+    dg = cp.diagnose(obj, seed=3)
+    expected = dg.to_dict()
+    for key in (
+        "kind",
+        "side",
+        "critical",
+        "converged",
+        "verdict",
+        "reason",
+        "advice",
+        "num_params",
+        "num_matvecs",
+        "has_escape_direction",
+        "loss",
+        "grad_norm",
+        "grad_tol",
+        "lambda_min",
+        "lambda_min_error",
+        "lambda_max",
+        "lambda_max_error",
+        "zero_tol",
+        "minimum_ratio",
+        "negative_fraction",
+        "flat_fraction",
+        "escape_prediction",
+        "lambda_lower",
+        "lambda_upper",
+        "bound_probability",
+    ):
+        assert doc[key] == expected[key], key
+    assert doc["eigenvalues"] == expected["eigenvalues"]
+    assert doc["eigenvalue_errors"] == expected["eigenvalue_errors"]
+    assert doc["trace"] == expected["trace"]
+    assert doc["density"] == expected["density"]
+    assert doc["summary"] == dg.summary()
     # progress bars went to stderr, not into the JSON
     assert "Lanczos" in r.stderr or "SLQ" in r.stderr or "%" in r.stderr
 

@@ -11,6 +11,7 @@ from critpoint.analysis import (
     Curvature,
     Diagnosis,
     LayerDiagnosis,
+    Verdict,
     classify,
     curvature,
     diagnose,
@@ -46,8 +47,15 @@ from critpoint.linalg.trace import TraceEstimate, trace
 from critpoint.models import build_model
 from critpoint.objective import Objective
 from critpoint.operator import HessianOperator
-from critpoint.report import build_report, render_report
-from critpoint.surface import Landscape, landscape, loss_plane, loss_slice
+from critpoint.report import build_report, load_report, render_report
+from critpoint.surface import (
+    Landscape,
+    LossPlane,
+    LossSlice,
+    landscape,
+    loss_plane,
+    loss_slice,
+)
 from critpoint.training import History, train
 
 __all__ = [
@@ -67,6 +75,8 @@ __all__ = [
     "InputError",
     "Landscape",
     "LayerDiagnosis",
+    "LossPlane",
+    "LossSlice",
     "NonDeterministicError",
     "NonFiniteError",
     "Objective",
@@ -76,6 +86,7 @@ __all__ = [
     "SpectralDensity",
     "TraceEstimate",
     "UnsafeCheckpointError",
+    "Verdict",
     "__version__",
     "build_model",
     "build_report",
@@ -91,6 +102,7 @@ __all__ = [
     "layer_groups",
     "load_checkpoint",
     "load_data",
+    "load_report",
     "loss_plane",
     "loss_slice",
     "quadratic_step",

@@ -56,7 +56,7 @@ def test_verdict_of_a_curvature_is_classify():
     v = verdict(c)
     assert (v.kind, v.side) == ("saddle", "both")
     assert v.threshold == pytest.approx(5e-3)
-    assert isinstance(v, cp.analysis.Verdict)
+    assert isinstance(v, cp.Verdict)
 
 
 def test_default_grad_tol_closed_form():

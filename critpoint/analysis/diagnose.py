@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from critpoint._deprecation import UNSET, renamed
+from critpoint._progress import ProgressArg, check_progress
 from critpoint.analysis.diagnosis import Diagnosis, LayerDiagnosis
 from critpoint.analysis.rule import (
     default_grad_tol,
@@ -43,7 +44,7 @@ def diagnose(
     seed: int = 0,
     grad_tol: float | None = None,
     eig_rtol: float = 1e-3,
-    progress: bool = False,
+    progress: ProgressArg = False,
     *,
     tol: float = 1e-4,
     max_matvecs: int | None = None,
@@ -87,8 +88,9 @@ def diagnose(
         :func:`critpoint.analysis.rule.default_grad_tol`.
     eig_rtol : float
         Relative zero tolerance of :func:`critpoint.classify`.
-    progress : bool
-        Show progress bars.
+    progress : bool or callable
+        ``True`` shows a progress bar per solver; a callable is called as
+        ``progress(done, total)`` by each solver in turn (its own products).
     tol : float
         Relative residual tolerance of the eigensolver.
     max_matvecs : int, optional
@@ -122,6 +124,7 @@ def diagnose(
         trace_max_matvecs,
         60,
     )
+    check_progress(progress)
     if not isinstance(k, int) or k < 2:
         msg = f"k must be an int >= 2 (eigenpairs from both ends), got {k!r}"
         raise InputError(msg)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from critpoint._files import write_text_atomic
 from critpoint._json import check_header, clean, dumps, header
 from critpoint.linalg.slq import SpectralDensity
 from critpoint.linalg.trace import TraceEstimate
@@ -313,8 +314,6 @@ class Diagnosis:
         """The :meth:`to_dict` document as JSON; written atomically to ``path`` if given."""
         text = dumps(self.to_dict(), indent=indent)
         if path is not None:
-            from critpoint._files import write_text_atomic
-
             write_text_atomic(path, text + "\n")
         return text
 

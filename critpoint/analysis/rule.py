@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from critpoint._progress import ProgressArg
 from critpoint.analysis.diagnosis import Verdict
 from critpoint.linalg.lanczos import eigsh
 
@@ -390,7 +391,7 @@ def measure_extremes(
     seed: int | torch.Generator | None = 0,
     eig_rtol: float = 1e-3,
     delta: float | None = 0.01,
-    progress: bool = False,
+    progress: ProgressArg = False,
 ) -> Extremes:
     """The one eigen-solve behind every verdict: ``eigsh(which="BE")``, then :func:`curvature`.
 

@@ -417,3 +417,15 @@ def test_diagnose_layers_with_a_factory():
         cp.diagnose_layers(factory)
     with pytest.raises(cp.InputError, match="an Objective or a factory"):
         cp.diagnose_layers("model", groups)
+
+
+def test_progress_callback_sees_every_solver():
+    _, obj = two_weight_objective()
+    seen = []
+    d = cp.diagnose(obj, k=2, progress=lambda done, total: seen.append((done, total)))
+    assert seen
+    assert all(0 <= done <= total for done, total in seen)
+    # the products the callbacks saw are the ones spent (the 3-product probe aside)
+    assert d.num_matvecs >= max(done for done, _ in seen)
+    with pytest.raises(cp.InputError, match="progress must be True, False, None"):
+        cp.diagnose(obj, progress="yes")

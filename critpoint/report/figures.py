@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from critpoint.report.text import num
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -46,12 +48,6 @@ _GREY = "0.45"
 _LIGHT = "0.75"
 #: Layout engine of every figure.
 LAYOUT = "constrained"
-
-
-def _fmt(x: float | None, digits: int = 4) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "n/a"
-    return f"{x:.{digits}g}"
 
 
 def new_figure(width: float = 7.0, height: float = 4.0) -> tuple[Figure, Axes]:
@@ -232,7 +228,7 @@ def plot_spectrum(
         if not math.isfinite(x):
             continue
         ax.annotate(
-            f"{name} = {_fmt(x)} ± {_fmt(err, 2)}",
+            f"{name} = {num(x, 4)} ± {num(err, 2)}",
             xy=(x, mark_y),
             xytext=(0, 7),
             textcoords="offset points",
@@ -330,7 +326,7 @@ def plot_slice(
             "--",
             color=_GREY,
             lw=1.3,
-            label=f"quadratic model (curvature {_fmt(curv, 3)})",
+            label=f"quadratic model (curvature {num(curv, 3)})",
         )
     ax.axhline(sl.loss0, color=_LIGHT, ls=":", lw=1)
     ax.plot([0.0], [sl.loss0], "o", color=_INK, mfc="white", ms=6, label="θ (here)")
@@ -341,7 +337,7 @@ def plot_slice(
             "s",
             color=_INK,
             ms=6,
-            label=f"escape step α = {_fmt(escape['step'], 3)} (quadratic model's length)",
+            label=f"escape step α = {num(escape['step'], 3)} (quadratic model's length)",
         )
     finite = losses[np.isfinite(losses)]
     if finite.size:
@@ -412,7 +408,7 @@ def plot_plane(
         color="white",
         mec=_INK,
         ms=8,
-        label=f"θ (here), loss {_fmt(plane.loss0)}",
+        label=f"θ (here), loss {num(plane.loss0, 4)}",
     )
     outline = [pe.withStroke(linewidth=4, foreground="white")]
     if escape is not None and abs(escape.get("a", 0.0)) + abs(escape.get("b", 0.0)) > 0:
@@ -428,9 +424,9 @@ def plot_plane(
                 "path_effects": outline,
             },
         )
-        text = f"escape step: predicted ΔL {_fmt(escape.get('predicted_change'), 3)}"
+        text = f"escape step: predicted ΔL {num(escape.get('predicted_change'), 3)}"
         if escape.get("loss_after") is not None:
-            text += f", actual {_fmt(escape['loss_after'] - plane.loss0, 3)}"
+            text += f", actual {num(escape['loss_after'] - plane.loss0, 3)}"
         ax.plot([], [], "-", color=_INK, lw=2.2, label=text)
     size = "small" if compact else "medium"
     ax.set_xlabel(f"a along {names[0]} (parameter units)", fontsize=size)
@@ -465,11 +461,13 @@ def add_landscape_row(
     prefix = f"{label}: " if label else ""
     plot_slice(landscape.slice_min, ax=axes[0], name="u_min", escape=landscape.escape)
     axes[0].set_title(
-        f"{prefix}along u_min, λ_min = {_fmt(landscape.lambda_min)}", fontsize="medium"
+        f"{prefix}along u_min, λ_min = {num(landscape.lambda_min, 4)}",
+        fontsize="medium",
     )
     plot_slice(landscape.slice_max, ax=axes[1], name="u_max")
     axes[1].set_title(
-        f"{prefix}along u_max, λ_max = {_fmt(landscape.lambda_max)}", fontsize="medium"
+        f"{prefix}along u_max, λ_max = {num(landscape.lambda_max, 4)}",
+        fontsize="medium",
     )
     if landscape.plane is not None:
         plot_plane(landscape.plane, ax=axes[2], escape=landscape.escape)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,7 @@ from critpoint.report.document import (
     ReportEntry,
     entries_from,
 )
+from critpoint.report.text import num
 
 if TYPE_CHECKING:
     from critpoint.analysis.diagnosis import Diagnosis
@@ -48,19 +48,11 @@ REPORT_FILES = (
 
 def fmt(x: Any, digits: int = 6) -> str:
     """Format a number as the report does: ``digits`` significant digits, "n/a" if missing."""
-    if x is None:
-        return "n/a"
     if isinstance(x, bool):
         return "yes" if x else "no"
     if isinstance(x, int):
         return f"{x:,}"
-    try:
-        value = float(x)
-    except (TypeError, ValueError):
-        return html.escape(str(x))
-    if not math.isfinite(value):
-        return "n/a"
-    return f"{value:.{digits}g}"
+    return html.escape(num(x, digits))
 
 
 def _pm(value: float, error: float | None) -> str:

@@ -17,6 +17,7 @@ be re-drawn without the model.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,8 @@ __all__ = [
     "loss_plane",
     "loss_slice",
 ]
+
+logger = logging.getLogger("critpoint")
 
 LANDSCAPE_SCHEMA = "critpoint.landscape"
 LANDSCAPE_SCHEMA_VERSION = 1
@@ -452,7 +455,8 @@ def landscape(
 
     The eigenpairs of ``λ_min`` and ``λ_max`` are the diagnosis's, when it
     holds them (a diagnosis from :func:`critpoint.diagnose` does; one read
-    from JSON does not): no Hessian-vector product is spent. Otherwise one
+    from JSON does not) and was made at this point (its loss is the loss
+    here): no Hessian-vector product is spent. Otherwise one
     Lanczos run finds them (``eigsh(which="BE", k=2)`` with ``seed`` and
     ``tol``, typically 30–100 HVPs). Then ``2·num`` loss evaluations for the
     slices and ``plane_num²`` for the plane, each a full pass over the data.
@@ -502,7 +506,7 @@ def landscape(
     check_progress(progress)
     theta = obj.theta
     loss0, g = obj.loss_and_grad(theta)
-    pairs = _diagnosis_pairs(obj, diagnosis)
+    pairs = _diagnosis_pairs(obj, diagnosis, loss0)
     num_matvecs = 0
     if pairs is not None:
         found = "diagnosis"
@@ -623,9 +627,14 @@ def landscape(
 
 
 def _diagnosis_pairs(
-    obj: Objective, diagnosis: Diagnosis | None
+    obj: Objective, diagnosis: Diagnosis | None, loss: float
 ) -> tuple[tuple[float, float, torch.Tensor], tuple[float, float, torch.Tensor]] | None:
-    """``((λ_min, error, u_min), (λ_max, error, u_max))`` of the diagnosis, if it kept them."""
+    """``((λ_min, error, u_min), (λ_max, error, u_max))`` of the diagnosis, if it holds for θ.
+
+    ``None`` when there is no diagnosis, when it was read from JSON (no
+    vectors), or when it was made at another point (its loss is not the
+    loss here, to ``√eps`` of the dtype): the eigenpairs are then found again.
+    """
     if diagnosis is None:
         return None
     u_min, u_max = diagnosis.eigenvector_min, diagnosis.eigenvector_max
@@ -637,6 +646,15 @@ def _diagnosis_pairs(
             f"{obj.num_params:,}; give the diagnosis of this objective"
         )
         raise InputError(msg)
+    slack = math.sqrt(torch.finfo(obj.dtype).eps) * max(1.0, abs(loss))
+    if not abs(diagnosis.loss - loss) <= slack:
+        logger.info(
+            "the diagnosis was made at another point (loss %.6g, here %.6g): "
+            "finding the eigenvectors again",
+            diagnosis.loss,
+            loss,
+        )
+        return None
     return (
         (diagnosis.lambda_min, diagnosis.lambda_min_error, u_min),
         (diagnosis.lambda_max, diagnosis.lambda_max_error, u_max),

@@ -187,3 +187,14 @@ def test_non_finite_losses_travel_as_null() -> None:
     back = LossSlice.from_dict(doc)
     assert np.isnan(back.losses[0])
     assert back.losses[1] == 1.0
+
+
+def test_a_diagnosis_of_another_point_is_not_trusted_for_its_vectors() -> None:
+    obj, exact = least_squares()
+    dg = cp.diagnose(obj, k=2, tol=1e-10, density=False, trace=False)
+    with torch.no_grad():
+        obj.model.weight.add_(0.3)  # the point moved: the loss is another
+    land = landscape(obj, dg, num=3, plane=False, tol=1e-10)
+    assert land.settings["eigenpairs"] == "eigsh"
+    assert land.num_matvecs > 0
+    assert land.lambda_max == pytest.approx(exact[-1], rel=1e-8)  # H is constant

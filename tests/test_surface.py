@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import critpoint as cp
-from critpoint.data import get_loss, load_data
+from critpoint.data import load_data
 from critpoint.errors import InputError
 from critpoint.models import build_model
 from critpoint.surface import (
@@ -36,7 +36,7 @@ def least_squares(seed: int = 0) -> tuple[cp.Objective, np.ndarray]:
     x, y = least_squares_data(seed)
     n, d = x.shape
     model = torch.nn.Linear(d, 1).double()
-    obj = cp.Objective(model, get_loss("mse"), (x, y))
+    obj = cp.Objective(model, cp.get_loss("mse"), (x, y))
     a = torch.cat([x, torch.ones(n, 1, dtype=torch.float64)], dim=1).numpy()
     return obj, np.linalg.eigvalsh(2.0 * a.T @ a / n)
 
@@ -101,7 +101,7 @@ def test_landscape_uses_the_extreme_eigenvectors_oriented_downhill() -> None:
 def test_landscape_draws_the_escape_step_of_a_saddle() -> None:
     obj = cp.Objective(
         build_model("two_weight", dtype="float64"),
-        get_loss("mse"),
+        cp.get_loss("mse"),
         load_data("two_weight", dtype=torch.float64).as_tuple(),
     )
     dg = cp.diagnose(obj, density=False, trace=False)
@@ -171,7 +171,7 @@ def test_landscape_takes_the_diagnosis_eigenpairs_and_spends_no_product() -> Non
 def test_landscape_refuses_the_diagnosis_of_other_parameters() -> None:
     obj, _ = least_squares()
     part = cp.Objective(
-        obj.model, get_loss("mse"), least_squares_data(), params="weight"
+        obj.model, cp.get_loss("mse"), least_squares_data(), params="weight"
     )
     dg = cp.diagnose(part, k=2, density=False, trace=False)
     with pytest.raises(InputError, match="diagnosis is of 4 parameters"):

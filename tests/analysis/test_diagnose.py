@@ -328,7 +328,7 @@ def test_hvp_budgets_are_max_matvecs_and_old_names_warn():
 
 
 def small_mlp():
-    from critpoint.data import get_loss, load_data
+    from critpoint.data import load_data
     from critpoint.models import build_model
 
     data = load_data(
@@ -343,7 +343,7 @@ def small_mlp():
     model = build_model(
         "mlp", in_features=4, widths=[3], out_features=3, seed=0, dtype="float64"
     )
-    return model, get_loss("cross_entropy"), data.as_tuple()
+    return model, cp.get_loss("cross_entropy"), data.as_tuple()
 
 
 def test_layer_groups():

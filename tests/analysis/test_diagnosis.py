@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import critpoint as cp
-from critpoint.data import get_loss, load_data
+from critpoint.data import load_data
 from critpoint.models import build_model
 
 
@@ -15,7 +15,7 @@ def saddle() -> cp.Diagnosis:
     """The two-weight net at the origin: a saddle with eigenvalues ±2, loss 1."""
     obj = cp.Objective(
         build_model("two_weight", dtype="float64"),
-        get_loss("mse"),
+        cp.get_loss("mse"),
         load_data("two_weight", dtype=torch.float64).as_tuple(),
     )
     return cp.diagnose(obj, k=2, seed=3)

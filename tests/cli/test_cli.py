@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 
 import critpoint as cp
 from critpoint.checkpoint import save_checkpoint
-from critpoint.data import get_loss, load_data
+from critpoint.data import load_data
 from critpoint.models import build_model
 
 COMMANDS = ["diagnose", "escape", "report", "train", "demo"]
@@ -172,7 +172,7 @@ def test_diagnose_json_on_stdout_is_pure_and_complete(tiny_ckpt: Path) -> None:
     # and seed (the same operations in the same order)
     model = build_model("mlp", seed=0, **MODEL)
     data = load_data("teacher", **TEACHER)
-    obj = cp.Objective(model, get_loss("cross_entropy"), data.as_tuple())
+    obj = cp.Objective(model, cp.get_loss("cross_entropy"), data.as_tuple())
     dg = cp.diagnose(obj, seed=3)
     expected = dg.to_dict()
     for key in (

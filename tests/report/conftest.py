@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import critpoint as cp
-from critpoint.data import get_loss, load_data
+from critpoint.data import load_data
 from critpoint.models import build_model
 from critpoint.report import LayerEntry, ReportEntry
 from critpoint.surface import landscape
@@ -25,7 +25,7 @@ def material() -> dict:
     """Two diagnosed points of a 39-parameter MLP, landscapes, per-layer results, a history."""
     data = load_data("teacher", **TEACHER)
     model = build_model("mlp", in_features=5, widths=[4], out_features=3, seed=0)
-    loss = get_loss("cross_entropy")
+    loss = cp.get_loss("cross_entropy")
     obj = cp.Objective(model, loss, data.as_tuple())
     small = {"num_probes": 4, "num_steps": 20, "trace_max_matvecs": 12}
     first = cp.diagnose(obj, **small)

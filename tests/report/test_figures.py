@@ -7,7 +7,7 @@ import sys
 import torch
 
 import critpoint as cp
-from critpoint.data import get_loss, load_data
+from critpoint.data import load_data
 from critpoint.models import build_model
 from critpoint.report import (
     plot_landscape,
@@ -48,7 +48,7 @@ def test_figures_use_explicit_objects(material: dict) -> None:
 def test_spectrum_without_density() -> None:
     obj = cp.Objective(
         build_model("two_weight", dtype="float64"),
-        get_loss("mse"),
+        cp.get_loss("mse"),
         load_data("two_weight", dtype=torch.float64).as_tuple(),
     )
     dg = cp.diagnose(obj, density=False, trace=False)

@@ -7,7 +7,18 @@ error bounds.
 """
 
 from critpoint._version import __version__
-from critpoint.analysis import Diagnosis, classify, diagnose
+from critpoint.analysis import (
+    Curvature,
+    Diagnosis,
+    LayerDiagnosis,
+    Verdict,
+    classify,
+    curvature,
+    diagnose,
+    diagnose_layers,
+    layer_groups,
+    zero_tolerance,
+)
 from critpoint.data import Data, load_data
 from critpoint.errors import (
     CheckpointError,
@@ -21,14 +32,15 @@ from critpoint.errors import (
     UnsafeCheckpointError,
 )
 from critpoint.escape import (
+    EscapeRun,
     EscapeStep,
     QuadraticStep,
     SaddleEscape,
     escape_saddle,
+    escape_until,
     quadratic_step,
 )
 from critpoint.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from critpoint.landscape import Landscape, landscape, loss_plane, loss_slice
 from critpoint.linalg.lanczos import EigenResult, eigsh
 from critpoint.linalg.slq import SpectralDensity, spectral_density
 from critpoint.linalg.trace import TraceEstimate, trace
@@ -36,8 +48,15 @@ from critpoint.losses import get_loss
 from critpoint.models import build_model
 from critpoint.objective import Objective
 from critpoint.operator import HessianOperator
-from critpoint.report import build_report, render_report
-from critpoint.rule import Curvature, curvature, zero_tolerance
+from critpoint.report import build_report, load_report, render_report
+from critpoint.surface import (
+    Landscape,
+    LossPlane,
+    LossSlice,
+    landscape,
+    loss_plane,
+    loss_slice,
+)
 from critpoint.training import History, train
 
 __all__ = [
@@ -50,11 +69,15 @@ __all__ = [
     "DenseTooLargeError",
     "Diagnosis",
     "EigenResult",
+    "EscapeRun",
     "EscapeStep",
     "HessianOperator",
     "History",
     "InputError",
     "Landscape",
+    "LayerDiagnosis",
+    "LossPlane",
+    "LossSlice",
     "NonDeterministicError",
     "NonFiniteError",
     "Objective",
@@ -64,18 +87,23 @@ __all__ = [
     "SpectralDensity",
     "TraceEstimate",
     "UnsafeCheckpointError",
+    "Verdict",
     "__version__",
     "build_model",
     "build_report",
     "classify",
     "curvature",
     "diagnose",
+    "diagnose_layers",
     "eigsh",
     "escape_saddle",
+    "escape_until",
     "get_loss",
     "landscape",
+    "layer_groups",
     "load_checkpoint",
     "load_data",
+    "load_report",
     "loss_plane",
     "loss_slice",
     "quadratic_step",

@@ -30,12 +30,12 @@ from critpoint.analysis import Diagnosis, diagnose
 from critpoint.data import load_data
 from critpoint.errors import InputError
 from critpoint.io.checkpoint import save_checkpoint
-from critpoint.landscape import Landscape, landscape
 from critpoint.losses import get_loss
 from critpoint.models import build_model
 from critpoint.objective import Objective
 from critpoint.report import ReportEntry, build_report
 from critpoint.specs import dtype_name
+from critpoint.surface import Landscape, landscape
 from critpoint.training import History, train
 from critpoint.training.optim import check_lr
 
@@ -60,7 +60,7 @@ PLATEAU = 0.98
 
 #: What ``quick=True`` shrinks: the SLQ / trace sizes of each diagnosis and
 #: the landscape's grid (the data shrinks to 200 / 100 samples, the net to 8).
-QUICK_DIAGNOSIS = {"num_probes": 4, "num_steps": 20, "trace_matvecs": 12}
+QUICK_DIAGNOSIS = {"num_probes": 4, "num_steps": 20, "trace_max_matvecs": 12}
 QUICK_LANDSCAPE = {"num": 9, "plane_num": 7}
 
 Stage = Callable[[str], AbstractContextManager[Any]]

@@ -2,11 +2,14 @@
 
 If ``u`` is a unit eigenvector with eigenvalue ``λ < 0``, then
 ``L(θ + αu) ≈ L(θ) + gᵀu·α + ½λα²``: a direction that lowers the loss even
-where the gradient vanishes. :func:`quadratic_step` is the one place where that
-step is sized and its change predicted (the diagnosis, the escape and the
-landscape plot all call it); :func:`escape_saddle` takes one such step, sized
-by backtracking on the real loss; :class:`SaddleEscape` wraps any
-``torch.optim`` optimizer and takes these steps when training has stalled.
+where the gradient vanishes. :func:`quadratic_step` (defined with the rule in
+:mod:`critpoint.analysis.step`, since the diagnosis predicts the same step) sizes
+that step and predicts its change; :func:`escape_saddle` takes one such step,
+sized by backtracking on the real loss; :func:`escape_until` takes steps until
+no clearly negative curvature is left (the ``critpoint escape`` command), and
+:class:`EscapeRun` is its ``critpoint.escape`` JSON document;
+:class:`SaddleEscape` wraps any ``torch.optim`` optimizer and takes these
+steps when training has stalled.
 """
 
 from __future__ import annotations
@@ -18,105 +21,38 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from critpoint._checks import positive_int
+from critpoint._deprecation import UNSET, renamed
+from critpoint._json import clean, header
+from critpoint.analysis.rule import measure_extremes
+from critpoint.analysis.step import (
+    QuadraticStep,
+    downhill,
+    predicted_change,
+    quadratic_step,
+)
 from critpoint.errors import InputError
-from critpoint.rule import measure_extremes
 
 if TYPE_CHECKING:
     from critpoint.objective import Objective
 
+ESCAPE_SCHEMA = "critpoint.escape"
+ESCAPE_SCHEMA_VERSION = 1
 
-@dataclass(frozen=True)
-class QuadraticStep:
-    """A step of length ``α`` along a unit direction and what the quadratic model predicts.
-
-    Attributes
-    ----------
-    step_size : float
-        ``α``, in parameter units (Euclidean norm).
-    predicted_change : float
-        ``gᵀu·α + ½λα²``.
-    """
-
-    step_size: float
-    predicted_change: float
-
-
-def predicted_change(slope: float, curvature: float, step_size: float) -> float:
-    """The quadratic model's change of the loss: ``gᵀu·α + ½λα²``.
-
-    Parameters
-    ----------
-    slope : float
-        ``gᵀu``, the directional derivative along the unit direction ``u``.
-    curvature : float
-        ``λ = uᵀHu``.
-    step_size : float
-        ``α``.
-
-    Returns
-    -------
-    float
-    """
-    return slope * step_size + 0.5 * curvature * step_size**2
-
-
-def quadratic_step(
-    loss: float,
-    slope: float,
-    curvature: float,
-    max_step: float | None = None,
-    *,
-    dtype: torch.dtype = torch.float64,
-) -> QuadraticStep:
-    """The escape step along a direction of negative curvature, and its predicted change.
-
-    The length is ``α = √(2·max(|L|, eps)/|λ|)``: where ``½|λ|α²`` equals the
-    loss, i.e. the quadratic model predicts the loss to fall by its whole
-    value (``eps`` of ``dtype`` keeps a zero loss from giving a zero step).
-    ``max_step`` caps it.
-
-    Parameters
-    ----------
-    loss : float
-        The loss at the point.
-    slope : float
-        ``gᵀu`` along the unit direction ``u`` (``≤ 0`` once oriented downhill).
-    curvature : float
-        ``λ = uᵀHu``, non-zero.
-    max_step : float, optional
-        Longest step.
-    dtype : torch.dtype
-        Dtype of the analysis (sets the floor on the loss).
-
-    Returns
-    -------
-    QuadraticStep
-    """
-    floor = torch.finfo(dtype).eps
-    alpha = math.sqrt(2 * max(abs(loss), floor) / abs(curvature))
-    if max_step is not None:
-        alpha = min(alpha, max_step)
-    return QuadraticStep(alpha, predicted_change(slope, curvature, alpha))
-
-
-def downhill(u: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """``u`` or ``−u``, whichever does not go uphill (``gᵀu ≤ 0``), and that slope.
-
-    Parameters
-    ----------
-    u : torch.Tensor
-        Unit direction, shape ``(n,)``.
-    g : torch.Tensor
-        Gradient, shape ``(n,)``.
-
-    Returns
-    -------
-    (torch.Tensor, float)
-    """
-    slope = float(g.double() @ u.double())
-    if slope > 0:
-        return -u, -slope
-    return u, slope
+__all__ = [
+    "ESCAPE_SCHEMA",
+    "ESCAPE_SCHEMA_VERSION",
+    "EscapeEvent",
+    "EscapeRun",
+    "EscapeStep",
+    "QuadraticStep",
+    "SaddleEscape",
+    "downhill",
+    "escape_saddle",
+    "escape_until",
+    "predicted_change",
+    "quadratic_step",
+]
 
 
 @dataclass(frozen=True)
@@ -163,40 +99,43 @@ class EscapeStep:
     num_matvecs: int
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dictionary (the direction left out)."""
-        return {
-            "taken": self.taken,
-            "reason": self.reason,
-            "step_size": self.step_size,
-            "eigenvalue": self.eigenvalue,
-            "eigenvalue_error": self.eigenvalue_error,
-            "loss_before": self.loss_before,
-            "loss_after": self.loss_after,
-            "predicted_change": self.predicted_change,
-            "actual_change": self.actual_change,
-            "backtracks": self.backtracks,
-            "num_matvecs": self.num_matvecs,
-        }
+        """JSON-friendly dictionary (the direction left out; non-finite numbers ``None``)."""
+        return clean(
+            {
+                "taken": self.taken,
+                "reason": self.reason,
+                "step_size": self.step_size,
+                "eigenvalue": self.eigenvalue,
+                "eigenvalue_error": self.eigenvalue_error,
+                "loss_before": self.loss_before,
+                "loss_after": self.loss_after,
+                "predicted_change": self.predicted_change,
+                "actual_change": self.actual_change,
+                "backtracks": self.backtracks,
+                "num_matvecs": self.num_matvecs,
+            }
+        )
 
 
 def escape_saddle(
     obj: Objective,
     max_step: float | None = None,
-    seed: int = 0,
+    seed: int | torch.Generator | None = 0,
     *,
     k: int = 6,
     tol: float = 1e-4,
     eig_rtol: float = 1e-3,
     accept: float = 0.5,
     max_backtracks: int = 30,
-    maxiter: int | None = None,
+    max_matvecs: int | None = None,
+    maxiter: Any = UNSET,
 ) -> EscapeStep:
     """Take one step along the most negative curvature direction, in place.
 
     The extreme eigenpairs come from the same solve as :func:`critpoint.diagnose`
-    (:func:`critpoint.rule.measure_extremes`: ``k`` pairs from both ends, the
-    same ``seed``, ``tol`` and ``maxiter``), and "clearly negative" is the rule
-    of :func:`critpoint.rule.curvature`, so for the same point and settings a
+    (:func:`critpoint.analysis.rule.measure_extremes`: ``k`` pairs from both ends, the
+    same ``seed``, ``tol`` and ``max_matvecs``), and "clearly negative" is the rule
+    of :func:`critpoint.curvature`, so for the same point and settings a
     step is taken exactly when the diagnosis has an escape direction. The
     eigenvector ``u`` of ``λ_min`` is oriented downhill (``gᵀu ≤ 0``). The
     first trial step is :func:`quadratic_step` (``√(2·L/|λ|)``, capped at
@@ -213,7 +152,7 @@ def escape_saddle(
         The model (moved in place), loss and data.
     max_step : float, optional
         Longest step ``α`` (Euclidean norm in parameter space).
-    seed : int
+    seed : int, torch.Generator or None
         Seed of the Lanczos start vectors.
     k : int
         Eigenpairs from both ends of the spectrum (as ``diagnose``'s ``k``).
@@ -225,13 +164,18 @@ def escape_saddle(
         Fraction of the predicted decrease the real loss must achieve.
     max_backtracks : int
         Most halvings of the step.
-    maxiter : int, optional
+    max_matvecs : int, optional
         HVP budget of the eigensolver.
+    maxiter
+        Old name of ``max_matvecs`` (a ``DeprecationWarning``; one release).
 
     Returns
     -------
     EscapeStep
     """
+    max_matvecs = renamed(
+        "escape_saddle", "maxiter", "max_matvecs", maxiter, max_matvecs, None
+    )
     if max_step is not None and not (max_step > 0 and math.isfinite(max_step)):
         msg = f"max_step must be a positive finite number or None, got {max_step!r}"
         raise InputError(msg)
@@ -248,7 +192,7 @@ def escape_saddle(
         H,
         k=min(k, obj.num_params),
         tol=tol,
-        maxiter=maxiter,
+        max_matvecs=max_matvecs,
         seed=seed,
         eig_rtol=eig_rtol,
         delta=None,
@@ -327,6 +271,128 @@ def escape_saddle(
         actual_change=change,
         backtracks=backtracks,
         num_matvecs=H.num_matvecs,
+    )
+
+
+@dataclass(frozen=True)
+class EscapeRun:
+    """Escape steps taken one after the other (:func:`escape_until`).
+
+    Attributes
+    ----------
+    steps : list of EscapeStep
+        Every step tried, in order; the last one was not taken unless the run
+        stopped at ``max_steps``.
+    loss_before : float
+        The loss before the first step.
+    loss_after : float
+        The loss after the last one.
+    settings : dict
+        ``max_steps``, ``max_step``, ``seed``, ``k``, ``tol``, ``eig_rtol``,
+        ``accept``, ``max_backtracks``, ``max_matvecs``.
+    """
+
+    steps: list[EscapeStep]
+    loss_before: float
+    loss_after: float
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_steps_taken(self) -> int:
+        """Steps that moved the parameters."""
+        return sum(1 for s in self.steps if s.taken)
+
+    @property
+    def num_matvecs(self) -> int:
+        """Hessian-vector products spent by all the steps."""
+        return sum(s.num_matvecs for s in self.steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``critpoint.escape`` JSON document (strict JSON values)."""
+        return clean(
+            {
+                **header(ESCAPE_SCHEMA, ESCAPE_SCHEMA_VERSION),
+                "loss_before": self.loss_before,
+                "loss_after": self.loss_after,
+                "num_steps_taken": self.num_steps_taken,
+                "num_matvecs": self.num_matvecs,
+                "steps": [s.to_dict() for s in self.steps],
+                "settings": self.settings,
+            }
+        )
+
+
+def escape_until(
+    obj: Objective,
+    max_steps: int = 10,
+    max_step: float | None = None,
+    seed: int | torch.Generator | None = 0,
+    *,
+    k: int = 6,
+    tol: float = 1e-4,
+    eig_rtol: float = 1e-3,
+    accept: float = 0.5,
+    max_backtracks: int = 30,
+    max_matvecs: int | None = None,
+) -> EscapeRun:
+    """Step along negative curvature, in place, while there is some.
+
+    Calls :func:`escape_saddle` up to ``max_steps`` times and stops at the
+    first call that takes no step (no clearly negative curvature left, or no
+    step lowered the loss). Each step is a fresh eigen-solve at the new point:
+    ``k + a few`` Lanczos products and about ``1 + backtracks`` loss passes.
+
+    Parameters
+    ----------
+    obj : Objective
+        The model (moved in place), loss and data.
+    max_steps : int
+        Most steps.
+    max_step : float, optional
+        Longest single step (Euclidean norm in parameter space).
+    seed : int, torch.Generator or None
+        Seed of the eigensolver: step ``i`` (from 0) uses ``seed + i`` for an
+        int, so every step sees fresh start vectors; a generator is drawn on.
+    k, tol, eig_rtol, accept, max_backtracks, max_matvecs
+        As for :func:`escape_saddle`.
+
+    Returns
+    -------
+    EscapeRun
+    """
+    max_steps = positive_int(max_steps, "max_steps")
+    steps: list[EscapeStep] = []
+    for i in range(max_steps):
+        step_seed = seed + i if isinstance(seed, int) else seed
+        step = escape_saddle(
+            obj,
+            max_step=max_step,
+            seed=step_seed,
+            k=k,
+            tol=tol,
+            eig_rtol=eig_rtol,
+            accept=accept,
+            max_backtracks=max_backtracks,
+            max_matvecs=max_matvecs,
+        )
+        steps.append(step)
+        if not step.taken:
+            break
+    return EscapeRun(
+        steps=steps,
+        loss_before=steps[0].loss_before,
+        loss_after=steps[-1].loss_after,
+        settings={
+            "max_steps": max_steps,
+            "max_step": max_step,
+            "seed": seed if isinstance(seed, int) or seed is None else None,
+            "k": k,
+            "tol": tol,
+            "eig_rtol": eig_rtol,
+            "accept": accept,
+            "max_backtracks": max_backtracks,
+            "max_matvecs": max_matvecs,
+        },
     )
 
 

@@ -232,13 +232,62 @@ def test_diagnose_saddle_iff_escape_steps(lam, tol, eig_rtol):
             assert s.predicted_change == pytest.approx(d.escape_prediction)
 
 
-def test_quadratic_step_closed_form():
-    step = cp.quadratic_step(2.0, -0.5, -4.0)
-    assert step.step_size == pytest.approx(1.0)  # ½·4·α² = 2
-    assert step.predicted_change == pytest.approx(-0.5 - 2.0)
-    capped = cp.quadratic_step(2.0, -0.5, -4.0, max_step=0.1)
-    assert capped.step_size == 0.1
-    assert capped.predicted_change == pytest.approx(-0.05 - 0.02)
-    # a zero loss still gives a step (floored at eps of the dtype)
-    tiny = cp.quadratic_step(0.0, 0.0, -2.0, dtype=torch.float32)
-    assert tiny.step_size == pytest.approx(math.sqrt(torch.finfo(torch.float32).eps))
+def test_escape_hvp_budget_is_max_matvecs():
+    obj = cp.Objective(TwoWeight(), F.mse_loss, (ONE, ONE))
+    with pytest.warns(DeprecationWarning, match="escape_saddle"):
+        old = cp.escape_saddle(obj, maxiter=40)
+    obj = cp.Objective(TwoWeight(), F.mse_loss, (ONE, ONE))
+    new = cp.escape_saddle(obj, max_matvecs=40)
+    assert (old.step_size, old.loss_after) == (new.step_size, new.loss_after)
+
+
+def test_escape_until_leaves_the_two_weight_saddle_and_stops():
+    model = TwoWeight()
+    obj = cp.Objective(model, F.mse_loss, (ONE, ONE))
+    run = cp.escape_until(obj, max_steps=10, seed=5)
+    # step 1 is the quadratic step α = 1 along (1, 1)/√2: L = (1 − ½)² = ¼
+    first = run.steps[0]
+    assert first.taken
+    assert first.step_size == pytest.approx(1.0)
+    assert first.loss_after == pytest.approx(0.25, rel=1e-12)
+    # the loss only falls, and the run stops at the first step not taken
+    losses = [s.loss_after for s in run.steps]
+    assert losses == sorted(losses, reverse=True)
+    assert all(s.taken for s in run.steps[:-1])
+    assert len(run.steps) == 10 or not run.steps[-1].taken
+    assert run.loss_before == 1.0
+    assert run.loss_after == obj.loss() == run.steps[-1].loss_after
+    assert run.num_steps_taken == sum(s.taken for s in run.steps)
+    assert run.num_matvecs == sum(s.num_matvecs for s in run.steps)
+    # the same steps as escape_saddle called with seeds 5, 6, ...
+    again = cp.Objective(TwoWeight(), F.mse_loss, (ONE, ONE))
+    for i, s in enumerate(run.steps):
+        one = cp.escape_saddle(again, seed=5 + i)
+        assert (one.taken, one.step_size, one.loss_after) == (
+            s.taken,
+            s.step_size,
+            s.loss_after,
+        )
+    doc = run.to_dict()
+    assert doc["schema"] == "critpoint.escape"
+    assert doc["schema_version"] == 1
+    assert doc["num_steps_taken"] == run.num_steps_taken
+    assert doc["steps"][0]["step_size"] == pytest.approx(1.0)
+    assert doc["settings"]["seed"] == 5
+    assert doc["settings"]["max_steps"] == 10
+
+
+def test_escape_until_at_a_minimum_takes_no_step_and_checks_its_arguments():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(20, 2, generator=g, dtype=torch.float64)
+    y = X @ torch.tensor([[1.0], [-1.0]], dtype=torch.float64)
+    model = nn.Linear(2, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, -1.0]]))
+    obj = cp.Objective(model, F.mse_loss, (X, y))
+    run = cp.escape_until(obj, max_steps=3)
+    assert len(run.steps) == 1
+    assert run.num_steps_taken == 0
+    assert run.loss_after == run.loss_before == pytest.approx(0.0, abs=1e-30)
+    with pytest.raises(cp.InputError, match="max_steps must be a positive integer"):
+        cp.escape_until(obj, max_steps=0)

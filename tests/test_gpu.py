@@ -55,7 +55,7 @@ def test_cuda_matches_cpu(dtype):
 
 def test_cuda_diagnose_and_escape():
     gpu = problem("cuda", torch.float32)
-    d = cp.diagnose(gpu, k=4, num_steps=20, trace_matvecs=20)
+    d = cp.diagnose(gpu, k=4, num_steps=20, trace_max_matvecs=20)
     assert d.kind in ("saddle", "degenerate", "minimum", "maximum")
     assert d.settings["device"].startswith("cuda")
 

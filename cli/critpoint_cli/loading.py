@@ -7,8 +7,7 @@ what was chosen, so that the JSON output can name every setting.
 
 from __future__ import annotations
 
-import fnmatch
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -303,34 +302,3 @@ def load_setup(
         "seed": state.seed,
     }
     return setup
-
-
-def layer_groups(
-    model: nn.Module, patterns: Sequence[str] | None = None
-) -> list[tuple[str, str, list[str]]]:
-    """Every module that owns trainable parameters directly, with their names.
-
-    Parameters
-    ----------
-    model : nn.Module
-    patterns : sequence of str, optional
-        Keep only parameters matching one of these globs.
-
-    Returns
-    -------
-    list of (module name, module type, parameter names)
-    """
-    groups = []
-    for name, module in model.named_modules():
-        names = [
-            f"{name}.{pname}" if name else pname
-            for pname, p in module.named_parameters(recurse=False)
-            if p.requires_grad
-        ]
-        if patterns:
-            names = [
-                n for n in names if any(fnmatch.fnmatchcase(n, g) for g in patterns)
-            ]
-        if names:
-            groups.append((name or "(root)", type(module).__name__, names))
-    return groups

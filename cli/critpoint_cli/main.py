@@ -7,7 +7,9 @@ callbacks. Errors become one line on standard error and an exit code:
 * 0 — success, whatever the verdict;
 * 1 — an error (``critpoint: error: <what is wrong and how to fix it>``);
 * 2 — a usage error (bad option or argument);
-* 3 — a solver did not converge (partial results are still written).
+* 3 — a solver did not converge (partial results are still written): the
+  command raises :class:`critpoint.ConvergenceError` after writing them, and
+  it is shown as a warning.
 """
 
 from __future__ import annotations
@@ -85,12 +87,15 @@ class CritpointGroup(click.Group):
             raise
         except Exception as exc:
             state = get_state(ctx)
-            if state.debug:
-                raise
             message, code = error_message(exc)
+            # An unconverged solver is an outcome, not a fault: its results were
+            # written, so a warning and exit code 3, never a traceback.
+            if state.debug and code != EXIT_NOT_CONVERGED:
+                raise
             from critpoint_cli.render import printable
 
-            click.echo(printable(f"critpoint: error: {message}"), err=True)
+            kind = "warning" if code == EXIT_NOT_CONVERGED else "error"
+            click.echo(printable(f"critpoint: {kind}: {message}"), err=True)
             ctx.exit(code)
         return result
 
@@ -103,8 +108,10 @@ class CritpointGroup(click.Group):
         except click.exceptions.Exit:
             _finish_distributed(wait=True)
             raise
-        except BaseException:
-            _finish_distributed(wait=False)
+        except BaseException as exc:
+            errors = _critpoint_errors()
+            ran_to_end = errors is not None and isinstance(exc, errors.ConvergenceError)
+            _finish_distributed(wait=ran_to_end)
             raise
         _finish_distributed(wait=True)
         return result

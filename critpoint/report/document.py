@@ -10,18 +10,15 @@ model. :func:`load_report` also reads a single diagnosis document
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from critpoint._version import __version__
+from critpoint._json import check_header, clean, dumps, header
+from critpoint.analysis.diagnosis import DIAGNOSIS_SCHEMA, Diagnosis, LayerDiagnosis
 from critpoint.errors import InputError
-
-if TYPE_CHECKING:
-    from critpoint.analysis import Diagnosis
-    from critpoint.landscape import Landscape
+from critpoint.surface import Landscape
 
 __all__ = [
     "REPORT_SCHEMA",
@@ -29,6 +26,7 @@ __all__ = [
     "LayerEntry",
     "ReportDocument",
     "ReportEntry",
+    "diagnosis_document",
     "load_report",
 ]
 
@@ -84,9 +82,6 @@ class ReportEntry:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReportEntry:
         """Rebuild from :meth:`to_dict`."""
-        from critpoint.analysis import Diagnosis
-        from critpoint.landscape import Landscape
-
         land = data.get("landscape")
         step = data.get("step")
         return cls(
@@ -99,49 +94,8 @@ class ReportEntry:
         )
 
 
-@dataclass(frozen=True)
-class LayerEntry:
-    """The diagnosis of one layer's block of the Hessian.
-
-    Attributes
-    ----------
-    name : str
-        Module path (``"net.0"``).
-    module_type : str
-        Class name of the module (``"Linear"``).
-    params : list of str
-        The parameter names of the block.
-    diagnosis : Diagnosis
-    """
-
-    name: str
-    module_type: str
-    params: list[str]
-    diagnosis: Diagnosis
-    raw: dict[str, Any] | None = field(default=None, repr=False, compare=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dictionary."""
-        return {
-            "name": self.name,
-            "type": self.module_type,
-            "params": list(self.params),
-            "num_params": self.diagnosis.num_params,
-            "diagnosis": self.raw if self.raw is not None else self.diagnosis.to_dict(),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LayerEntry:
-        """Rebuild from :meth:`to_dict`."""
-        from critpoint.analysis import Diagnosis
-
-        return cls(
-            name=str(data["name"]),
-            module_type=str(data.get("type", "")),
-            params=[str(p) for p in data.get("params", [])],
-            diagnosis=Diagnosis.from_dict(dict(data["diagnosis"])),
-            raw=dict(data["diagnosis"]),
-        )
+#: A per-layer result of a report: the result of :func:`critpoint.diagnose_layers`.
+LayerEntry = LayerDiagnosis
 
 
 @dataclass(frozen=True)
@@ -171,47 +125,38 @@ class ReportDocument:
     source: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``critpoint.report`` JSON document."""
-        import torch
-
-        return {
-            "schema": REPORT_SCHEMA,
-            "schema_version": REPORT_SCHEMA_VERSION,
-            "critpoint_version": __version__,
-            "torch_version": str(torch.__version__),
-            "title": self.title,
-            "settings": _clean(self.settings),
-            "entries": [e.to_dict() for e in self.entries],
-            "per_layer": [layer.to_dict() for layer in self.per_layer]
-            if self.per_layer is not None
-            else None,
-            "history": _clean(self.history) if self.history is not None else None,
-        }
+        """The ``critpoint.report`` JSON document (strict JSON values)."""
+        return clean(
+            {
+                **header(REPORT_SCHEMA, REPORT_SCHEMA_VERSION),
+                "title": self.title,
+                "settings": self.settings,
+                "entries": [e.to_dict() for e in self.entries],
+                "per_layer": [layer.to_dict() for layer in self.per_layer]
+                if self.per_layer is not None
+                else None,
+                "history": self.history,
+            }
+        )
 
     def to_json(self, indent: int | None = 1) -> str:
         """:meth:`to_dict` as JSON text (non-finite numbers become ``null``)."""
-        return json.dumps(_clean(self.to_dict()), indent=indent, allow_nan=False)
+        return dumps(self.to_dict(), indent=indent)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReportDocument:
         """Read a ``critpoint.report`` or a ``critpoint.diagnosis`` document.
 
         A diagnosis document (``critpoint diagnose --json``) becomes a report
-        of one entry; its optional keys ``landscape``, ``per_layer`` and
-        ``history`` are used when present.
+        of one entry (see :func:`diagnosis_document`); its optional keys
+        ``landscape``, ``per_layer`` and ``history`` are used when present.
         """
-        from critpoint.analysis import DIAGNOSIS_SCHEMA
-
         schema = data.get("schema") if isinstance(data, Mapping) else None
         try:
             if schema == REPORT_SCHEMA:
-                version = data.get("schema_version")
-                if not isinstance(version, int) or version > REPORT_SCHEMA_VERSION:
-                    msg = (
-                        f"report document has schema_version {version!r}; this critpoint "
-                        f"reads version {REPORT_SCHEMA_VERSION}. Upgrade critpoint"
-                    )
-                    raise InputError(msg)
+                check_header(
+                    data, REPORT_SCHEMA, REPORT_SCHEMA_VERSION, "report document"
+                )
                 layers = data.get("per_layer")
                 return cls(
                     title=str(data.get("title", "critpoint report")),
@@ -273,17 +218,6 @@ def _label_of(data: Mapping[str, Any]) -> str:
     return Path(str(checkpoint)).name if checkpoint else "diagnosis"
 
 
-def _clean(value: Any) -> Any:
-    """Replace non-finite floats by ``None`` (strict JSON), recursively."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
 def load_report(path: str | Path) -> ReportDocument:
     """Read a report's ``diagnosis.json`` (or a ``critpoint diagnose --json`` file).
 
@@ -324,8 +258,6 @@ def entries_from(
     items: Sequence[ReportEntry | tuple[str, Diagnosis] | Diagnosis],
 ) -> list[ReportEntry]:
     """Normalise ``build_report``'s entries: ``ReportEntry``, ``(label, Diagnosis)`` or ``Diagnosis``."""
-    from critpoint.analysis import Diagnosis
-
     out = []
     for i, item in enumerate(items):
         if isinstance(item, ReportEntry):
@@ -343,3 +275,53 @@ def entries_from(
         msg = "a report needs at least one diagnosis"
         raise InputError(msg)
     return out
+
+
+def diagnosis_document(
+    diagnosis: Diagnosis,
+    *,
+    label: str | None = None,
+    settings: Mapping[str, Any] | None = None,
+    landscape: Landscape | None = None,
+    per_layer: Sequence[LayerDiagnosis] | None = None,
+    history: Mapping[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The ``critpoint diagnose --json`` document: a diagnosis with what a report draws.
+
+    A ``critpoint.diagnosis`` document (:meth:`Diagnosis.to_dict`) with the
+    keys ``settings`` (replaced when given), ``label``, ``summary`` (the
+    diagnosis's text as written), ``landscape``, ``per_layer`` and
+    ``history``; :func:`load_report` reads it back as a report of one entry.
+
+    Parameters
+    ----------
+    diagnosis : Diagnosis
+    label : str, optional
+        Name of the point (a file name).
+    settings : dict, optional
+        Every setting that produced it (default the diagnosis's own).
+    landscape : Landscape, optional
+    per_layer : sequence of LayerDiagnosis, optional
+    history : dict, optional
+        Training curves (``History.to_dict()``).
+    **extra
+        More keys, placed after ``summary`` (e.g. ``elapsed_seconds``).
+
+    Returns
+    -------
+    dict
+        Strict JSON values.
+    """
+    document = diagnosis.to_dict()
+    if settings is not None:
+        document["settings"] = dict(settings)
+    document["label"] = label
+    document["summary"] = diagnosis.summary()
+    document.update(extra)
+    document["landscape"] = landscape.to_dict() if landscape is not None else None
+    document["per_layer"] = (
+        [layer.to_dict() for layer in per_layer] if per_layer is not None else None
+    )
+    document["history"] = dict(history) if history is not None else None
+    return clean(document)

@@ -5,7 +5,7 @@ and they are readable in grey-scale print: markers, hatching and line styles
 carry the meaning, colour maps are monotonic in lightness.
 
 Every function takes the plain results (:class:`~critpoint.Diagnosis`,
-:class:`~critpoint.landscape.Landscape`, a training-history dict), never a
+:class:`~critpoint.Landscape`, a training-history dict), never a
 model, so a report can be re-drawn from its JSON.
 """
 
@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from critpoint.report.text import num
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from critpoint.analysis import Diagnosis
-    from critpoint.landscape import Landscape, LossPlane, LossSlice
+    from critpoint.analysis.diagnosis import Diagnosis
+    from critpoint.surface import Landscape, LossPlane, LossSlice
 
 __all__ = [
     "EIGEN_UNITS",
@@ -46,12 +48,6 @@ _GREY = "0.45"
 _LIGHT = "0.75"
 #: Layout engine of every figure.
 LAYOUT = "constrained"
-
-
-def _fmt(x: float | None, digits: int = 4) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "n/a"
-    return f"{x:.{digits}g}"
 
 
 def new_figure(width: float = 7.0, height: float = 4.0) -> tuple[Figure, Axes]:
@@ -232,7 +228,7 @@ def plot_spectrum(
         if not math.isfinite(x):
             continue
         ax.annotate(
-            f"{name} = {_fmt(x)} ± {_fmt(err, 2)}",
+            f"{name} = {num(x, 4)} ± {num(err, 2)}",
             xy=(x, mark_y),
             xytext=(0, 7),
             textcoords="offset points",
@@ -304,7 +300,7 @@ def plot_slice(
     Parameters
     ----------
     sl : LossSlice
-        From :func:`critpoint.landscape.loss_slice`.
+        From :func:`critpoint.loss_slice`.
     ax : matplotlib.axes.Axes, optional
         Axes to draw on; a new figure otherwise.
     name : str
@@ -330,7 +326,7 @@ def plot_slice(
             "--",
             color=_GREY,
             lw=1.3,
-            label=f"quadratic model (curvature {_fmt(curv, 3)})",
+            label=f"quadratic model (curvature {num(curv, 3)})",
         )
     ax.axhline(sl.loss0, color=_LIGHT, ls=":", lw=1)
     ax.plot([0.0], [sl.loss0], "o", color=_INK, mfc="white", ms=6, label="θ (here)")
@@ -341,7 +337,7 @@ def plot_slice(
             "s",
             color=_INK,
             ms=6,
-            label=f"escape step α = {_fmt(escape['step'], 3)} (quadratic model's length)",
+            label=f"escape step α = {num(escape['step'], 3)} (quadratic model's length)",
         )
     finite = losses[np.isfinite(losses)]
     if finite.size:
@@ -369,7 +365,7 @@ def plot_plane(
     Parameters
     ----------
     plane : LossPlane
-        From :func:`critpoint.landscape.loss_plane`.
+        From :func:`critpoint.loss_plane`.
     ax : matplotlib.axes.Axes, optional
         Axes to draw on; a new figure otherwise.
     escape : dict, optional
@@ -412,7 +408,7 @@ def plot_plane(
         color="white",
         mec=_INK,
         ms=8,
-        label=f"θ (here), loss {_fmt(plane.loss0)}",
+        label=f"θ (here), loss {num(plane.loss0, 4)}",
     )
     outline = [pe.withStroke(linewidth=4, foreground="white")]
     if escape is not None and abs(escape.get("a", 0.0)) + abs(escape.get("b", 0.0)) > 0:
@@ -428,9 +424,9 @@ def plot_plane(
                 "path_effects": outline,
             },
         )
-        text = f"escape step: predicted ΔL {_fmt(escape.get('predicted_change'), 3)}"
+        text = f"escape step: predicted ΔL {num(escape.get('predicted_change'), 3)}"
         if escape.get("loss_after") is not None:
-            text += f", actual {_fmt(escape['loss_after'] - plane.loss0, 3)}"
+            text += f", actual {num(escape['loss_after'] - plane.loss0, 3)}"
         ax.plot([], [], "-", color=_INK, lw=2.2, label=text)
     size = "small" if compact else "medium"
     ax.set_xlabel(f"a along {names[0]} (parameter units)", fontsize=size)
@@ -445,7 +441,7 @@ def plot_landscape(landscape: Landscape, label: str | None = None) -> Figure:
     Parameters
     ----------
     landscape : Landscape
-        From :func:`critpoint.landscape.landscape`.
+        From :func:`critpoint.landscape`.
     label : str, optional
         Name of the point, put in front of the titles.
 
@@ -465,11 +461,13 @@ def add_landscape_row(
     prefix = f"{label}: " if label else ""
     plot_slice(landscape.slice_min, ax=axes[0], name="u_min", escape=landscape.escape)
     axes[0].set_title(
-        f"{prefix}along u_min, λ_min = {_fmt(landscape.lambda_min)}", fontsize="medium"
+        f"{prefix}along u_min, λ_min = {num(landscape.lambda_min, 4)}",
+        fontsize="medium",
     )
     plot_slice(landscape.slice_max, ax=axes[1], name="u_max")
     axes[1].set_title(
-        f"{prefix}along u_max, λ_max = {_fmt(landscape.lambda_max)}", fontsize="medium"
+        f"{prefix}along u_max, λ_max = {num(landscape.lambda_max, 4)}",
+        fontsize="medium",
     )
     if landscape.plane is not None:
         plot_plane(landscape.plane, ax=axes[2], escape=landscape.escape)

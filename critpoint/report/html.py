@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,15 +21,17 @@ from typing import TYPE_CHECKING, Any
 from critpoint._files import write_folder
 from critpoint._text import printable
 from critpoint.errors import InputError
+from critpoint.report import figures
 from critpoint.report.document import (
     LayerEntry,
     ReportDocument,
     ReportEntry,
     entries_from,
 )
+from critpoint.report.text import num
 
 if TYPE_CHECKING:
-    from critpoint.analysis import Diagnosis
+    from critpoint.analysis.diagnosis import Diagnosis
 
 __all__ = ["REPORT_FILES", "build_report", "fmt", "render_report"]
 
@@ -47,19 +48,11 @@ REPORT_FILES = (
 
 def fmt(x: Any, digits: int = 6) -> str:
     """Format a number as the report does: ``digits`` significant digits, "n/a" if missing."""
-    if x is None:
-        return "n/a"
     if isinstance(x, bool):
         return "yes" if x else "no"
     if isinstance(x, int):
         return f"{x:,}"
-    try:
-        value = float(x)
-    except (TypeError, ValueError):
-        return html.escape(str(x))
-    if not math.isfinite(value):
-        return "n/a"
-    return f"{value:.{digits}g}"
+    return html.escape(num(x, digits))
 
 
 def _pm(value: float, error: float | None) -> str:
@@ -282,8 +275,6 @@ def render_report(doc: ReportDocument, out_dir: str | Path, dpi: int = 110) -> P
 
 def _render(doc: ReportDocument, dpi: int) -> dict[str, bytes]:
     """Every file of the report folder, drawn in memory."""
-    from critpoint.report import figures
-
     data = doc.to_dict()
     pngs: dict[str, bytes] = {}
     sections: list[str] = []

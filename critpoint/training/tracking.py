@@ -4,7 +4,7 @@ At each tracking point :class:`CurvatureTracker` measures, on the Hessian of
 the *full* training loss at the current parameters: the sharpness (the top
 eigenvalue, Lanczos ``which="LA"``), ``lambda_min`` (``which="SA"``) and the
 minimum ratio (``1 −`` the SLQ mass clearly below zero), with the zero
-tolerance of the one rule (:func:`critpoint.rule.zero_tolerance`) and the
+tolerance of the one rule (:func:`critpoint.analysis.zero_tolerance`) and the
 ratio of :func:`critpoint.analysis.minimum_ratio` that :func:`critpoint.diagnose`
 uses, so a tracked ratio and a diagnosis of the same point agree.
 """
@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from critpoint._checks import finite_float, positive_int
-from critpoint.analysis import minimum_ratio
+from critpoint.analysis import minimum_ratio, zero_tolerance
 from critpoint.errors import InputError
 from critpoint.linalg.lanczos import eigsh
 from critpoint.linalg.slq import spectral_density
-from critpoint.rule import zero_tolerance
 
 if TYPE_CHECKING:
     from critpoint.objective import Objective

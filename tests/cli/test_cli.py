@@ -13,6 +13,8 @@ import pytest
 import torch
 from click.testing import CliRunner, Result
 
+import critpoint as cp
+from critpoint.data import load_data
 from critpoint.io.checkpoint import save_checkpoint
 from critpoint.models import build_model
 
@@ -144,7 +146,10 @@ def test_diagnose_prints_a_verdict(tiny_ckpt: Path) -> None:
 
 
 def test_diagnose_json_on_stdout_is_pure_and_complete(tiny_ckpt: Path) -> None:
-    r = invoke("--seed", "3", "diagnose", str(tiny_ckpt), "--json", "-", "--progress")
+    r = invoke(
+        "--seed", "3", "--device", "cpu",
+        "diagnose", str(tiny_ckpt), "--json", "-", "--progress",
+    )  # fmt: skip
     assert r.exit_code == 0, r.stderr
     doc = parse_json(r.stdout)
     assert doc["schema"] == "critpoint.diagnosis"
@@ -155,15 +160,54 @@ def test_diagnose_json_on_stdout_is_pure_and_complete(tiny_ckpt: Path) -> None:
     assert s["seed"] == 3
     assert s["checkpoint"] == str(tiny_ckpt)
     assert s["model"]["name"] == "mlp"
+    assert MODEL.items() <= s["model"]["kwargs"].items()  # and the defaults
     assert s["data"]["name"] == "teacher"
+    assert TEACHER.items() <= s["data"]["kwargs"].items()
     assert s["loss"] == "cross_entropy"
     assert s["command"] == "diagnose"
-    for key in ("k", "tol", "density", "trace", "dtype", "device"):
-        assert key in s
-    assert doc["kind"] in ("minimum", "maximum", "saddle", "degenerate")
-    assert doc["lambda_min"] <= doc["lambda_max"]
-    assert doc["trace"] is not None
-    assert doc["density"] is not None
+    assert (s["k"], s["tol"], s["max_matvecs"]) == (6, 1e-4, None)
+    assert (s["density"], s["trace"]) == (True, True)
+    assert (s["dtype"], s["device"]) == ("float32", "cpu")
+    # the numbers are the library's, to the bit, for the same model, data, loss
+    # and seed (the same operations in the same order)
+    model = build_model("mlp", seed=0, **MODEL)
+    data = load_data("teacher", **TEACHER)
+    obj = cp.Objective(model, cp.get_loss("cross_entropy"), data.as_tuple())
+    dg = cp.diagnose(obj, seed=3)
+    expected = dg.to_dict()
+    for key in (
+        "kind",
+        "side",
+        "critical",
+        "converged",
+        "verdict",
+        "reason",
+        "advice",
+        "num_params",
+        "num_matvecs",
+        "has_escape_direction",
+        "loss",
+        "grad_norm",
+        "grad_tol",
+        "lambda_min",
+        "lambda_min_error",
+        "lambda_max",
+        "lambda_max_error",
+        "zero_tol",
+        "minimum_ratio",
+        "negative_fraction",
+        "flat_fraction",
+        "escape_prediction",
+        "lambda_lower",
+        "lambda_upper",
+        "bound_probability",
+    ):
+        assert doc[key] == expected[key], key
+    assert doc["eigenvalues"] == expected["eigenvalues"]
+    assert doc["eigenvalue_errors"] == expected["eigenvalue_errors"]
+    assert doc["trace"] == expected["trace"]
+    assert doc["density"] == expected["density"]
+    assert doc["summary"] == dg.summary()
     # progress bars went to stderr, not into the JSON
     assert "Lanczos" in r.stderr or "SLQ" in r.stderr or "%" in r.stderr
 
@@ -489,7 +533,32 @@ def test_unconverged_solver_exits_3_with_partial_results(
         "--no-trace",
     )  # fmt: skip
     assert r.exit_code == 3, r.stderr
-    assert "did not converge" in r.stderr
+    assert r.stderr == (
+        "critpoint: warning: the eigensolver did not converge for the whole model "
+        "(tol 1e-09); the results above use the looser bounds it reached. Raise "
+        "--max-matvecs or loosen --tol.\n"
+    )
     assert "Verdict" in r.stdout
     doc = parse_json(js.read_text())
     assert doc["converged"] is False
+    assert doc["settings"]["max_matvecs"] == 3
+    # an outcome, not a fault: no traceback with --debug either
+    r = invoke(
+        "--debug", "--dtype", "float64",
+        "diagnose", str(tiny_ckpt),
+        "--max-matvecs", "3", "--tol", "1e-9", "--no-density", "--no-trace",
+    )  # fmt: skip
+    assert r.exit_code == 3, r.stderr
+    assert "Traceback" not in r.stderr
+    assert r.stderr.startswith("critpoint: warning: the eigensolver did not converge")
+
+
+def test_convergence_error_is_exit_code_3() -> None:
+    from critpoint.errors import ConvergenceError, InputError
+    from critpoint_cli.main import EXIT_NOT_CONVERGED, error_message
+
+    assert EXIT_NOT_CONVERGED == 3
+    error = ConvergenceError("did not\nconverge", partial={"kind": "saddle"})
+    assert error_message(error) == ("did not converge", 3)
+    assert error.partial == {"kind": "saddle"}
+    assert error_message(InputError("bad")) == ("bad", 1)

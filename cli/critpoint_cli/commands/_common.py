@@ -14,8 +14,6 @@ import click
 
 from critpoint_cli.options import State
 
-EXIT_NOT_CONVERGED = 3
-
 
 def start(state: State) -> None:
     """Per-command set-up: debug logging when ``--debug`` was given."""

@@ -60,7 +60,7 @@ def demo(ctx: click.Context, out_dir: str, steps: int, lr: float, quick: bool) -
       model.ckpt       the trained model  (try `critpoint diagnose DIR/model.ckpt`)
       stalled.ckpt     the stalled point  (try `critpoint escape DIR/stalled.ckpt -o x.ckpt`)
     """  # noqa: D301 (click's \b marks a verbatim block)
-    from critpoint_cli.render import field_line, num
+    from critpoint.report.text import field_line, num
 
     state = get_state(ctx)
     start(state)

@@ -9,7 +9,6 @@ from typing import Any
 import click
 
 from critpoint_cli.commands._common import (
-    EXIT_NOT_CONVERGED,
     check_paths,
     escaped_name,
     shell_command,
@@ -88,7 +87,7 @@ def diagnose(
       critpoint diagnose model.ckpt --per-layer --report report/
       critpoint diagnose model.ckpt --json - | jq .kind
     """  # noqa: D301 (click's \b marks a verbatim block)
-    from critpoint_cli.render import Output, diagnosis_text, layer_table
+    from critpoint_cli.render import Output
 
     state = get_state(ctx)
     start(state)
@@ -96,7 +95,9 @@ def diagnose(
     t0 = time.perf_counter()
 
     import critpoint as cp
-    from critpoint.errors import InputError
+    from critpoint.errors import ConvergenceError, InputError
+    from critpoint.report.document import diagnosis_document
+    from critpoint.report.text import diagnosis_text, layer_table
     from critpoint_cli import loading
 
     outputs = [("--json", json_path)]
@@ -137,29 +138,21 @@ def diagnose(
         "seed": state.seed,
         "progress": progress,
         "tol": tol,
-        "maxiter": max_matvecs,
+        "max_matvecs": max_matvecs,
     }
     with stage(state, f"diagnosing {obj.num_params:,} parameters"):
         dg = cp.diagnose(obj, **options)
 
     layers = None
     if per_layer:
-        from critpoint.report import LayerEntry
-
-        layers = []
-        groups = loading.layer_groups(setup.model, globs)
+        groups = cp.layer_groups(setup.model, globs)
         with stage(state, f"diagnosing {len(groups)} layers"):
-            for name, kind, names in groups:
-                layer_obj = setup.objective(names)
-                layer_dg = cp.diagnose(layer_obj, **options)
-                layers.append(LayerEntry(name, kind, names, layer_dg))
+            layers = cp.diagnose_layers(setup.objective, groups, **options)
 
     land = None
     if report_dir is not None and obj.num_params >= 2:
-        from critpoint.landscape import landscape
-
         with stage(state, "loss slices along the extreme eigenvectors"):
-            land = landscape(obj, dg, seed=state.seed, tol=tol, progress=progress)
+            land = cp.landscape(obj, dg, seed=state.seed, tol=tol, progress=progress)
     elapsed = time.perf_counter() - t0
 
     settings = {
@@ -199,16 +192,15 @@ def diagnose(
                 settings=settings,
             )
 
-    document = dg.to_dict()
-    document["settings"] = settings
-    document["label"] = label
-    document["summary"] = dg.summary()
-    document["elapsed_seconds"] = round(elapsed, 3)
-    document["landscape"] = land.to_dict() if land is not None else None
-    document["per_layer"] = (
-        [layer.to_dict() for layer in layers] if layers is not None else None
+    document = diagnosis_document(
+        dg,
+        label=label,
+        settings=settings,
+        landscape=land,
+        per_layer=layers,
+        history=history,
+        elapsed_seconds=round(elapsed, 3),
     )
-    document["history"] = history
     out.json(document)
 
     what = setup.describe()
@@ -237,10 +229,11 @@ def diagnose(
     unconverged = [] if dg.converged else ["the whole model"]
     unconverged += [x.name for x in layers or [] if not x.diagnosis.converged]
     if unconverged:
-        out.warn(
+        # Exit code 3: everything above was written; the error carries it.
+        msg = (
             "the eigensolver did not converge for "
             + ", ".join(unconverged)
             + f" (tol {tol:g}); the results above use the looser bounds it reached. "
             "Raise --max-matvecs or loosen --tol."
         )
-        ctx.exit(EXIT_NOT_CONVERGED)
+        raise ConvergenceError(msg, partial=document)

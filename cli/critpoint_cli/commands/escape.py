@@ -95,7 +95,7 @@ def escape(
       critpoint escape critpoint-demo/stalled.ckpt -o escaped.ckpt
       critpoint diagnose escaped.ckpt
     """  # noqa: D301 (click's \b marks a verbatim block)
-    from critpoint_cli.render import Output, field_line, num
+    from critpoint_cli.render import Output
 
     state = get_state(ctx)
     start(state)
@@ -104,6 +104,7 @@ def escape(
 
     import critpoint as cp
     from critpoint.io.checkpoint import save_checkpoint
+    from critpoint.report.text import escape_text, field_line
     from critpoint_cli import loading
 
     outputs = [("-o", out_path), ("--json", json_path)]
@@ -126,29 +127,16 @@ def escape(
     )
     check_paths(outputs, spec_files(data=setup.data_spec["name"]))
     obj = setup.objective(list(params) or None)
-    steps = []
-    loss_before = None
     with stage(state, "escape steps"):
-        for i in range(max_steps):
-            step = cp.escape_saddle(
-                obj, max_step=max_step, seed=state.seed + i, k=k, tol=tol
-            )
-            if loss_before is None:
-                loss_before = step.loss_before
-            steps.append(step)
-            if not step.taken:
-                break
-    assert loss_before is not None
-    loss_after = steps[-1].loss_after
-    taken = [s for s in steps if s.taken]
+        run = cp.escape_until(obj, max_steps, max_step, state.seed, k=k, tol=tol)
 
     ckpt = setup.checkpoint
     meta = dict(ckpt.meta) if ckpt is not None else {}
     meta["escape"] = {
         "from": checkpoint,
-        "loss_before": loss_before,
-        "loss_after": loss_after,
-        "steps": [s.to_dict() for s in steps],
+        "loss_before": run.loss_before,
+        "loss_after": run.loss_after,
+        "steps": [s.to_dict() for s in run.steps],
         "seed": state.seed,
     }
     save_checkpoint(
@@ -162,59 +150,23 @@ def escape(
     )
     elapsed = time.perf_counter() - t0
 
-    document = {
-        "schema": "critpoint.escape",
-        "schema_version": 1,
-        "critpoint_version": cp.__version__,
-        "torch_version": _torch_version(),
-        "checkpoint": checkpoint,
-        "output": out_path,
-        "loss_before": loss_before,
-        "loss_after": loss_after,
-        "num_steps_taken": len(taken),
-        "steps": [s.to_dict() for s in steps],
-        "settings": {
+    document = run.to_dict()
+    document.update(
+        checkpoint=checkpoint,
+        output=out_path,
+        settings={
             **setup.settings,
+            **run.settings,
             "command": "escape",
             "param_globs": list(params) or None,
-            "max_steps": max_steps,
-            "max_step": max_step,
-            "k": k,
-            "tol": tol,
             "output": out_path,
         },
-        "elapsed_seconds": round(elapsed, 3),
-    }
+        elapsed_seconds=round(elapsed, 3),
+    )
     out.json(document)
 
-    lines = [f"{checkpoint}: {setup.describe()}", ""]
-    for i, s in enumerate(steps, 1):
-        if s.taken:
-            lines.append(
-                field_line(
-                    f"Step {i}",
-                    f"λ_min = {num(s.eigenvalue, 4)} ± {num(s.eigenvalue_error, 2)}; moved "
-                    f"{num(s.step_size, 4)}; loss {num(s.loss_before)} → {num(s.loss_after)} "
-                    f"(predicted change {num(s.predicted_change, 4)}, actual {num(s.actual_change, 4)})",
-                )
-            )
-        else:
-            lines.append(field_line(f"Step {i}", f"stopped: {s.reason}."))
-    lines.append("")
-    lines.append(
-        field_line(
-            "Loss",
-            f"{num(loss_before)} → {num(loss_after)} after {len(taken)} escape "
-            f"step{'s' if len(taken) != 1 else ''}",
-        )
-    )
+    lines = [f"{checkpoint}: {setup.describe()}", "", escape_text(run)]
     lines.append(field_line("Written", out_path))
     lines.append(field_line("Next", f"critpoint diagnose {out_path}"))
     out.result("\n".join(lines))
     out.written()
-
-
-def _torch_version() -> str:
-    import torch
-
-    return str(torch.__version__)

@@ -196,7 +196,7 @@ def train(
           --track sharpness --track lambda_min -o adam.ckpt
       critpoint train --model cnn --batchnorm --steps 500 -o cnn.ckpt
     """  # noqa: D301 (click's \b marks a verbatim block)
-    from critpoint_cli.render import Output, field_line, num
+    from critpoint_cli.render import Output
 
     state = get_state(ctx)
     start(state)
@@ -211,6 +211,7 @@ def train(
     from critpoint.data import Data
     from critpoint.errors import InputError
     from critpoint.io.checkpoint import save_checkpoint
+    from critpoint.report.text import field_line, num
     from critpoint.training import train as run_training
     from critpoint_cli import loading
 

@@ -8,27 +8,31 @@ the exact mean loss ``obj.loss(θ + a·u + b·v)`` over all samples; the model's
 parameters are never moved.
 
 :func:`loss_slice` and :func:`loss_plane` evaluate the loss along given
-directions; :func:`landscape` finds the extreme eigenvectors and does both,
-returning a :class:`Landscape` that stores only arrays and numbers (JSON via
-:meth:`Landscape.to_dict`), so a report can be re-drawn without the model.
+directions; :func:`landscape` does both along the extreme eigenvectors of a
+:class:`~critpoint.Diagnosis` (which keeps them, so no second eigen-solve) or,
+without one, finds them first. It returns a :class:`Landscape` that stores
+only arrays and numbers (JSON via :meth:`Landscape.to_dict`), so a report can
+be re-drawn without the model.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from critpoint._json import check_header, clean, header
+from critpoint._progress import Progress, ProgressArg, check_progress
+from critpoint.analysis.step import downhill, quadratic_step
 from critpoint.errors import InputError
-from critpoint.escape import quadratic_step
 from critpoint.linalg.lanczos import eigsh
 
 if TYPE_CHECKING:
-    from critpoint.analysis import Diagnosis
+    from critpoint.analysis.diagnosis import Diagnosis
     from critpoint.objective import Objective
 
 __all__ = [
@@ -42,27 +46,19 @@ __all__ = [
     "loss_slice",
 ]
 
+logger = logging.getLogger("critpoint")
+
 LANDSCAPE_SCHEMA = "critpoint.landscape"
-ProgressFn = Callable[[int, int], object]
+LANDSCAPE_SCHEMA_VERSION = 1
 
 
-def _floats(values: Any) -> list[float | None]:
-    """A list of floats for JSON: non-finite values become ``None``."""
-    out: list[float | None] = []
-    for x in np.asarray(values, dtype=np.float64).reshape(-1):
-        out.append(float(x) if math.isfinite(float(x)) else None)
-    return out
+def _floats(values: Any) -> Any:
+    """An array as (nested) lists of floats (:func:`critpoint._json.clean` makes NaN ``None``)."""
+    return np.asarray(values, dtype=np.float64).tolist()
 
 
 def _array(values: Any) -> np.ndarray:
     """Inverse of :func:`_floats`: ``None`` becomes NaN (nested lists allowed)."""
-    if isinstance(values, list):
-        return np.array(
-            [np.nan if v is None else v for v in values]
-            if not values or not isinstance(values[0], list)
-            else [[np.nan if v is None else v for v in row] for row in values],
-            dtype=np.float64,
-        )
     return np.asarray(values, dtype=np.float64)
 
 
@@ -101,15 +97,17 @@ class LossSlice:
         return self.loss0 + self.slope * a + 0.5 * c * a * a
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dictionary (lists of floats)."""
-        return {
-            "label": self.label,
-            "offsets": _floats(self.offsets),
-            "losses": _floats(self.losses),
-            "loss0": self.loss0,
-            "slope": self.slope,
-            "curvature": self.curvature,
-        }
+        """JSON-friendly dictionary (lists of floats; non-finite values are ``None``)."""
+        return clean(
+            {
+                "label": self.label,
+                "offsets": _floats(self.offsets),
+                "losses": _floats(self.losses),
+                "loss0": self.loss0,
+                "slope": self.slope,
+                "curvature": self.curvature,
+            }
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LossSlice:
@@ -153,14 +151,16 @@ class LossPlane:
     cosine: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dictionary (``losses`` as a list of rows)."""
-        return {
-            "a": _floats(self.a),
-            "b": _floats(self.b),
-            "losses": [_floats(row) for row in self.losses],
-            "loss0": self.loss0,
-            "cosine": self.cosine,
-        }
+        """JSON-friendly dictionary (``losses`` as a list of rows; non-finite values are ``None``)."""
+        return clean(
+            {
+                "a": _floats(self.a),
+                "b": _floats(self.b),
+                "losses": _floats(self.losses),
+                "loss0": self.loss0,
+                "cosine": self.cosine,
+            }
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LossPlane:
@@ -219,24 +219,27 @@ class Landscape:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dictionary with every array (a report is re-drawn from it)."""
-        return {
-            "schema": LANDSCAPE_SCHEMA,
-            "lambda_min": self.lambda_min,
-            "lambda_min_error": self.lambda_min_error,
-            "lambda_max": self.lambda_max,
-            "lambda_max_error": self.lambda_max_error,
-            "slice_min": self.slice_min.to_dict(),
-            "slice_max": self.slice_max.to_dict(),
-            "plane": self.plane.to_dict() if self.plane is not None else None,
-            "escape": self.escape,
-            "num_matvecs": self.num_matvecs,
-            "num_loss_evals": self.num_loss_evals,
-            "settings": self.settings,
-        }
+        return clean(
+            {
+                **header(LANDSCAPE_SCHEMA, LANDSCAPE_SCHEMA_VERSION),
+                "lambda_min": self.lambda_min,
+                "lambda_min_error": self.lambda_min_error,
+                "lambda_max": self.lambda_max,
+                "lambda_max_error": self.lambda_max_error,
+                "slice_min": self.slice_min.to_dict(),
+                "slice_max": self.slice_max.to_dict(),
+                "plane": self.plane.to_dict() if self.plane is not None else None,
+                "escape": self.escape,
+                "num_matvecs": self.num_matvecs,
+                "num_loss_evals": self.num_loss_evals,
+                "settings": self.settings,
+            }
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Landscape:
         """Rebuild from :meth:`to_dict` (no model needed)."""
+        check_header(data, LANDSCAPE_SCHEMA, LANDSCAPE_SCHEMA_VERSION, "landscape")
         try:
             plane = data.get("plane")
             return cls(
@@ -303,7 +306,7 @@ def loss_slice(
     *,
     curvature: float | None = None,
     label: str = "",
-    progress: ProgressFn | None = None,
+    progress: ProgressArg = None,
 ) -> LossSlice:
     """The loss along a direction: ``L(θ + α·u)`` for ``α`` in ``[−radius, radius]``.
 
@@ -324,8 +327,9 @@ def loss_slice(
         ``uᵀHu`` if known (stored for the quadratic model in plots).
     label : str
         Name of the direction, for plots.
-    progress : callable, optional
-        Called as ``progress(done, total)`` after each loss evaluation.
+    progress : bool or callable, optional
+        ``True`` shows a progress bar; a callable is called as
+        ``progress(done, total)`` after each loss evaluation.
 
     Returns
     -------
@@ -339,10 +343,10 @@ def loss_slice(
     slope = float(g.double() @ u.double())
     offsets = np.linspace(-radius, radius, num)
     losses = np.empty(num)
-    for i, a in enumerate(offsets):
-        losses[i] = obj.loss(theta0 + float(a) * u)
-        if progress is not None:
-            progress(i + 1, num)
+    with Progress(progress, num, "loss slice", unit="loss") as bar:
+        for i, a in enumerate(offsets):
+            losses[i] = obj.loss(theta0 + float(a) * u)
+            bar.update(i + 1)
     return LossSlice(offsets, losses, loss0, slope, curvature, label)
 
 
@@ -354,7 +358,7 @@ def loss_plane(
     num: int | tuple[int, int] = 21,
     theta: torch.Tensor | None = None,
     *,
-    progress: ProgressFn | None = None,
+    progress: ProgressArg = None,
 ) -> LossPlane:
     """The loss on a plane: ``L(θ + a·u + b·v)`` on a grid.
 
@@ -370,8 +374,9 @@ def loss_plane(
         Grid points along ``u`` and ``v``.
     theta : torch.Tensor, optional
         Centre, shape ``(n,)``; default the model's current parameters.
-    progress : callable, optional
-        Called as ``progress(done, total)`` after each loss evaluation.
+    progress : bool or callable, optional
+        ``True`` shows a progress bar; a callable is called as
+        ``progress(done, total)`` after each loss evaluation.
 
     Returns
     -------
@@ -388,15 +393,12 @@ def loss_plane(
     a = np.linspace(-ra, ra, na)
     b = np.linspace(-rb, rb, nb)
     losses = np.empty((nb, na))
-    total = na * nb
-    done = 0
-    for i, bi in enumerate(b):
-        row = theta0 + float(bi) * vv
-        for j, aj in enumerate(a):
-            losses[i, j] = obj.loss(row + float(aj) * uu)
-            done += 1
-            if progress is not None:
-                progress(done, total)
+    with Progress(progress, na * nb, "loss plane", unit="loss") as bar:
+        for i, bi in enumerate(b):
+            row = theta0 + float(bi) * vv
+            for j, aj in enumerate(a):
+                losses[i, j] = obj.loss(row + float(aj) * uu)
+                bar.advance()
     cosine = float(uu.double() @ vv.double())
     return LossPlane(a, b, losses, obj.loss(theta0), cosine)
 
@@ -443,25 +445,30 @@ def landscape(
     num: int = 41,
     plane_num: int = 21,
     radius: float | tuple[float, float] | None = None,
-    seed: int = 0,
+    seed: int | torch.Generator | None = 0,
     tol: float = 1e-4,
     *,
     plane: bool = True,
-    progress: bool | ProgressFn = False,
+    progress: ProgressArg = False,
 ) -> Landscape:
     """Slices of the loss along the extreme eigenvectors, and the plane they span.
 
-    Costs one Lanczos run for the eigenvectors of ``λ_min`` and ``λ_max``
-    (``eigsh(which="BE", k=2)``, typically 30–100 HVPs), ``2·num`` loss
-    evaluations for the slices and ``plane_num²`` for the plane, each a full
-    pass over the data. The model is not moved.
+    The eigenpairs of ``λ_min`` and ``λ_max`` are the diagnosis's, when it
+    holds them (a diagnosis from :func:`critpoint.diagnose` does; one read
+    from JSON does not) and was made at this point (its loss is the loss
+    here): no Hessian-vector product is spent. Otherwise one
+    Lanczos run finds them (``eigsh(which="BE", k=2)`` with ``seed`` and
+    ``tol``, typically 30–100 HVPs). Then ``2·num`` loss evaluations for the
+    slices and ``plane_num²`` for the plane, each a full pass over the data.
+    The model is not moved.
 
     Parameters
     ----------
     obj : Objective
-        Model, loss and data.
+        Model, loss and data, at the point the diagnosis was made.
     diagnosis : Diagnosis, optional
-        Its escape direction (if any) is drawn on the plane, with the step of
+        The point's diagnosis: its eigenvectors give the directions, and its
+        escape direction (if any) is drawn on the plane, with the step of
         :func:`critpoint.quadratic_step` (``√(2·L/|λ_min|)``).
     num : int
         Points per 1-D slice.
@@ -470,44 +477,69 @@ def landscape(
     radius : float or (float, float), optional
         Half-widths along the ``λ_min`` and ``λ_max`` eigenvectors (parameter
         units); default :func:`default_radius` of each.
-    seed : int
-        Seed of the Lanczos start vector.
+    seed : int, torch.Generator or None
+        Seed of the Lanczos start vector (when the eigenpairs are not the
+        diagnosis's).
     tol : float
-        Relative residual tolerance of the eigensolver.
+        Relative residual tolerance of that eigensolver run.
     plane : bool
         Compute the 2-D plane too.
     progress : bool or callable
-        ``True`` shows progress bars (tqdm, on stderr); a callable receives
+        ``True`` shows a progress bar (tqdm, on stderr); a callable receives
         ``(done, total)`` loss evaluations.
 
     Returns
     -------
     Landscape
+        ``settings["eigenpairs"]`` says where the directions came from
+        (``"diagnosis"`` or ``"eigsh"``), with the seed and tolerance of
+        that solve.
+
+    Raises
+    ------
+    InputError
+        Fewer than 2 parameters, or a diagnosis of another set of parameters.
     """
     if obj.num_params < 2:
         msg = "a landscape needs at least 2 parameters (two eigenvectors); this objective has 1"
         raise InputError(msg)
+    check_progress(progress)
     theta = obj.theta
     loss0, g = obj.loss_and_grad(theta)
-    H = obj.hessian(theta, check=False)
-    r = eigsh(
-        H,
-        k=2,
-        which="BE",
-        tol=tol,
-        seed=seed,
-        progress=bool(progress) and not callable(progress),
-    )
-    assert r.eigenvectors is not None
-    vecs = []
-    for j in (0, -1):
-        u = r.eigenvectors[:, j].clone()
-        if float(g.double() @ u.double()) > 0:
-            u = -u
-        vecs.append(u)
-    u_min, u_max = vecs
-    lam_min, lam_max = float(r.eigenvalues[0]), float(r.eigenvalues[-1])
-    err_min, err_max = float(r.residuals[0]), float(r.residuals[-1])
+    pairs = _diagnosis_pairs(obj, diagnosis, loss0)
+    num_matvecs = 0
+    if pairs is not None:
+        found = "diagnosis"
+        assert diagnosis is not None
+        seed = diagnosis.settings.get("seed", seed)
+        tol = diagnosis.settings.get("tol", tol)
+    else:
+        found = "eigsh"
+        H = obj.hessian(theta, check=False)
+        # The budget (5th) is left to eigsh: arguments by position, as its
+        # keyword for it is being renamed.
+        r = eigsh(
+            H,
+            2,
+            "BE",
+            tol,
+            None,
+            seed,
+            progress=bool(progress) and not callable(progress),
+        )
+        assert r.eigenvectors is not None
+        pairs = (
+            (float(r.eigenvalues[0]), float(r.residuals[0]), r.eigenvectors[:, 0]),
+            (float(r.eigenvalues[-1]), float(r.residuals[-1]), r.eigenvectors[:, -1]),
+        )
+        num_matvecs = r.num_matvecs
+    (lam_min, err_min, v_min), (lam_max, err_max, v_max) = pairs
+    u_min = downhill(v_min.detach().to(device=obj.device, dtype=obj.dtype).clone(), g)[
+        0
+    ]
+    u_max = downhill(v_max.detach().to(device=obj.device, dtype=obj.dtype).clone(), g)[
+        0
+    ]
     theta_norm = float(torch.linalg.vector_norm(theta.double()))
     if radius is None:
         ra = default_radius(loss0, lam_min, theta_norm)
@@ -537,24 +569,12 @@ def landscape(
         }
 
     total = 2 * num + (plane_num * plane_num if plane else 0)
-    bar = None
-    report: ProgressFn | None = None
-    offset = [0]
-    if callable(progress):
-        user = progress
+    with Progress(progress, total, "loss landscape", unit="loss") as bar:
+        offset = 0
 
         def report(done: int, _total: int) -> None:
-            user(offset[0] + done, total)
+            bar.update(offset + done)
 
-    elif progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc="loss landscape", unit="loss", leave=False)
-
-        def report(done: int, _total: int) -> None:
-            bar.update(offset[0] + done - bar.n)
-
-    try:
         s_min = loss_slice(
             obj,
             u_min,
@@ -565,7 +585,7 @@ def landscape(
             label="lambda_min",
             progress=report,
         )
-        offset[0] += num
+        offset += num
         s_max = loss_slice(
             obj,
             u_max,
@@ -576,15 +596,12 @@ def landscape(
             label="lambda_max",
             progress=report,
         )
-        offset[0] += num
+        offset += num
         pl = (
             loss_plane(obj, u_min, u_max, (ra, rb), plane_num, theta, progress=report)
             if plane
             else None
         )
-    finally:
-        if bar is not None:
-            bar.close()
     return Landscape(
         lambda_min=lam_min,
         lambda_min_error=err_min,
@@ -594,15 +611,51 @@ def landscape(
         slice_max=s_max,
         plane=pl,
         escape=escape,
-        num_matvecs=r.num_matvecs,
+        num_matvecs=num_matvecs,
         num_loss_evals=total + (1 if escape is not None else 0),
         settings={
             "num": num,
             "plane_num": plane_num if plane else None,
             "radius_min": ra,
             "radius_max": rb,
-            "seed": seed,
+            "seed": seed if isinstance(seed, int) or seed is None else None,
             "tol": tol,
             "theta_norm": theta_norm,
+            "eigenpairs": found,
         },
+    )
+
+
+def _diagnosis_pairs(
+    obj: Objective, diagnosis: Diagnosis | None, loss: float
+) -> tuple[tuple[float, float, torch.Tensor], tuple[float, float, torch.Tensor]] | None:
+    """``((λ_min, error, u_min), (λ_max, error, u_max))`` of the diagnosis, if it holds for θ.
+
+    ``None`` when there is no diagnosis, when it was read from JSON (no
+    vectors), or when it was made at another point (its loss is not the
+    loss here, to ``√eps`` of the dtype): the eigenpairs are then found again.
+    """
+    if diagnosis is None:
+        return None
+    u_min, u_max = diagnosis.eigenvector_min, diagnosis.eigenvector_max
+    if u_min is None or u_max is None:
+        return None  # read from JSON: the vectors are not stored
+    if u_min.shape != (obj.num_params,) or u_max.shape != (obj.num_params,):
+        msg = (
+            f"the diagnosis is of {u_min.shape[0]:,} parameters, this objective has "
+            f"{obj.num_params:,}; give the diagnosis of this objective"
+        )
+        raise InputError(msg)
+    slack = math.sqrt(torch.finfo(obj.dtype).eps) * max(1.0, abs(loss))
+    if not abs(diagnosis.loss - loss) <= slack:
+        logger.info(
+            "the diagnosis was made at another point (loss %.6g, here %.6g): "
+            "finding the eigenvectors again",
+            diagnosis.loss,
+            loss,
+        )
+        return None
+    return (
+        (diagnosis.lambda_min, diagnosis.lambda_min_error, u_min),
+        (diagnosis.lambda_max, diagnosis.lambda_max_error, u_max),
     )

@@ -17,19 +17,28 @@ the ``critpoint escape`` command), the minimum ratio tracked by
   too: a residual bounds the distance to *some* eigenvalue, not to the
   smallest one, so a Ritz value alone cannot rule out a negative eigenvalue
   the Krylov space never saw. Likewise every eigenvalue clearly negative.
+
+The same tolerance reads a spectral density (:func:`minimum_ratio`: the mass
+not clearly negative), and :func:`default_grad_tol` says when a gradient is
+small enough for the point to count as critical. :func:`measure_extremes` is
+the one eigen-solve behind every verdict.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:
-    from critpoint.operator import HessianOperator
+from critpoint._progress import ProgressArg
+from critpoint.analysis.diagnosis import Verdict
+from critpoint.linalg.lanczos import eigsh
 
-Kind = Literal["minimum", "maximum", "saddle", "degenerate"]
+if TYPE_CHECKING:
+    from critpoint.linalg.slq import SpectralDensity
+    from critpoint.operator import HessianOperator
 
 
 def zero_tolerance(lambda_min: float, lambda_max: float, eig_rtol: float) -> float:
@@ -150,27 +159,6 @@ def curvature(
         upper=None if upper is None else float(upper),
         probability=None if probability is None else float(probability),
     )
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The outcome of :func:`classify`.
-
-    Attributes
-    ----------
-    kind : {"minimum", "maximum", "saddle", "degenerate"}
-    side : {"positive", "negative", "both", "none"}
-        Signs of the eigenvalues that are clearly away from zero.
-    threshold : float
-        The tolerance ``τ = eig_rtol · scale`` used on top of the error bounds.
-    reason : str
-        One sentence giving the numbers that decided.
-    """
-
-    kind: Kind
-    side: str
-    threshold: float
-    reason: str
 
 
 def _percent(probability: float) -> str:
@@ -313,6 +301,61 @@ def classify(
     )
 
 
+def minimum_ratio(
+    density: SpectralDensity, zero_tol: float
+) -> tuple[float, float, float]:
+    """``(minimum ratio, negative fraction, flat fraction)`` of a density at tolerance ``τ``.
+
+    The minimum ratio is the mass *not* clearly negative (at or above ``−τ``):
+    eigenvalues within ``τ`` of zero count as non-negative, since their sign
+    is rounding noise. :func:`diagnose` and :func:`critpoint.train`'s tracking
+    both use it.
+
+    Parameters
+    ----------
+    density : SpectralDensity
+    zero_tol : float
+        ``τ`` of :func:`zero_tolerance`.
+
+    Returns
+    -------
+    (float, float, float)
+    """
+    negative = density.fraction_negative(zero_tol)
+    flat = max(0.0, 1.0 - negative - density.fraction_positive(zero_tol))
+    return 1.0 - negative, negative, flat
+
+
+def default_grad_tol(
+    loss: float, lambda_scale: float, dtype: torch.dtype, rtol: float = 1e-3
+) -> float:
+    """The gradient norm below which a point counts as critical.
+
+    One gradient step with the best step size ``1/λ_max`` lowers the loss by
+    at most ``‖g‖² / (2 λ_max)``. The point is critical when that is below
+    ``rtol`` times the loss (at least ``√eps`` of the dtype, so that a loss
+    fitted to zero still counts): ``‖g‖ ≤ √(2 · λ_max · rtol · max(|L|, √eps))``.
+
+    Parameters
+    ----------
+    loss : float
+        The loss at the point.
+    lambda_scale : float
+        ``max(|λ_min|, |λ_max|)``.
+    dtype : torch.dtype
+        Dtype of the analysis.
+    rtol : float
+        Fraction of the loss a gradient step may still gain.
+
+    Returns
+    -------
+    float
+    """
+    floor = math.sqrt(torch.finfo(dtype).eps)
+    curvature = max(lambda_scale, floor)
+    return math.sqrt(2 * curvature * rtol * max(abs(loss), floor))
+
+
 @dataclass(frozen=True)
 class Extremes:
     """Both ends of the spectrum, measured once, as :func:`measure_extremes` returns them.
@@ -344,11 +387,11 @@ def measure_extremes(
     k: int = 6,
     *,
     tol: float = 1e-4,
-    maxiter: int | None = None,
+    max_matvecs: int | None = None,
     seed: int | torch.Generator | None = 0,
     eig_rtol: float = 1e-3,
     delta: float | None = 0.01,
-    progress: bool = False,
+    progress: ProgressArg = False,
 ) -> Extremes:
     """The one eigen-solve behind every verdict: ``eigsh(which="BE")``, then :func:`curvature`.
 
@@ -362,8 +405,10 @@ def measure_extremes(
         The Hessian at the point.
     k : int
         Eigenpairs from both ends (at least 2).
-    tol, maxiter, seed, progress
+    tol, seed, progress
         As for :func:`critpoint.eigsh`.
+    max_matvecs : int, optional
+        HVP budget of :func:`critpoint.eigsh`.
     eig_rtol : float
         Relative zero tolerance.
     delta : float or None
@@ -374,8 +419,6 @@ def measure_extremes(
     -------
     Extremes
     """
-    from critpoint.linalg.lanczos import eigsh
-
     n = int(H.shape[0])
     if n == 1:
         # The 1 × 1 Hessian is its own eigenvalue: exact, no randomness.
@@ -386,15 +429,8 @@ def measure_extremes(
         vectors = torch.ones((1, 1), dtype=H.dtype, device=H.device)
         bounds = (h, h, 1.0) if delta is not None else (None, None, None)
     else:
-        r = eigsh(
-            H,
-            k=min(max(k, 2), n),
-            which="BE",
-            tol=tol,
-            maxiter=maxiter,
-            seed=seed,
-            progress=progress,
-        )
+        # The budget by position: its keyword is being renamed in eigsh.
+        r = eigsh(H, min(max(k, 2), n), "BE", tol, max_matvecs, seed, progress=progress)
         assert r.eigenvectors is not None
         values, errors, conv, vectors = (
             r.eigenvalues,

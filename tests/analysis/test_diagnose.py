@@ -1,4 +1,4 @@
-"""diagnose / classify: closed-form points, planted spectra, a real MLP on digits."""
+"""diagnose: closed-form points, planted spectra, a real MLP on digits."""
 
 import json
 import math
@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import critpoint as cp
-from critpoint.analysis import default_grad_tol
+from critpoint.analysis.rule import default_grad_tol
 from critpoint.testing import (
     Quadratic,
     planted_matrix,
@@ -163,26 +163,13 @@ def test_planted_spectra(negatives, positives, kind, side):
         assert abs(float(u @ q)) == pytest.approx(1.0, abs=1e-6)
 
 
-def test_negative_eigenvalue_within_its_error_bound_is_degenerate():
-    # a loose solve: the bound, not the value, decides
-    v = cp.classify(-0.02, 0.05, 10.0, 0.01, eig_rtol=1e-3)
-    assert v.kind == "degenerate"
-    assert v.side == "positive"
-    v = cp.classify(-0.02, 0.001, 10.0, 0.01, eig_rtol=1e-3)
-    assert v.kind == "saddle"
-    # the tolerance is relative to the spectrum's scale
-    assert cp.classify(-0.02, 0.0, 100.0, 0.0, eig_rtol=1e-3).kind == "degenerate"
-    assert cp.classify(-0.02, 0.0, 10.0, 0.0, eig_rtol=1e-3).kind == "saddle"
-    assert cp.classify(0.0, 0.0, 0.0, 0.0).side == "none"
-
-
 def test_unconverged_solve_gives_a_marked_verdict():
     g = torch.Generator().manual_seed(0)
     eigenvalues = torch.sort(
         torch.rand(300, generator=g, dtype=torch.float64) * 2 - 0.5
     ).values.tolist()
     obj, _ = quadratic_objective(eigenvalues)
-    d = cp.diagnose(obj, k=4, tol=1e-12, maxiter=25, density=False, trace=False)
+    d = cp.diagnose(obj, k=4, tol=1e-12, max_matvecs=25, density=False, trace=False)
     assert not d.converged
     assert "unconverged" in d.headline()
     assert d.kind in ("saddle", "degenerate")
@@ -191,9 +178,6 @@ def test_unconverged_solve_gives_a_marked_verdict():
 
 
 def test_grad_tol_rule_and_override():
-    assert default_grad_tol(1.0, 2.0, torch.float64) == pytest.approx(
-        math.sqrt(2 * 2 * 1e-3)
-    )
     _, obj = two_weight_objective(0.3, 0.2)
     d = cp.diagnose(obj, k=2, density=False, trace=False)
     assert not d.critical
@@ -205,30 +189,6 @@ def test_grad_tol_rule_and_override():
     d2 = cp.diagnose(obj, k=2, grad_tol=10.0, density=False, trace=False)
     assert d2.critical
     assert d2.settings["grad_tol"] == 10.0
-
-
-def test_exports_roundtrip_and_plot():
-    _, obj = two_weight_objective()
-    d = cp.diagnose(obj, k=2, seed=3)
-    doc = json.loads(d.to_json())
-    assert doc["schema"] == "critpoint.diagnosis"
-    assert doc["kind"] == "saddle"
-    assert doc["settings"]["seed"] == 3
-    assert doc["lambda_min"] == pytest.approx(-2.0)
-    back = cp.Diagnosis.from_dict(doc)
-    assert back.kind == d.kind
-    assert back.lambda_max == d.lambda_max
-    assert back.density.fraction_positive() == pytest.approx(
-        d.density.fraction_positive()
-    )
-    text = d.summary()
-    assert "saddle" in text
-    assert "-2" in text
-    assert "escape" in text
-    fig = d.plot()
-    assert fig.axes[0].get_xlabel().startswith("eigenvalue")
-    with pytest.raises(cp.InputError, match="not a critpoint diagnosis"):
-        cp.Diagnosis.from_dict({"schema": "other"})
 
 
 def test_bad_arguments():
@@ -323,27 +283,6 @@ def test_minimum_only_when_the_whole_spectrum_is_certified_positive():
         cp.diagnose(obj, delta=0.0)
 
 
-def test_classify_with_bounds_on_the_spectrum():
-    args = (1.0, 1e-6, 10.0, 1e-6)
-    assert (
-        cp.classify(*args).kind == "minimum"
-    )  # no bound given: the Ritz values decide
-    assert cp.classify(*args, lower=0.5, upper=10.0).kind == "minimum"
-    v = cp.classify(*args, lower=-0.3, upper=10.0, probability=0.99)
-    assert (v.kind, v.side) == ("degenerate", "positive")
-    assert "lo = -0.3" in v.reason
-    neg = (-10.0, 1e-6, -1.0, 1e-6)
-    assert cp.classify(*neg, lower=-10.0, upper=-0.5).kind == "maximum"
-    assert cp.classify(*neg, lower=-10.0, upper=0.2).kind == "degenerate"
-    # a saddle needs no certificate: a clearly negative Ritz value is one
-    assert cp.classify(-1.0, 1e-6, 10.0, 1e-6, lower=-5.0, upper=20.0).kind == "saddle"
-    c = cp.curvature(-0.02, 0.001, 10.0, 0.0, eig_rtol=1e-3)
-    assert c.zero_tol == cp.zero_tolerance(-0.02, 10.0, 1e-3) == pytest.approx(0.01)
-    assert c.negative
-    assert c.positive
-    assert not c.all_positive
-
-
 def test_zero_hessian_diagnosis_stops_at_once():
     # A deep linear net at the origin: H = 0 exactly (n = 2700). Every Krylov
     # space is exhausted at its first product.
@@ -363,3 +302,130 @@ def test_zero_hessian_diagnosis_stops_at_once():
     # 3 (symmetry probe) + about k (eigsh) + 8 (density, one step per probe)
     # + 60 (trace budget)
     assert d.num_matvecs <= 3 + 2 * 6 + 8 + 60
+
+
+def test_hvp_budgets_are_max_matvecs_and_old_names_warn():
+    eigenvalues = torch.linspace(-1.0, 3.0, 120).tolist()
+    obj, _ = quadratic_objective(eigenvalues)
+    new = cp.diagnose(obj, k=4, max_matvecs=20, trace_max_matvecs=10, density=False)
+    assert not new.converged  # 20 products cannot resolve 120 eigenvalues
+    assert new.trace.num_matvecs == 10
+    assert new.settings["max_matvecs"] == new.settings["maxiter"] == 20
+    assert new.settings["trace_max_matvecs"] == 10
+    with pytest.warns(DeprecationWarning, match=r"maxiter=\.\.\.\) is deprecated"):
+        old = cp.diagnose(obj, k=4, maxiter=20, trace_max_matvecs=10, density=False)
+    assert old.eigenvalues == new.eigenvalues
+    assert old.num_matvecs == new.num_matvecs
+    with pytest.warns(DeprecationWarning, match="trace_max_matvecs"):
+        old = cp.diagnose(obj, k=4, max_matvecs=20, trace_matvecs=10, density=False)
+    assert old.trace.value == new.trace.value
+    with pytest.raises(cp.InputError, match="not both"):
+        cp.diagnose(obj, max_matvecs=20, maxiter=30)
+
+
+# --------------------------------------------------------------------------
+# Per layer: each layer's block of the Hessian
+
+
+def small_mlp():
+    from critpoint.data import load_data
+    from critpoint.models import build_model
+
+    data = load_data(
+        "teacher",
+        task="classification",
+        n_samples=30,
+        in_features=4,
+        num_classes=3,
+        seed=1,
+        dtype=torch.float64,
+    )
+    model = build_model(
+        "mlp", in_features=4, widths=[3], out_features=3, seed=0, dtype="float64"
+    )
+    return model, cp.get_loss("cross_entropy"), data.as_tuple()
+
+
+def test_layer_groups():
+    model, _, _ = small_mlp()
+    assert cp.layer_groups(model) == [
+        ("net.0", "Linear", ["net.0.weight", "net.0.bias"]),
+        ("net.2", "Linear", ["net.2.weight", "net.2.bias"]),
+    ]
+    assert cp.layer_groups(model, ["*.bias"]) == [
+        ("net.0", "Linear", ["net.0.bias"]),
+        ("net.2", "Linear", ["net.2.bias"]),
+    ]
+    (root,) = cp.layer_groups(TwoWeight())
+    assert (root.name, root.module_type, root.params) == (
+        "(root)",
+        "TwoWeight",
+        ["w1", "w2"],
+    )
+
+
+def test_diagnose_layers_diagnoses_the_diagonal_blocks():
+    from critpoint.testing import reference_hessian
+
+    model, loss, (X, Y) = small_mlp()
+    obj = cp.Objective(model, loss, (X, Y))
+    options = {"k": 2, "tol": 1e-10, "seed": 0, "density": False}
+    layers = cp.diagnose_layers(obj, **options)
+    assert [x.name for x in layers] == ["net.0", "net.2"]
+    H = reference_hessian(model, loss, X, Y)
+    start = 0
+    for layer in layers:
+        n = layer.diagnosis.num_params
+        assert layer.params == [f"{layer.name}.weight", f"{layer.name}.bias"]
+        assert layer.module_type == "Linear"
+        block = torch.linalg.eigvalsh(H[start : start + n, start : start + n])
+        assert layer.diagnosis.lambda_min == pytest.approx(float(block[0]), abs=1e-9)
+        assert layer.diagnosis.lambda_max == pytest.approx(float(block[-1]), abs=1e-9)
+        assert layer.diagnosis.trace.value == pytest.approx(
+            float(block.sum()), rel=1e-9
+        )
+        # the same numbers as the layer's own objective
+        own = cp.diagnose(
+            cp.Objective(model, loss, (X, Y), params=layer.params), **options
+        )
+        assert own.eigenvalues == layer.diagnosis.eigenvalues
+        start += n
+    doc = layers[1].to_dict()
+    assert doc["name"] == "net.2"
+    assert doc["type"] == "Linear"
+    assert doc["num_params"] == 3 * 3 + 3
+    back = cp.LayerDiagnosis.from_dict(json.loads(json.dumps(doc)))
+    assert back.diagnosis.lambda_max == layers[1].diagnosis.lambda_max
+    # an objective over some parameters gives the layers of those only
+    part = cp.Objective(model, loss, (X, Y), params="net.2.*")
+    assert [x.name for x in cp.diagnose_layers(part, **options)] == ["net.2"]
+
+
+def test_diagnose_layers_with_a_factory():
+    model, loss, data = small_mlp()
+
+    def factory(names):
+        return cp.Objective(model, loss, data, params=names)
+
+    groups = cp.layer_groups(model, ["net.0.*"])
+    (layer,) = cp.diagnose_layers(factory, groups, k=2, density=False, trace=False)
+    whole = cp.diagnose_layers(
+        cp.Objective(model, loss, data), k=2, density=False, trace=False
+    )
+    assert layer.diagnosis.eigenvalues == whole[0].diagnosis.eigenvalues
+    with pytest.raises(cp.InputError, match="needs groups="):
+        cp.diagnose_layers(factory)
+    with pytest.raises(cp.InputError, match="an Objective or a factory"):
+        cp.diagnose_layers("model", groups)
+
+
+def test_progress_callback_sees_every_solver():
+    _, obj = two_weight_objective()
+    seen = []
+    d = cp.diagnose(obj, k=2, progress=lambda done, total: seen.append((done, total)))
+    assert seen
+    assert all(0 <= done <= total for done, total in seen)
+    # the products the callbacks saw are the ones spent (the 3-product probe aside)
+    assert d.num_matvecs >= max(done for done, _ in seen)
+    with pytest.raises(cp.InputError, match="progress must be True, False, None"):
+        cp.diagnose(obj, progress="yes")

@@ -1,100 +1,63 @@
-"""Minimum, maximum, saddle or degenerate? The diagnosis of a point, with error bars.
+"""The result of a diagnosis: the verdict, the evidence, and its JSON document.
 
-:func:`diagnose` gathers the evidence (loss, gradient, extreme eigenpairs with
-residual bounds and a bound on the whole spectrum, spectral density, trace)
-through the objective's Hessian operator; the verdict is the rule of
-:mod:`critpoint.rule` (:func:`classify`), the one place where it is decided.
+:class:`Diagnosis` holds what :func:`critpoint.diagnose` measured and decided
+(:class:`Verdict` is the decision of :func:`critpoint.classify`); it knows how
+to explain itself (:meth:`Diagnosis.summary`) and how to travel as JSON
+(:meth:`Diagnosis.to_dict` / :meth:`Diagnosis.from_dict`), so a report can
+be drawn from it without the model.
 """
 
 from __future__ import annotations
 
-import json
-import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from critpoint._version import __version__
-from critpoint.errors import InputError
-from critpoint.escape import downhill, quadratic_step
-from critpoint.linalg.slq import SpectralDensity, spectral_density
-from critpoint.linalg.trace import TraceEstimate, trace
-from critpoint.rule import Kind, Verdict, classify, measure_extremes, verdict
+from critpoint._files import write_text_atomic
+from critpoint._json import check_header, clean, dumps, header
+from critpoint.linalg.slq import SpectralDensity
+from critpoint.linalg.trace import TraceEstimate
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from critpoint.objective import Objective
-
 __all__ = [
+    "DIAGNOSIS_SCHEMA",
+    "DIAGNOSIS_SCHEMA_VERSION",
     "Diagnosis",
     "Kind",
+    "LayerDiagnosis",
     "Verdict",
-    "classify",
-    "default_grad_tol",
-    "diagnose",
-    "minimum_ratio",
 ]
 
 DIAGNOSIS_SCHEMA = "critpoint.diagnosis"
 DIAGNOSIS_SCHEMA_VERSION = 1
 
+Kind = Literal["minimum", "maximum", "saddle", "degenerate"]
 
-def minimum_ratio(
-    density: SpectralDensity, zero_tol: float
-) -> tuple[float, float, float]:
-    """``(minimum ratio, negative fraction, flat fraction)`` of a density at tolerance ``τ``.
 
-    The minimum ratio is the mass *not* clearly negative (at or above ``−τ``):
-    eigenvalues within ``τ`` of zero count as non-negative, since their sign
-    is rounding noise. :func:`diagnose` and :func:`critpoint.train`'s tracking
-    both use it.
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of :func:`critpoint.classify`.
 
-    Parameters
+    Attributes
     ----------
-    density : SpectralDensity
-    zero_tol : float
-        ``τ`` of :func:`critpoint.rule.zero_tolerance`.
-
-    Returns
-    -------
-    (float, float, float)
+    kind : {"minimum", "maximum", "saddle", "degenerate"}
+    side : {"positive", "negative", "both", "none"}
+        Signs of the eigenvalues that are clearly away from zero.
+    threshold : float
+        The tolerance ``τ = eig_rtol · scale`` used on top of the error bounds.
+    reason : str
+        One sentence giving the numbers that decided.
     """
-    negative = density.fraction_negative(zero_tol)
-    flat = max(0.0, 1.0 - negative - density.fraction_positive(zero_tol))
-    return 1.0 - negative, negative, flat
 
-
-def default_grad_tol(
-    loss: float, lambda_scale: float, dtype: torch.dtype, rtol: float = 1e-3
-) -> float:
-    """The gradient norm below which a point counts as critical.
-
-    One gradient step with the best step size ``1/λ_max`` lowers the loss by
-    at most ``‖g‖² / (2 λ_max)``. The point is critical when that is below
-    ``rtol`` times the loss (at least ``√eps`` of the dtype, so that a loss
-    fitted to zero still counts): ``‖g‖ ≤ √(2 · λ_max · rtol · max(|L|, √eps))``.
-
-    Parameters
-    ----------
-    loss : float
-        The loss at the point.
-    lambda_scale : float
-        ``max(|λ_min|, |λ_max|)``.
-    dtype : torch.dtype
-        Dtype of the analysis.
-    rtol : float
-        Fraction of the loss a gradient step may still gain.
-
-    Returns
-    -------
-    float
-    """
-    floor = math.sqrt(torch.finfo(dtype).eps)
-    curvature = max(lambda_scale, floor)
-    return math.sqrt(2 * curvature * rtol * max(abs(loss), floor))
+    kind: Kind
+    side: str
+    threshold: float
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -112,7 +75,7 @@ class Diagnosis:
     critical : bool
         ``grad_norm ≤ grad_tol``.
     kind : {"minimum", "maximum", "saddle", "degenerate"}
-        The verdict of :func:`classify` on the curvature.
+        The verdict of :func:`critpoint.classify` on the curvature.
     side : str
         Signs of the clearly non-zero extreme eigenvalues.
     reason : str
@@ -131,7 +94,7 @@ class Diagnosis:
         Every extreme pair met the tolerance. When False the verdict still
         holds with the (looser) bounds shown, but is marked unconverged.
     zero_tol : float
-        ``τ`` of the rule.
+        ``τ`` of the rule (:func:`critpoint.zero_tolerance`).
     eig_rtol : float
         Relative zero tolerance.
     minimum_ratio : float or None
@@ -163,6 +126,12 @@ class Diagnosis:
         needs ``lambda_lower > zero_tol``.
     bound_probability : float or None
         ``1 − delta`` (1 when the bounds are exact).
+    eigenvector_min, eigenvector_max : torch.Tensor or None
+        Unit eigenvectors (Ritz vectors) of ``λ_min`` and ``λ_max``, shape
+        ``(n,)``, each oriented downhill (``gᵀu ≤ 0``), on the objective's
+        device: what :func:`critpoint.landscape` draws the loss along, so it
+        needs no second eigen-solve. Not in the JSON document (``None`` after
+        :meth:`from_dict`).
     """
 
     loss: float
@@ -195,6 +164,12 @@ class Diagnosis:
     lambda_lower: float | None = None
     lambda_upper: float | None = None
     bound_probability: float | None = None
+    eigenvector_min: torch.Tensor | None = field(
+        default=None, repr=False, compare=False
+    )
+    eigenvector_max: torch.Tensor | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def uncertified(self) -> bool:
@@ -280,7 +255,7 @@ class Diagnosis:
             return "this is a local minimum; lower the loss only by changing the model, data or regulariser."
         if self.uncertified:
             return (
-                "diagnose again with a tighter tol (or a larger maxiter): longer Lanczos runs "
+                "diagnose again with a tighter tol (or a larger max_matvecs): longer Lanczos runs "
                 "tighten the bound on the whole spectrum until it certifies the verdict."
             )
         if self.kind == "degenerate" and self.side == "positive":
@@ -296,67 +271,64 @@ class Diagnosis:
 
     # ---------------------------------------------------------------- export
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dictionary (the escape direction is summarised, not listed)."""
-
-        def clean(x: Any) -> Any:
-            if isinstance(x, float) and not math.isfinite(x):
-                return None
-            return x
-
-        return {
-            "schema": DIAGNOSIS_SCHEMA,
-            "schema_version": DIAGNOSIS_SCHEMA_VERSION,
-            "critpoint_version": __version__,
-            "torch_version": torch.__version__,
-            "verdict": self.headline(),
-            "kind": self.kind,
-            "side": self.side,
-            "critical": self.critical,
-            "converged": self.converged,
-            "reason": self.reason,
-            "loss": clean(self.loss),
-            "grad_norm": clean(self.grad_norm),
-            "grad_tol": clean(self.grad_tol),
-            "lambda_min": clean(self.lambda_min),
-            "lambda_min_error": clean(self.lambda_min_error),
-            "lambda_max": clean(self.lambda_max),
-            "lambda_max_error": clean(self.lambda_max_error),
-            "eigenvalues": [clean(x) for x in self.eigenvalues],
-            "eigenvalue_errors": [clean(x) for x in self.eigenvalue_errors],
-            "eigen_converged": list(self.eigen_converged),
-            "zero_tol": self.zero_tol,
-            "eig_rtol": self.eig_rtol,
-            "minimum_ratio": self.minimum_ratio,
-            "negative_fraction": self.negative_fraction,
-            "flat_fraction": self.flat_fraction,
-            "trace": self.trace.to_dict() if self.trace is not None else None,
-            "density": self.density.to_dict() if self.density is not None else None,
-            "has_escape_direction": self.escape_direction is not None,
-            "escape_prediction": self.escape_prediction,
-            "advice": self.advice(),
-            "num_params": self.num_params,
-            "num_matvecs": self.num_matvecs,
-            "settings": self.settings,
-            "lambda_lower": clean(self.lambda_lower),
-            "lambda_upper": clean(self.lambda_upper),
-            "bound_probability": self.bound_probability,
-        }
+        """The ``critpoint.diagnosis`` JSON document (strict JSON values; no eigenvectors)."""
+        return clean(
+            {
+                **header(DIAGNOSIS_SCHEMA, DIAGNOSIS_SCHEMA_VERSION),
+                "verdict": self.headline(),
+                "kind": self.kind,
+                "side": self.side,
+                "critical": self.critical,
+                "converged": self.converged,
+                "reason": self.reason,
+                "loss": self.loss,
+                "grad_norm": self.grad_norm,
+                "grad_tol": self.grad_tol,
+                "lambda_min": self.lambda_min,
+                "lambda_min_error": self.lambda_min_error,
+                "lambda_max": self.lambda_max,
+                "lambda_max_error": self.lambda_max_error,
+                "eigenvalues": self.eigenvalues,
+                "eigenvalue_errors": self.eigenvalue_errors,
+                "eigen_converged": self.eigen_converged,
+                "zero_tol": self.zero_tol,
+                "eig_rtol": self.eig_rtol,
+                "minimum_ratio": self.minimum_ratio,
+                "negative_fraction": self.negative_fraction,
+                "flat_fraction": self.flat_fraction,
+                "trace": self.trace.to_dict() if self.trace is not None else None,
+                "density": self.density.to_dict() if self.density is not None else None,
+                "has_escape_direction": self.escape_direction is not None,
+                "escape_prediction": self.escape_prediction,
+                "advice": self.advice(),
+                "num_params": self.num_params,
+                "num_matvecs": self.num_matvecs,
+                "settings": self.settings,
+                "lambda_lower": self.lambda_lower,
+                "lambda_upper": self.lambda_upper,
+                "bound_probability": self.bound_probability,
+            }
+        )
 
     def to_json(self, path: str | None = None, indent: int = 2) -> str:
         """The :meth:`to_dict` document as JSON; written atomically to ``path`` if given."""
-        text = json.dumps(self.to_dict(), indent=indent)
+        text = dumps(self.to_dict(), indent=indent)
         if path is not None:
-            from critpoint._files import write_text_atomic
-
             write_text_atomic(path, text + "\n")
         return text
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Diagnosis:
-        """Rebuild a diagnosis from :meth:`to_dict` (no escape direction; no recomputation)."""
-        if data.get("schema") != DIAGNOSIS_SCHEMA:
-            msg = f"not a critpoint diagnosis document (schema {data.get('schema')!r}); expected {DIAGNOSIS_SCHEMA!r}"
-            raise InputError(msg)
+        """Rebuild a diagnosis from :meth:`to_dict` (no escape direction; no recomputation).
+
+        Raises
+        ------
+        InputError
+            Not a ``critpoint.diagnosis`` document, or a newer version of it.
+        """
+        check_header(
+            data, DIAGNOSIS_SCHEMA, DIAGNOSIS_SCHEMA_VERSION, "diagnosis document"
+        )
         tr = data.get("trace")
         trace_est = None
         if tr is not None:
@@ -438,187 +410,50 @@ class Diagnosis:
         return plot_spectrum(self, ax=ax)
 
 
-def diagnose(
-    obj: Objective,
-    k: int = 6,
-    density: bool = True,
-    trace: bool = True,
-    seed: int = 0,
-    grad_tol: float | None = None,
-    eig_rtol: float = 1e-3,
-    progress: bool = False,
-    *,
-    tol: float = 1e-4,
-    maxiter: int | None = None,
-    num_probes: int = 8,
-    num_steps: int = 60,
-    trace_matvecs: int = 60,
-    check: bool = True,
-    delta: float = 0.01,
-) -> Diagnosis:
-    """Diagnose the point the objective's model is at: minimum, maximum, saddle or degenerate.
+@dataclass(frozen=True)
+class LayerDiagnosis:
+    """The diagnosis of one layer's block of the Hessian (:func:`critpoint.diagnose_layers`).
 
-    Costs one pass for the loss and gradient, 3 HVPs for the symmetry probe,
-    one Lanczos run for both ends of the spectrum (typically 30–150 HVPs; about
-    ``k`` when the Hessian is zero, ``rank + k`` when it has low rank), and,
-    if asked, ``num_probes × num_steps`` HVPs in ``num_steps`` batched passes
-    for the density and ``trace_matvecs`` for the trace.
-
-    The verdict is :func:`classify` on the extreme eigenvalues, their error
-    bounds and the bound on the whole spectrum
-    (:meth:`critpoint.EigenResult.extreme_bounds`): "minimum" only when that
-    bound's lower end is clearly positive, which holds with probability at
-    least ``1 − delta`` over the random start.
-
-    Parameters
+    Attributes
     ----------
-    obj : Objective
-        The model, loss and data.
-    k : int
-        Eigenpairs to find, from both ends (at least 2: ``k // 2`` from the
-        bottom, the rest from the top).
-    density : bool
-        Estimate the spectral density (SLQ) and the minimum ratio.
-    trace : bool
-        Estimate the trace (``trace(method="auto")``: Hutch++ or Hutchinson).
-    seed : int
-        Seed of every random vector.
-    grad_tol : float, optional
-        Gradient norm under which the point is critical; default
-        :func:`default_grad_tol`.
-    eig_rtol : float
-        Relative zero tolerance of :func:`classify`.
-    progress : bool
-        Show progress bars.
-    tol : float
-        Relative residual tolerance of the eigensolver.
-    maxiter : int, optional
-        HVP budget of the eigensolver.
-    num_probes, num_steps : int
-        SLQ probes and Lanczos steps per probe.
-    trace_matvecs : int
-        HVP budget of the trace estimate.
-    check : bool
-        Run the symmetry/determinism probe first.
-    delta : float
-        Failure probability of the bound on the whole spectrum, in ``(0, 1)``.
-
-    Returns
-    -------
-    Diagnosis
+    name : str
+        Module path (``"net.0"``; ``"(root)"`` for the model's own parameters).
+    module_type : str
+        Class name of the module (``"Linear"``).
+    params : list of str
+        The parameter names of the block.
+    diagnosis : Diagnosis
+        The diagnosis of the objective over those parameters alone: the
+        diagonal block of the Hessian, the other parameters held fixed.
+    raw : dict or None
+        The diagnosis document as read from JSON (:meth:`from_dict`), written
+        back unchanged: a rebuilt :class:`Diagnosis` has no escape direction,
+        so its own document could differ.
     """
-    if not isinstance(k, int) or k < 2:
-        msg = f"k must be an int >= 2 (eigenpairs from both ends), got {k!r}"
-        raise InputError(msg)
-    if not (eig_rtol >= 0 and math.isfinite(eig_rtol)):
-        msg = f"eig_rtol must be a finite number >= 0, got {eig_rtol!r}"
-        raise InputError(msg)
-    if not (isinstance(delta, (int, float)) and 0 < delta < 1):
-        msg = f"delta must lie strictly between 0 and 1, got {delta!r}"
-        raise InputError(msg)
-    n = obj.num_params
-    k = min(k, n)
-    loss, g = obj.loss_and_grad()
-    grad_norm = float(torch.linalg.vector_norm(g.double()))
-    H = obj.hessian(check=check)
-    ext = measure_extremes(
-        H,
-        k=k,
-        tol=tol,
-        maxiter=maxiter,
-        seed=seed,
-        eig_rtol=eig_rtol,
-        delta=delta,
-        progress=progress,
-    )
-    c = ext.curvature
-    values, errors, conv = ext.eigenvalues, ext.errors, ext.converged
-    result = verdict(c)
-    scale = max(abs(c.lambda_min), abs(c.lambda_max))
-    if grad_tol is None:
-        grad_tol = default_grad_tol(loss, scale, obj.dtype)
 
-    dens = None
-    ratio = negative_fraction = flat_fraction = None
-    if density:
-        dens = spectral_density(
-            H,
-            num_probes=num_probes,
-            num_steps=min(num_steps, n),
-            seed=seed,
-            progress=progress,
+    name: str
+    module_type: str
+    params: list[str]
+    diagnosis: Diagnosis
+    raw: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dictionary."""
+        return {
+            "name": self.name,
+            "type": self.module_type,
+            "params": list(self.params),
+            "num_params": self.diagnosis.num_params,
+            "diagnosis": self.raw if self.raw is not None else self.diagnosis.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LayerDiagnosis:
+        """Rebuild from :meth:`to_dict`."""
+        return cls(
+            name=str(data["name"]),
+            module_type=str(data.get("type", "")),
+            params=[str(p) for p in data.get("params", [])],
+            diagnosis=Diagnosis.from_dict(dict(data["diagnosis"])),
+            raw=dict(data["diagnosis"]),
         )
-        ratio, negative_fraction, flat_fraction = minimum_ratio(dens, c.zero_tol)
-    tr = None
-    if trace:
-        tr = trace_estimate(
-            H, num_matvecs=trace_matvecs, method="auto", seed=seed, progress=progress
-        )
-
-    direction = None
-    prediction = None
-    if c.negative:
-        direction, slope = downhill(ext.vectors[:, 0].clone(), g)
-        prediction = quadratic_step(
-            loss, slope, c.lambda_min, dtype=obj.dtype
-        ).predicted_change
-
-    settings = {
-        "k": k,
-        "tol": tol,
-        "maxiter": maxiter,
-        "seed": seed,
-        "eig_rtol": eig_rtol,
-        "grad_tol": grad_tol,
-        "delta": delta,
-        "density": density,
-        "num_probes": num_probes,
-        "num_steps": num_steps,
-        "trace": trace,
-        "trace_matvecs": trace_matvecs,
-        "dtype": str(obj.dtype).replace("torch.", ""),
-        "device": str(obj.device),
-        "train_mode": obj.train_mode,
-        "hvp_mode": obj.hvp_mode,
-        "hvp_fallback": obj.hvp_fallback,
-        "reduction": obj.reduction,
-        "params": obj.param_names
-        if len(obj.param_names) <= 64
-        else f"{len(obj.param_names)} tensors",
-    }
-    return Diagnosis(
-        loss=loss,
-        grad_norm=grad_norm,
-        grad_tol=float(grad_tol),
-        critical=grad_norm <= grad_tol,
-        kind=result.kind,
-        side=result.side,
-        reason=result.reason,
-        lambda_min=c.lambda_min,
-        lambda_min_error=c.lambda_min_error,
-        lambda_max=c.lambda_max,
-        lambda_max_error=c.lambda_max_error,
-        eigenvalues=[float(x) for x in values],
-        eigenvalue_errors=[float(x) for x in errors],
-        eigen_converged=[bool(x) for x in conv],
-        converged=bool(conv[0]) and bool(conv[-1]),
-        zero_tol=c.zero_tol,
-        eig_rtol=eig_rtol,
-        minimum_ratio=ratio,
-        negative_fraction=negative_fraction,
-        flat_fraction=flat_fraction,
-        trace=tr,
-        density=dens,
-        escape_direction=direction,
-        escape_prediction=prediction,
-        num_params=n,
-        num_matvecs=H.num_matvecs,
-        settings=settings,
-        lambda_lower=c.lower,
-        lambda_upper=c.upper,
-        bound_probability=c.probability,
-    )
-
-
-# ``trace`` is also a parameter name of diagnose; keep the estimator reachable.
-trace_estimate = trace

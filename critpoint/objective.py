@@ -14,7 +14,7 @@ import copy
 import fnmatch
 import functools
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -24,6 +24,7 @@ from critpoint import _autodiff
 from critpoint._finite import all_finite
 from critpoint._memory import free_memory
 from critpoint._model_state import ModelState, explain_mutation, set_mode
+from critpoint.batches import Batches, batch_count, move
 from critpoint.errors import InputError, NonFiniteError, SecondDerivativeError
 
 logger = logging.getLogger("critpoint")
@@ -36,11 +37,6 @@ ParamSelector = str | Sequence[str] | Callable[[str], bool] | None
 #: ``"batchmean"`` divides by the batch size: a mean over samples.
 _MEANS = frozenset({"mean", "batchmean", "elementwise_mean"})
 
-#: Tensors given as one ``(inputs, targets)`` pair are split into batches of
-#: this many samples when ``batch_size`` is not given (bounds peak memory).
-DEFAULT_TENSOR_BATCH = 4096
-#: Batch size of the DataLoader built around a ``Dataset``.
-DEFAULT_DATASET_BATCH = 256
 #: With ``hvp_cache="auto"``, the share of free memory a Hessian operator may
 #: fill with the linearisations of the batches (device memory on a GPU).
 AUTO_CACHE_SHARE = {"cuda": 0.5, "cpu": 0.25}
@@ -120,119 +116,6 @@ def _first_line(exc: BaseException | None) -> str:
     """The first line of an error's message, for a short quote."""
     text = str(exc).strip() if exc is not None else ""
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _batch_count(batch: Any) -> int:
-    """Number of samples in a batch: the length of its first tensor."""
-    if isinstance(batch, torch.Tensor):
-        return int(batch.shape[0]) if batch.ndim > 0 else 1
-    if isinstance(batch, Mapping):
-        for value in batch.values():
-            if isinstance(value, torch.Tensor) and value.ndim > 0:
-                return int(value.shape[0])
-    if isinstance(batch, (tuple, list)):
-        for value in batch:
-            if isinstance(value, torch.Tensor) and value.ndim > 0:
-                return int(value.shape[0])
-            if isinstance(value, (Mapping, tuple, list)):
-                return _batch_count(value)
-    msg = (
-        f"cannot tell how many samples a batch of type {type(batch).__name__} holds; "
-        "critpoint weights each batch by the length of its first tensor, so give batches "
-        "that contain at least one tensor with a leading sample dimension"
-    )
-    raise InputError(msg)
-
-
-def _move(batch: Any, device: torch.device, dtype: torch.dtype | None) -> Any:
-    """Move every tensor of a batch to ``device``; cast floating ones to ``dtype``."""
-    if isinstance(batch, torch.Tensor):
-        if dtype is not None and batch.is_floating_point():
-            return batch.to(device=device, dtype=dtype)
-        return batch.to(device=device)
-    if isinstance(batch, Mapping):
-        return {key: _move(value, device, dtype) for key, value in batch.items()}
-    if isinstance(batch, tuple):
-        return tuple(_move(value, device, dtype) for value in batch)
-    if isinstance(batch, list):
-        return [_move(value, device, dtype) for value in batch]
-    return batch
-
-
-def _is_tensor_pair(data: Any) -> bool:
-    return (
-        isinstance(data, (tuple, list))
-        and len(data) == 2
-        and all(isinstance(t, torch.Tensor) for t in data)
-    )
-
-
-class _Batches:
-    """Re-iterable view of the data as batches (the objective reads it many times)."""
-
-    def __init__(self, data: Any, batch_size: int | None) -> None:
-        if batch_size is not None and (
-            not isinstance(batch_size, int) or batch_size < 1
-        ):
-            msg = f"batch_size must be a positive int or None, got {batch_size!r}"
-            raise InputError(msg)
-        self._pair: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._iterable: Iterable[Any] | None = None
-        if callable(getattr(data, "as_tuple", None)):  # critpoint.data.Data
-            data = data.as_tuple()
-        elif hasattr(data, "kind") and hasattr(
-            data, "obj"
-        ):  # critpoint.data.DataSource
-            data = data.obj
-        if _is_tensor_pair(data):
-            inputs, targets = data
-            if inputs.shape[0] != targets.shape[0]:
-                msg = (
-                    f"inputs and targets must hold the same number of samples, got "
-                    f"{inputs.shape[0]} inputs and {targets.shape[0]} targets"
-                )
-                raise InputError(msg)
-            if inputs.shape[0] == 0:
-                msg = "the data set is empty (0 samples); give at least one sample"
-                raise InputError(msg)
-            self._pair = (inputs, targets)
-            self._batch_size = batch_size or DEFAULT_TENSOR_BATCH
-        elif isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__"):
-            if len(data) == 0:  # type: ignore[arg-type]
-                msg = "the Dataset is empty (len 0); give at least one sample"
-                raise InputError(msg)
-            self._iterable = torch.utils.data.DataLoader(
-                data, batch_size=batch_size or DEFAULT_DATASET_BATCH, shuffle=False
-            )
-        elif isinstance(data, Iterable) and not isinstance(
-            data, (str, bytes, torch.Tensor)
-        ):
-            if iter(data) is data:
-                msg = (
-                    "data is a one-shot iterator (a generator?), but the objective reads the "
-                    "data once per product; pass a list of batches, a DataLoader or a Dataset"
-                )
-                raise InputError(msg)
-            self._iterable = data
-        else:
-            msg = (
-                f"data must be an (inputs, targets) pair of tensors, a Dataset, or a "
-                f"re-iterable of batches such as a DataLoader; got {type(data).__name__}"
-            )
-            raise InputError(msg)
-
-    def __iter__(self) -> Iterator[Any]:
-        if self._pair is not None:
-            inputs, targets = self._pair
-            n = inputs.shape[0]
-            for start in range(0, n, self._batch_size):
-                yield (
-                    inputs[start : start + self._batch_size],
-                    targets[start : start + self._batch_size],
-                )
-        else:
-            assert self._iterable is not None
-            yield from self._iterable
 
 
 class Objective:
@@ -394,7 +277,7 @@ class Objective:
         self.chunk_size = chunk_size
         self.hvp_cache = hvp_cache
         self.process_group = process_group
-        self._batches = _Batches(data, batch_size)
+        self._batches = Batches(data, batch_size)
         self._batch_loss = batch_loss
 
         first = next(iter(model.parameters()), None)
@@ -453,12 +336,7 @@ class Objective:
         return names
 
     def _validate_first_batch(self) -> None:
-        iterator = iter(self._batches)
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            msg = "the data yields no batch; give at least one sample"
-            raise InputError(msg) from None
+        batch = self._batches.first()
         if self._batch_loss is None and not (
             isinstance(batch, (tuple, list))
             and len(batch) >= 2
@@ -471,8 +349,8 @@ class Objective:
                 "returning the batch's mean loss"
             )
             raise InputError(msg)
-        _batch_count(batch)
-        batch = _move(batch, self.device, self._cast_inputs)
+        batch_count(batch)
+        batch = move(batch, self.device, self._cast_inputs)
         with self._session(), _autodiff.kernels(), torch.no_grad():
             try:
                 value = _autodiff.functional_call(
@@ -609,7 +487,7 @@ class Objective:
     def _batch_fn(self, batch: Any) -> Callable[[torch.Tensor], torch.Tensor]:
         """The batch's summed loss as a function of θ: summing these gives the total."""
         # A mean is weighted by the batch's size; a sum is already a sum.
-        weight = _batch_count(batch) if self.reduction == "mean" else None
+        weight = batch_count(batch) if self.reduction == "mean" else None
 
         def f(theta: torch.Tensor) -> torch.Tensor:
             value = _autodiff.functional_call(
@@ -627,9 +505,8 @@ class Objective:
         """Sum ``compute(f_batch)`` over all batches (divided by the sample count for a mean)."""
 
         def parts() -> Iterator[tuple[int, torch.Tensor]]:
-            for raw in self._batches:
-                batch = _move(raw, self.device, self._cast_inputs)
-                yield _batch_count(batch), compute(self._batch_fn(batch))
+            for count, batch in self._batches.placed(self.device, self._cast_inputs):
+                yield count, compute(self._batch_fn(batch))
 
         with self._session(), _autodiff.kernels():
             return self._sum(parts(), what)
@@ -875,8 +752,7 @@ class Objective:
         """Layers whose forward makes ``op``'s node (custom Functions for ``None``), first batch."""
         from critpoint._graph import find_nodes
 
-        raw = next(iter(self._batches))
-        batch = _move(raw, self.device, self._cast_inputs)
+        batch = move(self._batches.first(), self.device, self._cast_inputs)
         theta = self.theta.requires_grad_(True)
 
         def run() -> torch.Tensor:
@@ -913,9 +789,7 @@ class Objective:
         per_sample: float | None = None
         spent = 0.0
         with self._session(), _autodiff.kernels():
-            for raw in self._batches:
-                batch = _move(raw, self.device, self._cast_inputs)
-                count = _batch_count(batch)
+            for count, batch in self._batches.placed(self.device, self._cast_inputs):
                 f = self._batch_fn(batch)
                 if per_sample is None:
                     # The first batch's graph is measured while it is built.

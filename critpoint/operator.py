@@ -189,7 +189,7 @@ class HessianOperator:
         self.num_passes += 1
         return out
 
-    def check_symmetric(self, seed: int = 12345) -> float:
+    def check_symmetric(self, seed: int | torch.Generator | None = 12345) -> float:
         """Probe that the product is deterministic and symmetric (3 HVPs; 4 in ``fwd-rev``).
 
         Computes ``[Hu, Hv]`` in one pass and ``Hu`` again alone; a random

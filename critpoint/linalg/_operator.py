@@ -106,8 +106,3 @@ def as_operator(H: object) -> SymmetricOperator:
         f"or a square torch.Tensor, got {type(H).__name__}; build one with objective.hessian()"
     )
     raise InputError(msg)
-
-
-def num_matvecs_of(H: object) -> int:
-    """Return the operator's matvec counter, or 0 if it keeps none."""
-    return int(getattr(H, "num_matvecs", 0))

@@ -54,14 +54,15 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from critpoint import _checks
 from critpoint._memory import free_memory
+from critpoint._progress import Progress, ProgressArg, check_progress
 from critpoint.errors import InputError
 from critpoint.linalg._bounds import (
     Certificate,
@@ -77,7 +78,6 @@ from critpoint.linalg._tridiag import BlockLanczos
 logger = logging.getLogger("critpoint")
 
 Which = Literal["LA", "SA", "BE", "LM"]
-ProgressArg = bool | Callable[[int, int], None]
 
 #: Start vectors per block when ``block_size`` is not given and some end of
 #: the spectrum wants more than one value (see benchmarks/README.md, "Block
@@ -500,33 +500,11 @@ def default_ncv(
     return max(2 * k + 1, min(DEFAULT_NCV, cap))
 
 
-def _progress_fn(
-    progress: ProgressArg, total: int, desc: str
-) -> tuple[Callable[[int], None], Callable[[], None]]:
-    if callable(progress):
-        return (lambda done: progress(done, total)), (lambda: None)
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc=desc, unit="HVP", leave=False)
-
-        def update(done: int) -> None:
-            bar.update(done - bar.n)
-
-        return update, bar.close
-    return (lambda done: None), (lambda: None)
-
-
 def _check_block_size(block_size: object, n: int, which: str, k: int) -> int:
     if block_size is None:
         return min(default_block_size(which, k), n)
-    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)):
-        msg = f"block_size must be a positive int or None, got {block_size!r}"
-        raise InputError(msg)
-    if block_size < 1:
-        msg = f"block_size must be at least 1, got {block_size}"
-        raise InputError(msg)
-    return min(int(block_size), n)
+    size = _checks.positive_int(block_size, "block_size", "or None for the default")
+    return min(size, n)
 
 
 def eigsh(
@@ -585,9 +563,9 @@ def eigsh(
         else 2.
         Any block size gives the same eigenvalues (multiplicities beyond the
         block are found by deflation); it changes the cost.
-    progress : bool or callable
+    progress : bool, callable or None
         ``True`` shows a progress bar (in HVPs); a callable gets
-        ``(num_matvecs, maxiter)``.
+        ``(num_matvecs, maxiter)``; ``False`` or ``None``: silent.
 
     Returns
     -------
@@ -614,9 +592,8 @@ def eigsh(
     if not isinstance(k, int) or k < 1 or k > n:
         msg = f"k must be an int with 1 <= k <= n={n}, got {k!r}"
         raise InputError(msg)
-    if not (isinstance(tol, (int, float)) and tol >= 0 and math.isfinite(tol)):
-        msg = f"tol must be a finite number >= 0, got {tol!r}"
-        raise InputError(msg)
+    tol = _checks.finite_float(tol, "tol", minimum=0.0)
+    check_progress(progress)
     dtype, device = op.dtype, op.device
     if dtype not in (torch.float32, torch.float64):
         msg = f"eigsh needs a float32 or float64 operator, got {dtype}; build the objective with dtype=torch.float32 or torch.float64"
@@ -626,6 +603,7 @@ def eigsh(
     floor_eps = 4 * torch.finfo(dtype).eps
     if ncv is None:
         ncv = default_ncv(k, n, dtype, device, p)
+    ncv = _checks.positive_int(ncv, "ncv", "or None for the default")
     m = min(int(ncv), n)
     if m <= k and m < n:
         msg = f"ncv must satisfy k < ncv <= n (k={k}, n={n}), got {ncv}"
@@ -658,7 +636,7 @@ def eigsh(
     theta = np.zeros(0)
     S = np.zeros((0, 0))
     residuals = reducible = np.zeros(0)
-    update, close = _progress_fn(progress, maxiter, f"Lanczos ({which})")
+    bar = Progress(progress, maxiter, f"Lanczos ({which})")
     try:
         while True:
             # ---- a new Krylov space from fresh random vectors ⊥ all found
@@ -692,7 +670,7 @@ def eigsh(
                     kry.restart(theta, S, keep)
                     restarts += 1
                 kry.step()
-                update(kry.num_matvecs)
+                bar.update(kry.num_matvecs)
                 theta, S = kry.ritz()
                 total, reducible = kry.residual_norms(S)
                 residuals = np.maximum(total, floor_eps * kry.scale)
@@ -782,7 +760,7 @@ def eigsh(
             if lock.size == 0 and not exhausted:
                 break  # nothing new came of this space: nothing is missing
     finally:
-        close()
+        bar.close()
 
     # ---- the answer: the k most wanted of the locked pairs and the current ones
     nf = len(found.values)

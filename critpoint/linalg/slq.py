@@ -17,70 +17,21 @@ References
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from critpoint import _checks
+from critpoint._progress import Progress, ProgressArg, check_progress
 from critpoint.errors import InputError, NonFiniteError
 from critpoint.linalg._operator import as_operator
-from critpoint.linalg._random import make_generator, rademacher
+from critpoint.linalg._random import make_generator, rademacher, seed_record
 
-ProgressArg = bool | Callable[[int, int], object]
 #: Reorthogonalise a second time where one pass left less than this share of
 #: the vector's norm (Daniel, Gragg, Kaufman & Stewart, Math. Comp. 30, 1976).
 DGKS = 1 / math.sqrt(2)
-
-
-class _Progress:
-    """Report ``(step, total)`` to a tqdm bar, a callback, or nobody."""
-
-    def __init__(self, progress: ProgressArg, total: int, desc: str) -> None:
-        self._bar = None
-        self._callback: Callable[[int, int], object] | None = None
-        self._total = total
-        if callable(progress):
-            self._callback = progress
-        elif progress:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=total, desc=desc, leave=False)
-        self._last = 0
-
-    def update(self, step: int) -> None:
-        """Record that ``step`` of ``total`` units are done."""
-        if self._bar is not None:
-            self._bar.update(step - self._last)
-        if self._callback is not None:
-            self._callback(step, self._total)
-        self._last = step
-
-    def close(self) -> None:
-        """Close the bar, if any."""
-        if self._bar is not None:
-            self._bar.close()
-
-
-def _check_progress(progress: object) -> None:
-    if not (isinstance(progress, bool) or callable(progress)):
-        msg = f"progress must be True, False or a callable progress(step, total), got {type(progress).__name__}"
-        raise InputError(msg)
-
-
-def _check_positive_int(value: object, name: str, hint: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        msg = f"{name} must be a positive integer, got {value!r}; {hint}"
-        raise InputError(msg)
-    return int(value)
-
-
-def _seed_for_record(seed: int | torch.Generator | None) -> int | None:
-    """Return the seed as stored in results: an int, or ``None`` (generator, no seed)."""
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        return None
-    return int(seed)
 
 
 @dataclass(frozen=True, eq=False)
@@ -167,10 +118,13 @@ class SpectralDensity:
             lo, hi = self.support
             width = hi - lo
             sigma = 0.01 * width if width > 0 else 1e-3 * max(1.0, abs(lo))
-        sigma = float(sigma)
-        if not (sigma > 0 and math.isfinite(sigma)):
-            msg = f"sigma must be a positive finite number, got {sigma!r}; leave it as None for 1% of the support width"
-            raise InputError(msg)
+        sigma = _checks.finite_float(
+            sigma,
+            "sigma",
+            minimum=0.0,
+            strict=True,
+            hint="leave it as None for 1% of the support width",
+        )
         nodes = self.nodes.numpy().reshape(-1)
         weights = self.weights.numpy().reshape(-1) / self.num_probes
         keep = weights > 0
@@ -196,7 +150,7 @@ class SpectralDensity:
         float
             In ``[0, 1]``.
         """
-        tol = _check_tol(tol)
+        tol = _checks.finite_float(tol, "tol", minimum=0.0)
         return float((self.weights * (self.nodes > tol)).sum(dim=1).mean())
 
     def fraction_negative(self, tol: float = 0.0) -> float:
@@ -212,7 +166,7 @@ class SpectralDensity:
         float
             In ``[0, 1]``.
         """
-        tol = _check_tol(tol)
+        tol = _checks.finite_float(tol, "tol", minimum=0.0)
         return float((self.weights * (self.nodes < -tol)).sum(dim=1).mean())
 
     def to_dict(self) -> dict[str, Any]:
@@ -237,14 +191,6 @@ class SpectralDensity:
         except (KeyError, TypeError, ValueError) as exc:
             msg = f"not a SpectralDensity dictionary ({exc}); it needs 'nodes', 'weights' and 'num_matvecs'"
             raise InputError(msg) from exc
-
-
-def _check_tol(tol: float) -> float:
-    tol = float(tol)
-    if not (tol >= 0 and math.isfinite(tol)):
-        msg = f"tol must be a non-negative finite number, got {tol!r}"
-        raise InputError(msg)
-    return tol
 
 
 def spectral_density(
@@ -284,9 +230,10 @@ def spectral_density(
         keeps ghost Ritz values out of the density but stores the whole
         basis: ``n × m × p`` numbers in the operator's dtype. With ``False``
         only three blocks of ``n × p`` are kept.
-    progress : bool or callable
+    progress : bool, callable or None
         ``True`` shows a progress bar (``tqdm.auto``); a callable is called as
-        ``progress(step, num_steps)`` after each step.
+        ``progress(step, num_steps)`` after each step; ``False`` or ``None``:
+        silent.
 
     Returns
     -------
@@ -313,13 +260,13 @@ def spectral_density(
     .. [2] L. Lin, Y. Saad, C. Yang, "Approximating spectral densities of
        large matrices", SIAM Review 58(1), 2016.
     """
-    num_probes = _check_positive_int(
+    num_probes = _checks.positive_int(
         num_probes, "num_probes", "use e.g. num_probes=8 (more probes, less noise)"
     )
-    num_steps = _check_positive_int(
+    num_steps = _checks.positive_int(
         num_steps, "num_steps", "use e.g. num_steps=80 (more steps, finer resolution)"
     )
-    _check_progress(progress)
+    check_progress(progress)
     op = as_operator(H)
     n = int(op.shape[0])
     if n < 1:
@@ -342,7 +289,7 @@ def spectral_density(
     active = torch.ones(p, dtype=torch.bool)
     scale = 0.0  # running max of |α|, β: the spectrum scale seen so far
     num_matvecs = 0
-    bar = _Progress(progress, m, "spectral density")
+    bar = Progress(progress, m, "spectral density", unit="step")
     try:
         for j in range(m):
             if basis is not None:
@@ -418,7 +365,7 @@ def spectral_density(
         nodes=nodes,
         weights=weights,
         num_matvecs=num_matvecs,
-        seed=_seed_for_record(seed),
+        seed=seed_record(seed),
     )
 
 

@@ -23,17 +23,12 @@ from typing import Any
 
 import torch
 
+from critpoint import _checks
 from critpoint._finite import all_finite
+from critpoint._progress import Progress, ProgressArg, check_progress
 from critpoint.errors import InputError, NonFiniteError
 from critpoint.linalg._operator import SymmetricOperator, as_operator
-from critpoint.linalg._random import make_generator, rademacher, randn
-from critpoint.linalg.slq import (
-    ProgressArg,
-    _check_positive_int,
-    _check_progress,
-    _Progress,
-    _seed_for_record,
-)
+from critpoint.linalg._random import make_generator, rademacher, randn, seed_record
 
 METHODS = ("auto", "hutchinson", "hutchpp")
 _ALIASES = {"hutch++": "hutchpp"}
@@ -125,9 +120,10 @@ def trace(
         Hutchinson when a few eigenvalues dominate.
     seed : int, torch.Generator or None
         Seed of the probes, drawn on the CPU (same numbers on any device).
-    progress : bool or callable
+    progress : bool, callable or None
         ``True`` shows a progress bar (``tqdm.auto``); a callable is called as
-        ``progress(matvecs_done, num_matvecs)`` after each block.
+        ``progress(matvecs_done, num_matvecs)`` after each block; ``False`` or
+        ``None``: silent.
 
     Returns
     -------
@@ -156,15 +152,15 @@ def trace(
     if key not in METHODS:
         msg = f"method must be one of {', '.join(repr(m) for m in METHODS)}, got {method!r}"
         raise InputError(msg)
-    num_matvecs = _check_positive_int(
+    num_matvecs = _checks.positive_int(
         num_matvecs, "num_matvecs", "use e.g. num_matvecs=100"
     )
-    _check_progress(progress)
+    check_progress(progress)
     op = as_operator(H)
     n = int(op.shape[0])
-    record = _seed_for_record(seed)
+    record = seed_record(seed)
     if num_matvecs >= n:
-        bar = _Progress(progress, n, "trace")
+        bar = Progress(progress, n, "trace")
         try:
             value = _exact_trace(op, bar)
         finally:
@@ -172,7 +168,7 @@ def trace(
         return TraceEstimate(value, 0.0, n, "exact", record)
 
     gen = make_generator(seed)
-    bar = _Progress(progress, num_matvecs, "trace")
+    bar = Progress(progress, num_matvecs, "trace")
     try:
         if key == "hutchinson":
             samples = _hutchinson_samples(op, num_matvecs, gen, None, bar, 0)
@@ -209,7 +205,7 @@ def _apply(op: SymmetricOperator, V: torch.Tensor) -> torch.Tensor:
     return W.to(V.dtype)
 
 
-def _exact_trace(op: SymmetricOperator, bar: _Progress) -> float:
+def _exact_trace(op: SymmetricOperator, bar: Progress) -> float:
     """``Σ_i e_iᵀ H e_i`` over the identity basis, in blocks of columns."""
     n = int(op.shape[0])
     total = 0.0
@@ -232,7 +228,7 @@ def _hutchinson_samples(
     count: int,
     gen: torch.Generator,
     Q: torch.Tensor | None,
-    bar: _Progress,
+    bar: Progress,
     done: int,
 ) -> torch.Tensor:
     """Draw samples ``zᵀ P H P z`` for ``count`` Rademacher ``z``, ``P = I − QQᵀ``.
@@ -266,7 +262,7 @@ def _mean_and_stderr(samples: torch.Tensor) -> tuple[float, float]:
 
 
 def _hutchpp(
-    op: SymmetricOperator, m: int, gen: torch.Generator, bar: _Progress
+    op: SymmetricOperator, m: int, gen: torch.Generator, bar: Progress
 ) -> tuple[float, float]:
     """Hutch++ with ``m // 3`` sketch products, as many for ``QᵀHQ``, the rest Hutchinson."""
     n = int(op.shape[0])
@@ -280,7 +276,7 @@ def _hutchpp(
 
 
 def _products(
-    op: SymmetricOperator, V: torch.Tensor, bar: _Progress, done: int
+    op: SymmetricOperator, V: torch.Tensor, bar: Progress, done: int
 ) -> torch.Tensor:
     """``H V`` in blocks of columns, reporting progress from ``done`` products on."""
     out = torch.empty_like(V)
@@ -295,7 +291,7 @@ def _deflated(
     Y: torch.Tensor,
     m: int,
     gen: torch.Generator,
-    bar: _Progress,
+    bar: Progress,
 ) -> tuple[float, float]:
     """Hutch++ after its sketch ``Y = HS`` (``k`` columns, ``k`` products spent).
 
@@ -311,7 +307,7 @@ def _deflated(
 
 
 def _adaptive(
-    op: SymmetricOperator, m: int, gen: torch.Generator, bar: _Progress
+    op: SymmetricOperator, m: int, gen: torch.Generator, bar: Progress
 ) -> tuple[float, float, str]:
     """Hutchinson or Hutch++, whichever the first ``m // 3`` probes predict better.
 

@@ -430,3 +430,8 @@ def test_extreme_bounds_need_a_random_start():
     assert hi >= 50.0 - 1e-9
     with pytest.raises(cp.InputError, match="delta must lie"):
         cp.eigsh(A, k=2).extreme_bounds(1.5)
+
+
+def test_progress_types(check_progress_types):
+    A = torch.diag(torch.linspace(-1.0, 2.0, 40, dtype=torch.float64))
+    check_progress_types(lambda progress: cp.eigsh(A, k=2, progress=progress))

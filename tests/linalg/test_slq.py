@@ -306,3 +306,12 @@ def test_bad_arguments_raise_input_error():
         spectral_density(A, progress="yes")
     with pytest.raises(InputError, match="HessianOperator"):
         spectral_density([[1.0]])
+
+
+def test_progress_types(check_progress_types):
+    A = torch.diag(torch.linspace(-1.0, 2.0, 40, dtype=torch.float64))
+    check_progress_types(
+        lambda progress: spectral_density(
+            A, num_probes=2, num_steps=6, progress=progress
+        )
+    )

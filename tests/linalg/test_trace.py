@@ -268,3 +268,8 @@ def test_auto_selection_bias_is_small():
     values = np.array([r.value for r in runs])
     # measured -0.16 over 2000 seeds; 400 seeds resolve it to about ±0.05
     assert abs(values.mean() - truth) < 0.35 * values.std()
+
+
+def test_progress_types(check_progress_types):
+    A = torch.diag(torch.linspace(-1.0, 2.0, 40, dtype=torch.float64))
+    check_progress_types(lambda progress: trace(A, 12, progress=progress))

@@ -552,7 +552,7 @@ def diagnose(
     tr = None
     if trace:
         tr = trace_estimate(
-            H, num_matvecs=trace_matvecs, method="auto", seed=seed, progress=progress
+            H, max_matvecs=trace_matvecs, method="auto", seed=seed, progress=progress
         )
 
     direction = None

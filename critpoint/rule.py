@@ -391,7 +391,7 @@ def measure_extremes(
             k=min(max(k, 2), n),
             which="BE",
             tol=tol,
-            maxiter=maxiter,
+            max_matvecs=maxiter,
             seed=seed,
             progress=progress,
         )

@@ -189,7 +189,7 @@ class Critpoint(Adapter):
 
         H, setup = self._op()
         # The default method="auto": Hutch++ or Hutchinson, chosen per run.
-        t = cp.trace(H, num_matvecs=self.wl.spec.trace_budget, seed=seed)
+        t = cp.trace(H, max_matvecs=self.wl.spec.trace_budget, seed=seed)
         return Outcome(
             trace=t.value, setup_hvps=setup, note=f"method='auto' ran {t.method}"
         )

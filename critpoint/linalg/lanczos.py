@@ -512,7 +512,7 @@ def eigsh(
     k: int = 6,
     which: Which = "BE",
     tol: float = 1e-5,
-    maxiter: int | None = None,
+    max_matvecs: int | None = None,
     seed: int | torch.Generator | None = 0,
     return_eigenvectors: bool = True,
     *,
@@ -520,6 +520,7 @@ def eigsh(
     v0: torch.Tensor | None = None,
     block_size: int | None = None,
     progress: ProgressArg = False,
+    maxiter: int | None = None,
 ) -> EigenResult:
     """The ``k`` extreme eigenvalues, counted with multiplicity, by block Lanczos with deflation.
 
@@ -538,9 +539,10 @@ def eigsh(
         Relative tolerance: a pair converged when its residual
         ``‖Hu − θu‖ ≤ tol · spectral_scale``. Values below ``50·eps`` of the
         operator's dtype are raised to it (rounding makes them unreachable).
-    maxiter : int, optional
-        Most Hessian-vector products to spend; default ``max(1000, 30·ncv)``.
-        When reached, the best pairs are returned with ``converged`` False.
+    max_matvecs : int, optional
+        Most Hessian-vector products to spend (the final Rayleigh–Ritz
+        refinement included); default ``max(1000, 30·ncv)``. When reached, the
+        best pairs are returned with ``converged`` False.
     seed : int, torch.Generator or None
         Seed of the random start vectors (drawn on the CPU, so the same on
         every device).
@@ -565,7 +567,11 @@ def eigsh(
         block are found by deflation); it changes the cost.
     progress : bool, callable or None
         ``True`` shows a progress bar (in HVPs); a callable gets
-        ``(num_matvecs, maxiter)``; ``False`` or ``None``: silent.
+        ``(num_matvecs, max_matvecs)``; ``False`` or ``None``: silent.
+    maxiter : int, optional
+        Deprecated name of ``max_matvecs`` (a ``DeprecationWarning``; removed
+        in the next release). Unlike scipy's ``maxiter`` it never counted
+        restarts.
 
     Returns
     -------
@@ -584,6 +590,9 @@ def eigsh(
     >>> [round(float(x), 6) for x in cp.eigsh(A, k=3, which="LA", tol=1e-10).eigenvalues]
     [3.0, 3.0, 3.0]
     """
+    max_matvecs = _checks.renamed(
+        max_matvecs, maxiter, new="max_matvecs", old="maxiter", where="eigsh"
+    )
     op = as_operator(H)
     n = int(op.shape[0])
     if which not in ("LA", "SA", "BE", "LM"):
@@ -608,11 +617,14 @@ def eigsh(
     if m <= k and m < n:
         msg = f"ncv must satisfy k < ncv <= n (k={k}, n={n}), got {ncv}"
         raise InputError(msg)
-    if maxiter is None:
-        maxiter = max(1000, 30 * m)
-    if maxiter < m:
+    if max_matvecs is None:
+        max_matvecs = max(1000, 30 * m)
+    max_matvecs = _checks.positive_int(
+        max_matvecs, "max_matvecs", "or None for the default"
+    )
+    if max_matvecs < m:
         # A budget smaller than the basis: shrink the basis to fit it.
-        m = max(min(m, maxiter), min(k + 1, n))
+        m = max(min(m, max_matvecs), min(k + 1, n))
     gen = make_generator(seed)
     if v0 is not None:
         if not isinstance(v0, torch.Tensor) or v0.shape != (n,):
@@ -636,7 +648,7 @@ def eigsh(
     theta = np.zeros(0)
     S = np.zeros((0, 0))
     residuals = reducible = np.zeros(0)
-    bar = Progress(progress, maxiter, f"Lanczos ({which})")
+    bar = Progress(progress, max_matvecs, f"Lanczos ({which})")
     try:
         while True:
             # ---- a new Krylov space from fresh random vectors ⊥ all found
@@ -655,7 +667,7 @@ def eigsh(
             exhausted = False
             tight = False  # converging the pairs to lock below the tolerance
             while True:
-                if kry.num_matvecs + kry.width > maxiter:
+                if kry.num_matvecs + kry.width > max_matvecs:
                     out_of_budget = True
                     break
                 if (
@@ -780,7 +792,7 @@ def eigsh(
     reducible_found = np.array(found.reducible + [math.inf] * theta.size)[picked]
     if (
         bool(((bounds > tol_abs) & (reducible_found <= tol_abs)).any())
-        and kry.num_matvecs + picked.size <= maxiter
+        and kry.num_matvecs + picked.size <= max_matvecs
     ):
         # A pair found after deflation is bounded through its coupling to the
         # locked vectors (their residuals), which no step reduces. One block

@@ -200,6 +200,8 @@ def spectral_density(
     seed: int | torch.Generator | None = 0,
     reorthogonalize: bool = True,
     progress: ProgressArg = False,
+    *,
+    max_matvecs: int | None = None,
 ) -> SpectralDensity:
     """Estimate the eigenvalue density of ``H`` by stochastic Lanczos quadrature.
 
@@ -234,6 +236,12 @@ def spectral_density(
         ``True`` shows a progress bar (``tqdm.auto``); a callable is called as
         ``progress(step, num_steps)`` after each step; ``False`` or ``None``:
         silent.
+    max_matvecs : int, optional
+        Most Hessian-vector products to spend. The run costs ``num_probes``
+        products per step, so a smaller budget shortens every probe to
+        ``max_matvecs // num_probes`` steps (all probes keep the same length:
+        their quadrature rules are averaged). Default: no cap beyond
+        ``num_probes · num_steps``.
 
     Returns
     -------
@@ -267,6 +275,15 @@ def spectral_density(
         num_steps, "num_steps", "use e.g. num_steps=80 (more steps, finer resolution)"
     )
     check_progress(progress)
+    if max_matvecs is not None:
+        max_matvecs = _checks.positive_int(max_matvecs, "max_matvecs", "or None")
+        if max_matvecs < num_probes:
+            msg = (
+                f"max_matvecs={max_matvecs} cannot give each of the {num_probes} probes "
+                f"one step; lower num_probes or raise max_matvecs"
+            )
+            raise InputError(msg)
+        num_steps = min(num_steps, max_matvecs // num_probes)
     op = as_operator(H)
     n = int(op.shape[0])
     if n < 1:

@@ -55,7 +55,7 @@ class TraceEstimate:
         Hessian-vector products actually used.
     method : str
         ``"hutchinson"``, ``"hutchpp"`` or ``"exact"`` (identity basis, used
-        when ``num_matvecs >= n``): what ran, also under ``method="auto"``.
+        when ``max_matvecs >= n``): what ran, also under ``method="auto"``.
     seed : int or None
         Seed of the probes (``None`` if a generator or no seed was given).
     """
@@ -79,24 +79,28 @@ class TraceEstimate:
 
 def trace(
     H: object,
-    num_matvecs: int = 100,
+    max_matvecs: int = 100,
     method: str = "auto",
     seed: int | torch.Generator | None = 0,
     progress: ProgressArg = False,
+    *,
+    num_matvecs: int | None = None,
 ) -> TraceEstimate:
-    """Estimate ``tr(H)`` from ``num_matvecs`` Hessian-vector products.
+    """Estimate ``tr(H)`` from at most ``max_matvecs`` Hessian-vector products.
 
     Parameters
     ----------
     H : HessianOperator, SymmetricOperator or torch.Tensor
         Symmetric operator of shape ``(n, n)``.
-    num_matvecs : int
-        Budget of Hessian-vector products, all spent exactly. If
-        ``num_matvecs >= n`` the trace is computed exactly from the ``n``
+    max_matvecs : int
+        Budget of Hessian-vector products. Below ``n`` it is spent exactly
+        (every estimator here uses every product it is given: more probes,
+        less variance), so the result's ``num_matvecs`` equals it. From
+        ``max_matvecs >= n`` on the trace is computed exactly from the ``n``
         columns of the identity (in blocks), with ``stderr = 0``, ``method =
         "exact"`` and ``num_matvecs = n`` in the result.
     method : {"auto", "hutchpp", "hutchinson"}
-        ``"auto"`` (the default): the first ``k = num_matvecs // 3`` products
+        ``"auto"`` (the default): the first ``k = max_matvecs // 3`` products
         go to Rademacher probes ``S`` that serve both as Hutchinson samples
         and as a sketch ``HS``. From them it predicts the variance of each
         method with the budget left (Hutchinson: the sample variance of
@@ -111,10 +115,10 @@ def trace(
         each method ran about half the time: a bias of −0.16 times the
         estimate's standard deviation, over 2000 seeds).
         ``"hutchinson"``: mean of ``zᵀHz`` over Rademacher probes ``z``.
-        ``"hutchpp"`` (alias ``"hutch++"``): with ``k = num_matvecs // 3``,
+        ``"hutchpp"`` (alias ``"hutch++"``): with ``k = max_matvecs // 3``,
         a Gaussian sketch ``S`` of ``k`` columns gives ``Q = orth(HS)``;
         ``tr(QᵀHQ)`` is exact (``k`` products) and Hutchinson with the
-        remaining ``num_matvecs - 2k`` probes estimates the trace of
+        remaining ``max_matvecs - 2k`` probes estimates the trace of
         ``(I − QQᵀ)H(I − QQᵀ)``. Its ``stderr`` is that of the Hutchinson part
         only (the sketch part is treated as fixed). Far more accurate than
         Hutchinson when a few eigenvalues dominate.
@@ -122,8 +126,11 @@ def trace(
         Seed of the probes, drawn on the CPU (same numbers on any device).
     progress : bool, callable or None
         ``True`` shows a progress bar (``tqdm.auto``); a callable is called as
-        ``progress(matvecs_done, num_matvecs)`` after each block; ``False`` or
+        ``progress(matvecs_done, max_matvecs)`` after each block; ``False`` or
         ``None``: silent.
+    num_matvecs : int, optional
+        Deprecated name of ``max_matvecs`` (a ``DeprecationWarning``; removed
+        in the next release).
 
     Returns
     -------
@@ -132,7 +139,7 @@ def trace(
     Raises
     ------
     InputError
-        If ``method`` is unknown, ``num_matvecs < 1`` or ``H`` is not square.
+        If ``method`` is unknown, ``max_matvecs < 1`` or ``H`` is not square.
     NonFiniteError
         If a Hessian-vector product contains NaN or Inf.
 
@@ -152,14 +159,20 @@ def trace(
     if key not in METHODS:
         msg = f"method must be one of {', '.join(repr(m) for m in METHODS)}, got {method!r}"
         raise InputError(msg)
-    num_matvecs = _checks.positive_int(
-        num_matvecs, "num_matvecs", "use e.g. num_matvecs=100"
+    budget = _checks.renamed(
+        max_matvecs,
+        num_matvecs,
+        new="max_matvecs",
+        old="num_matvecs",
+        where="trace",
+        default=100,
     )
+    budget = _checks.positive_int(budget, "max_matvecs", "use e.g. max_matvecs=100")
     check_progress(progress)
     op = as_operator(H)
     n = int(op.shape[0])
     record = seed_record(seed)
-    if num_matvecs >= n:
+    if budget >= n:
         bar = Progress(progress, n, "trace")
         try:
             value = _exact_trace(op, bar)
@@ -168,18 +181,18 @@ def trace(
         return TraceEstimate(value, 0.0, n, "exact", record)
 
     gen = make_generator(seed)
-    bar = Progress(progress, num_matvecs, "trace")
+    bar = Progress(progress, budget, "trace")
     try:
         if key == "hutchinson":
-            samples = _hutchinson_samples(op, num_matvecs, gen, None, bar, 0)
+            samples = _hutchinson_samples(op, budget, gen, None, bar, 0)
             value, stderr = _mean_and_stderr(samples)
         elif key == "hutchpp":
-            value, stderr = _hutchpp(op, num_matvecs, gen, bar)
+            value, stderr = _hutchpp(op, budget, gen, bar)
         else:
-            value, stderr, key = _adaptive(op, num_matvecs, gen, bar)
+            value, stderr, key = _adaptive(op, budget, gen, bar)
     finally:
         bar.close()
-    return TraceEstimate(value, stderr, num_matvecs, key, record)
+    return TraceEstimate(value, stderr, budget, key, record)
 
 
 def _blocks(total: int) -> Iterator[tuple[int, int]]:

@@ -315,3 +315,18 @@ def test_progress_types(check_progress_types):
             A, num_probes=2, num_steps=6, progress=progress
         )
     )
+
+
+def test_max_matvecs_shortens_every_probe_alike(spiked):
+    _, A = spiked
+    op = CountingOperator(A)
+    capped = spectral_density(op, num_probes=4, num_steps=40, seed=2, max_matvecs=50)
+    assert op.calls == [4] * 12  # 50 // 4 steps
+    assert capped.num_matvecs == 48
+    full = spectral_density(A, num_probes=4, num_steps=12, seed=2)
+    assert torch.equal(capped.nodes, full.nodes)
+    assert torch.equal(capped.weights, full.weights)
+    roomy = spectral_density(A, num_probes=4, num_steps=12, seed=2, max_matvecs=10**6)
+    assert torch.equal(roomy.nodes, full.nodes)
+    with pytest.raises(InputError, match="max_matvecs=3 cannot give each of the 4"):
+        spectral_density(A, num_probes=4, max_matvecs=3)

@@ -1,14 +1,27 @@
-"""The block Lanczos recurrence: one kernel for the Krylov solvers.
+"""The block Lanczos recurrence: the one kernel of the Krylov solvers.
 
 :class:`BlockLanczos` holds a block Krylov basis on the operator's device and
-its projected (block-tridiagonal) matrix on the host in float64. Each
-:meth:`BlockLanczos.step` multiplies the newest block (the *frontier*) by
-``H`` in one ``matmat`` call, reorthogonalises the products fully (classical
-Gram–Schmidt, twice) against everything stored, and orthonormalises what is
-left into the next block, column by column: a direction whose norm is below
-``breakdown_rtol`` times the spectrum's scale is dropped, because the Krylov
-space has reached an invariant subspace along it. When every direction is
-dropped the space is *exhausted*: its Ritz pairs are exact.
+its projected (block-tridiagonal) matrix on the host in float64. Each step
+multiplies the newest block (the *frontier*) by ``H``, reorthogonalises the
+products fully (classical Gram–Schmidt, twice) against everything stored, and
+orthonormalises what is left into the next block, column by column: a
+direction whose norm is below ``breakdown_rtol`` times the spectrum's scale is
+dropped, because the Krylov space has reached an invariant subspace along it.
+When every direction is dropped the space is *exhausted*: its Ritz pairs are
+exact. The small projected eigenproblem is solved in :meth:`BlockLanczos.ritz`.
+
+These three — reorthogonalisation (:func:`_project_out`), the breakdown test
+(:meth:`BlockLanczos.threshold`) and the projected eigenproblem — live here
+only. Two solvers drive the kernel:
+
+* :func:`critpoint.eigsh` runs one block Krylov space (:meth:`BlockLanczos.step`),
+  with thick restarts and locking;
+* :func:`critpoint.spectral_density` runs one single-vector space per random
+  probe, all advanced together: it multiplies the frontiers of every running
+  probe in one batched ``matmat`` and hands each kernel its columns
+  (:meth:`BlockLanczos.frontier_block`, then :meth:`BlockLanczos.extend`).
+  Without reorthogonalisation a kernel keeps only its last ``window`` basis
+  vectors (``window=2``: the three-term recurrence), in a fixed memory.
 
 Storage is one ``(n, capacity)`` tensor whose columns are, in order,
 
@@ -55,6 +68,8 @@ REORTHOGONALISE = 1e-3
 def _project_out(W: torch.Tensor, Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Remove from the columns of ``W`` (n, f) their components along ``Q`` (n, j), twice.
 
+    Classical Gram–Schmidt applied twice ("twice is enough": Giraud, Langou,
+    Rozložník 2005): the one reorthogonalisation of the Krylov solvers.
     Returns the cleaned block and the coefficients ``Qᵀ W`` (j, f).
     """
     if Q.shape[1] == 0:
@@ -79,11 +94,21 @@ class BlockLanczos:
     breakdown_rtol : float, optional
         Relative size below which a residual direction counts as zero;
         default ``1000·eps`` of the operator's dtype.
+    window : int, optional
+        Keep only the newest ``window`` basis vectors on the device (at least
+        twice the widest block): the recurrence is then orthogonalised
+        locally, against the last two blocks (``window=2`` for single
+        vectors: the plain three-term recurrence), and the memory is
+        ``n × window`` whatever the number of steps. The projection ``P`` is
+        still recorded in full, but Ritz vectors, restarts and locking need
+        the whole basis. Default ``None``: keep every vector (full
+        reorthogonalisation).
 
     Attributes
     ----------
     Q : torch.Tensor
-        The storage, shape ``(n, capacity)``.
+        The storage, shape ``(n, min(capacity, window))``; column ``i`` holds
+        basis vector ``first + i``.
     P : numpy.ndarray
         Projections ``q_iᵀ H q_j``, float64, shape ``(capacity, capacity)``;
         columns of ``done`` vectors are filled.
@@ -93,6 +118,8 @@ class BlockLanczos:
         Products taken (columns passed to ``matmat``).
     scale : float
         Largest magnitude seen in the projections: the spectrum's scale.
+    first : int
+        Index of the oldest basis vector still stored (0 without a window).
     """
 
     def __init__(
@@ -100,20 +127,27 @@ class BlockLanczos:
         op: SymmetricOperator,
         capacity: int,
         breakdown_rtol: float | None = None,
+        window: int | None = None,
     ) -> None:
         n = int(op.shape[0])
         if not 1 <= capacity <= n:
             msg = f"capacity must lie in [1, n={n}], got {capacity}"
             raise InputError(msg)
+        if window is not None and window < 2:
+            msg = f"window must hold at least 2 vectors (the last two blocks), got {window}"
+            raise InputError(msg)
         self.op = op
         self.n = n
         self.capacity = int(capacity)
+        self.window = None if window is None else int(window)
         self.dtype, self.device = op.dtype, op.device
         eps = torch.finfo(self.dtype).eps
         self.breakdown_rtol = (
             BREAKDOWN_EPS * eps if breakdown_rtol is None else float(breakdown_rtol)
         )
-        self.Q = torch.zeros((n, self.capacity), dtype=self.dtype, device=self.device)
+        stored = self.capacity if window is None else min(self.capacity, window)
+        self.Q = torch.zeros((n, stored), dtype=self.dtype, device=self.device)
+        self.first = 0
         self.P = np.zeros((self.capacity, self.capacity))
         self.lost = np.zeros(self.capacity)
         self.num_locked = 0
@@ -143,17 +177,52 @@ class BlockLanczos:
     @property
     def locked(self) -> torch.Tensor:
         """The locked vectors, shape ``(n, num_locked)``."""
-        return self.Q[:, : self.num_locked]
+        return self._columns(slice(0, self.num_locked))
+
+    def _columns(self, cols: slice) -> torch.Tensor:
+        """The stored basis vectors ``cols`` (global indices), a view of :attr:`Q`."""
+        if cols.start < self.first:
+            msg = (
+                f"basis vectors {cols.start}..{self.first - 1} were not kept "
+                f"(window={self.window}); this needs the whole basis"
+            )
+            raise InputError(msg)
+        return self.Q[:, cols.start - self.first : cols.stop - self.first]
+
+    def _stored(self) -> torch.Tensor:
+        """Every stored basis vector: global columns ``first .. used − 1``."""
+        return self.Q[:, : self.used - self.first]
+
+    def _make_room(self, width: int) -> None:
+        """With a window, drop the oldest done vectors so that ``width`` more fit."""
+        if self.window is None:
+            return
+        excess = self.used - self.first + width - self.Q.shape[1]
+        if excess > 0:
+            kept = self.Q[:, excess : self.used - self.first].clone()
+            self.Q[:, : kept.shape[1]] = kept
+            self.first += excess
+
+    def _require_whole_basis(self, what: str) -> None:
+        if self.window is not None:
+            msg = f"{what} needs the whole basis; this kernel keeps a window of {self.window}"
+            raise InputError(msg)
 
     def threshold(self) -> float:
-        """Norm under which a residual direction counts as zero."""
+        """Norm under which a residual direction counts as zero: the breakdown test.
+
+        ``breakdown_rtol`` (default ``1000·eps``) times the spectrum's scale
+        seen so far: products carry a rounding error of a few ``eps·‖H‖``.
+        """
         return self.breakdown_rtol * self.scale
 
     # --------------------------------------------------------- building
     def reset(self) -> None:
         """Drop the done and frontier vectors (the locked ones stay)."""
         start = self.num_locked
-        self.Q[:, start:] = 0
+        if self.first > start:  # a window: nothing older is stored
+            self.first = start
+        self.Q[:, start - self.first :] = 0
         self.P[:, start:] = 0
         self.P[start:, :] = 0
         self.lost[start:] = 0
@@ -193,7 +262,7 @@ class BlockLanczos:
         """
         f = W.shape[1]
         thr = self.threshold()
-        basis = self.Q[:, : self.used]
+        basis = self._stored()
         cols: list[torch.Tensor] = []
         # A kept column's remainder becomes the new direction, so nothing of it
         # is lost; a dropped column loses its remainder.
@@ -234,17 +303,25 @@ class BlockLanczos:
             the stored span.
         """
         Z = Z.to(dtype=self.dtype, device=self.device)
-        W, _ = _project_out(Z, self.Q[:, : self.used])
+        W, _ = _project_out(Z, self._stored())
         scale = self.scale
         # The rank of a start block is judged against its own size, not the spectrum's.
         self.scale = float(torch.linalg.matrix_norm(Z.double(), ord=2))
         F, B, _ = self._orthonormal_block(W, self.capacity - self.used)
         self.scale = scale
         r = F.shape[1]
-        start = self.used
+        self._make_room(r)
+        start = self.used - self.first
         self.Q[:, start : start + r] = F
         self.width += r
         return B
+
+    def frontier_block(self) -> torch.Tensor:
+        """The newest block, shape ``(n, width)``: what the next product multiplies."""
+        if self.width == 0:
+            msg = "the Krylov basis has no frontier to expand; add a block first"
+            raise InputError(msg)
+        return self._columns(self.frontier)
 
     def step(self) -> int:
         """One block product: ``H`` times the frontier, reorthogonalised; a new frontier.
@@ -254,25 +331,42 @@ class BlockLanczos:
         int
             Width of the new frontier (0: the Krylov space is exhausted).
         """
+        return self.extend(self.op.matmat(self.frontier_block()))
+
+    def extend(self, W: torch.Tensor) -> int:
+        """Take ``W = H · frontier_block()`` (n, width) into the basis; a new frontier.
+
+        :meth:`step` computes ``W`` itself; a caller that runs several
+        kernels computes all their products in one batched call and hands
+        each its columns. ``W`` is reorthogonalised against every stored
+        vector, its coefficients complete the projection ``P``, and what is
+        left becomes the next block (directions below :meth:`threshold` are
+        dropped).
+
+        Returns
+        -------
+        int
+            Width of the new frontier (0: the Krylov space is exhausted, or
+            the capacity is reached).
+        """
+        front = self.frontier
         if self.width == 0:
             msg = "the Krylov basis has no frontier to expand; add a block first"
             raise InputError(msg)
-        front = self.frontier
-        W = self.op.matmat(self.Q[:, front])
         self.num_matvecs += self.width
         if W.shape != (self.n, self.width):
             msg = f"the operator's matmat returned shape {tuple(W.shape)} for input {(self.n, self.width)}"
             raise InputError(msg)
         W = W.to(self.dtype)
         before = torch.linalg.vector_norm(W.double(), dim=0).cpu().numpy()
-        W, h = _project_out(W, self.Q[:, : self.used])
+        W, h = _project_out(W, self._stored())
         # One host transfer of the coefficients; NaN/Inf anywhere in HQ reaches
         # them (Inf − Inf is NaN), so they carry the check.
         h64 = h.double().cpu().numpy()
         if not np.isfinite(h64).all():
             msg = "the operator returned NaN/Inf inside Lanczos; check the model and data, or use float64"
             raise NonFiniteError(msg)
-        self.P[: self.used, front] = h64
+        self.P[self.first : self.used, front] = h64
         self.scale = max(self.scale, float(np.abs(h64).max(initial=0.0)))
         # Room for the next block: the stored columns can never exceed n.
         room = self.capacity - self.used
@@ -280,10 +374,11 @@ class BlockLanczos:
         if B.size:
             self.scale = max(self.scale, float(np.abs(B).max()))
         self.lost[front] = lost
+        self._make_room(F.shape[1])
         self.num_done += self.width
         self.width = F.shape[1]
         new = self.frontier
-        self.Q[:, new] = F
+        self._columns(new)[:] = F
         self.P[new, front] = B
         self.num_steps += 1
         return self.width
@@ -291,6 +386,11 @@ class BlockLanczos:
     # --------------------------------------------------- Rayleigh–Ritz
     def ritz(self) -> tuple[np.ndarray, np.ndarray]:
         """Ritz values (ascending) and their coordinates in the done basis.
+
+        The projected eigenproblem of the Krylov solvers, in float64 on the
+        host: ``P[done, done]``, symmetrised against rounding (block
+        tridiagonal; tridiagonal for single-vector spaces, where ``S[0]²``
+        are the Gauss quadrature weights of the start vector).
 
         Returns
         -------
@@ -330,7 +430,7 @@ class BlockLanczos:
         Sd = torch.from_numpy(np.ascontiguousarray(S)).to(
             dtype=self.dtype, device=self.device
         )
-        return self.Q[:, self.done] @ Sd
+        return self._columns(self.done) @ Sd
 
     # ------------------------------------------------------ restarting
     def restart(self, theta: np.ndarray, S: np.ndarray, keep: np.ndarray) -> None:
@@ -343,6 +443,7 @@ class BlockLanczos:
         keep : numpy.ndarray
             Indices of the Ritz pairs to keep.
         """
+        self._require_whole_basis("a thick restart")
         d, front = self.done, self.frontier
         Sk = S[:, keep]
         Y = self.vectors(Sk)
@@ -369,6 +470,7 @@ class BlockLanczos:
         The locked vectors' own coupling to the frontier (their residuals) is
         dropped: from here on the search runs orthogonal to them.
         """
+        self._require_whole_basis("locking")
         Y = self.vectors(S)
         self.reset()
         c = S.shape[1]

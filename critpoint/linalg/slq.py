@@ -28,10 +28,7 @@ from critpoint._progress import Progress, ProgressArg, check_progress
 from critpoint.errors import InputError, NonFiniteError
 from critpoint.linalg._operator import as_operator
 from critpoint.linalg._random import make_generator, rademacher, seed_record
-
-#: Reorthogonalise a second time where one pass left less than this share of
-#: the vector's norm (Daniel, Gragg, Kaufman & Stewart, Math. Comp. 30, 1976).
-DGKS = 1 / math.sqrt(2)
+from critpoint.linalg._tridiag import BlockLanczos
 
 
 @dataclass(frozen=True, eq=False)
@@ -205,13 +202,15 @@ def spectral_density(
 ) -> SpectralDensity:
     """Estimate the eigenvalue density of ``H`` by stochastic Lanczos quadrature.
 
-    Every probe runs its own Lanczos recurrence (this is not block Lanczos),
-    but all probes advance together: each step makes one ``matmat`` call on an
-    ``(n, num_probes)`` block, i.e. one batched Hessian-vector pass. A probe
-    whose recurrence breaks down (an invariant subspace was found: ``β`` below
-    ``10·√n·eps`` times the spectrum scale seen so far) stops there with a
-    shorter quadrature rule; the others continue, and later blocks hold only
-    the running probes.
+    Every probe runs its own Lanczos recurrence (this is not block Lanczos:
+    one :class:`~critpoint.linalg._tridiag.BlockLanczos` kernel per probe,
+    the kernel of :func:`critpoint.eigsh`), but all probes advance together:
+    each step makes one ``matmat`` call on an ``(n, num_probes)`` block, i.e.
+    one batched Hessian-vector pass. A probe whose recurrence breaks down (an
+    invariant subspace was found: the new direction is below the kernel's
+    breakdown threshold, ``1000·eps`` times the spectrum's scale seen so far)
+    stops there with a shorter quadrature rule; the others continue, and
+    later blocks hold only the running probes.
 
     Parameters
     ----------
@@ -231,7 +230,8 @@ def spectral_density(
         its own previous ones, by classical Gram–Schmidt applied twice. This
         keeps ghost Ritz values out of the density but stores the whole
         basis: ``n × m × p`` numbers in the operator's dtype. With ``False``
-        only three blocks of ``n × p`` are kept.
+        each probe keeps its last two vectors (the three-term recurrence),
+        three blocks of ``n × p`` with the product.
     progress : bool, callable or None
         ``True`` shows a progress bar (``tqdm.auto``); a callable is called as
         ``progress(step, num_steps)`` after each step; ``False`` or ``None``:
@@ -257,9 +257,9 @@ def spectral_density(
 
     Notes
     -----
-    Vectors stay in the operator's dtype and device; the recurrence scalars
-    ``α``, ``β`` are accumulated in float64, and the small tridiagonal
-    eigenproblems are solved in float64 on the CPU.
+    Vectors stay in the operator's dtype and device; the recurrence
+    coefficients are kept in float64 on the host (``m × m`` numbers per
+    probe), where the small tridiagonal eigenproblems are solved.
 
     References
     ----------
@@ -292,92 +292,45 @@ def spectral_density(
     dtype, device = op.dtype, op.device
     m, p = min(num_steps, n), num_probes
     gen = make_generator(seed)
-    breakdown_tol = 10.0 * math.sqrt(n) * torch.finfo(dtype).eps
-
-    V = rademacher((n, p), gen, dtype, device) / math.sqrt(n)  # current Lanczos block
-    V_prev = torch.zeros_like(V)
-    # basis[k, j] is probe k's j-th Lanczos vector: batch-first for bmm.
-    basis = (
-        torch.empty((p, m, n), dtype=dtype, device=device) if reorthogonalize else None
-    )
-    alpha = torch.zeros((m, p), dtype=torch.float64)
-    beta = torch.zeros((m, p), dtype=torch.float64)  # beta[j] couples steps j, j+1
-    length = torch.full((p,), m, dtype=torch.long)  # tridiagonal size per probe
-    active = torch.ones(p, dtype=torch.bool)
-    scale = 0.0  # running max of |α|, β: the spectrum scale seen so far
+    # Rademacher probes; each kernel normalises its own (‖z‖ = √n).
+    Z = rademacher((n, p), gen, dtype, device)
+    window = None if reorthogonalize else 2
+    probes = [BlockLanczos(op, capacity=m, window=window) for _ in range(p)]
+    for k, kry in enumerate(probes):
+        kry.add_block(Z[:, k : k + 1])
+    del Z
     num_matvecs = 0
     bar = Progress(progress, m, "spectral density", unit="step")
     try:
         for j in range(m):
-            if basis is not None:
-                basis[:, j, :] = V.T
-            if bool(active.all()):
-                W = op.matmat(V)
-                num_matvecs += p
+            running = [k for k in range(p) if probes[k].width]
+            if not running:
+                break
+            if len(running) == p:
+                V = torch.cat([kry.frontier_block() for kry in probes], dim=1)
             else:
-                idx = active.nonzero().squeeze(1).to(device)
-                W = torch.zeros_like(V)
-                W[:, idx] = op.matmat(V[:, idx])
-                num_matvecs += int(idx.numel())
+                V = torch.cat([probes[k].frontier_block() for k in running], dim=1)
+            W = op.matmat(V)
+            num_matvecs += len(running)
             if W.shape != V.shape:
                 msg = f"the operator's matmat returned shape {tuple(W.shape)} for input {tuple(V.shape)}"
                 raise InputError(msg)
-            W = W.to(dtype)
-            a = torch.sum(V * W, dim=0, dtype=torch.float64)
-            # Any NaN/Inf in a column of W makes that column's α non-finite.
-            a_cpu = a.cpu()
-            if not bool(torch.isfinite(a_cpu).all()):
-                bad = int((~torch.isfinite(a_cpu)).nonzero()[0, 0])
-                msg = (
-                    f"a Hessian-vector product contains NaN or Inf (Lanczos step {j}, probe {bad}); "
-                    "the loss is not finite or not twice differentiable near these parameters: "
-                    "check obj.loss(), or try dtype=torch.float64"
-                )
-                raise NonFiniteError(msg)
-            alpha[j] = torch.where(active, a_cpu, 0.0)
-            scale = max(scale, float(a_cpu.abs().max()))
-            if j == m - 1:
-                bar.update(j + 1)
-                break
-            # Three-term recurrence, then reorthogonalise each column against
-            # its own basis by classical Gram-Schmidt, a second time only where
-            # the first removed much (the DGKS criterion, ‖w‖ fell below 1/√2):
-            # after the recurrence it rarely does, and each pass reads the
-            # whole basis.
-            W = W - V * a.to(dtype)
-            if j > 0:
-                W = W - V_prev * beta[j - 1].to(dtype=dtype, device=device)
-            if basis is not None:
-                B = basis[:, : j + 1, :]  # (p, j+1, n)
-                for _ in range(2):
-                    before = torch.linalg.vector_norm(W, dim=0)
-                    coef = torch.bmm(B, W.T.unsqueeze(2))  # (p, j+1, 1)
-                    W = W - torch.bmm(B.transpose(1, 2), coef).squeeze(2).T
-                    after = torch.linalg.vector_norm(W, dim=0)
-                    if not bool((after < DGKS * before).any()):
-                        break
-            b = torch.linalg.vector_norm(W, dim=0, dtype=torch.float64).cpu()
-            if not bool(torch.isfinite(b).all()):
-                msg = (
-                    f"the Lanczos recurrence produced NaN or Inf at step {j}; "
-                    "the operator's values overflow: rescale the loss or use dtype=torch.float64"
-                )
-                raise NonFiniteError(msg)
-            scale = max(scale, float(b.max()))
-            stop = active & (b <= breakdown_tol * scale)
-            length[stop] = j + 1
-            active = active & ~stop
-            beta[j] = torch.where(active, b, 0.0)
-            V_prev = V
-            safe = torch.where(active, b, 1.0).to(dtype=dtype, device=device)
-            V = W / safe * active.to(dtype=dtype, device=device)
+            del V
+            for col, k in enumerate(running):
+                try:
+                    probes[k].extend(W[:, col : col + 1])
+                except NonFiniteError as exc:
+                    msg = (
+                        f"a Hessian-vector product contains NaN or Inf (Lanczos step {j}, "
+                        f"probe {k}); the loss is not finite or not twice differentiable "
+                        "near these parameters: check obj.loss(), or try dtype=torch.float64"
+                    )
+                    raise NonFiniteError(msg) from exc
             bar.update(j + 1)
-            if not bool(active.any()):
-                break
     finally:
         bar.close()
 
-    nodes, weights = _gauss_rules(alpha, beta, length)
+    nodes, weights = _gauss_rules(probes)
     return SpectralDensity(
         nodes=nodes,
         weights=weights,
@@ -387,36 +340,26 @@ def spectral_density(
 
 
 def _gauss_rules(
-    alpha: torch.Tensor, beta: torch.Tensor, length: torch.Tensor
+    probes: list[BlockLanczos],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eigen-decompose each probe's tridiagonal matrix (float64, CPU).
-
-    Parameters
-    ----------
-    alpha, beta : torch.Tensor
-        Diagonals and off-diagonals, shape ``(m, p)``.
-    length : torch.Tensor
-        Tridiagonal size of each probe, shape ``(p,)``.
+    """Each probe's Gauss quadrature rule from its kernel's Ritz pairs (float64, CPU).
 
     Returns
     -------
     nodes, weights : torch.Tensor
-        Shape ``(p, max(length))``, zero-padded.
+        Shape ``(p, longest run)``, zero-padded.
     """
-    p = alpha.shape[1]
-    width = int(length.max())
+    p = len(probes)
+    width = max(kry.num_done for kry in probes)
     nodes = torch.zeros((p, width), dtype=torch.float64)
     weights = torch.zeros((p, width), dtype=torch.float64)
-    for k in range(p):
-        size = int(length[k])
-        T = torch.diag(alpha[:size, k])
-        if size > 1:
-            off = beta[: size - 1, k]
-            T = T + torch.diag(off, 1) + torch.diag(off, -1)
-        theta, S = torch.linalg.eigh(T)
+    for k, kry in enumerate(probes):
+        theta, S = kry.ritz()
+        # The probe is the first basis vector: its weights are S[0]².
         tau = S[0] ** 2
-        nodes[k, :size] = theta
-        weights[k, :size] = tau / tau.sum()
+        size = theta.size
+        nodes[k, :size] = torch.from_numpy(theta)
+        weights[k, :size] = torch.from_numpy(tau / tau.sum())
     return nodes, weights
 
 

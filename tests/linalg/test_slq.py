@@ -330,3 +330,22 @@ def test_max_matvecs_shortens_every_probe_alike(spiked):
     assert torch.equal(roomy.nodes, full.nodes)
     with pytest.raises(InputError, match="max_matvecs=3 cannot give each of the 4"):
         spectral_density(A, num_probes=4, max_matvecs=3)
+
+
+def test_the_three_term_recurrence_gives_the_same_density(spiked):
+    # Without reorthogonalisation ghost copies of the outliers appear, but the
+    # measure stays the Gauss rule of the same spectrum (Paige's theory).
+    lam, A = spiked
+    width = float(lam.max() - lam.min())
+    full = spectral_density(A, num_probes=10, num_steps=80, seed=0)
+    plain = spectral_density(
+        A, num_probes=10, num_steps=80, seed=0, reorthogonalize=False
+    )
+    assert w1(plain, lam) < 0.05 * width
+    between = wasserstein_distance(
+        plain.nodes.reshape(-1).numpy(),
+        full.nodes.reshape(-1).numpy(),
+        plain.weights.reshape(-1).numpy(),
+        full.weights.reshape(-1).numpy(),
+    )
+    assert between < 1e-3 * width

@@ -10,9 +10,11 @@ dropped, because the Krylov space has reached an invariant subspace along it.
 When every direction is dropped the space is *exhausted*: its Ritz pairs are
 exact. The small projected eigenproblem is solved in :meth:`BlockLanczos.ritz`.
 
-These three — reorthogonalisation (:func:`_project_out`), the breakdown test
-(:meth:`BlockLanczos.threshold`) and the projected eigenproblem — live here
-only. Two solvers drive the kernel:
+These three — reorthogonalisation (:func:`project_out`), the breakdown test
+(:meth:`BlockLanczos.threshold`) and the projected eigenproblem
+(:func:`projected_eigh`) — live here only; the certificate's product-free
+recurrences in coordinates (:mod:`critpoint.linalg._bounds`) use them too.
+Two solvers drive the kernel:
 
 * :func:`critpoint.eigsh` runs one block Krylov space (:meth:`BlockLanczos.step`),
   with thick restarts and locking;
@@ -49,12 +51,15 @@ Lanczos with deflation of rank-deficient blocks).
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import numpy as np
 import torch
 
 from critpoint.errors import InputError, NonFiniteError
 from critpoint.linalg._operator import SymmetricOperator
+
+Array = TypeVar("Array", torch.Tensor, np.ndarray)
 
 #: A residual direction this small relative to the spectrum's scale is rounding:
 #: products carry an error of a few eps·‖H‖, so 1000·eps leaves a wide margin.
@@ -65,20 +70,52 @@ BREAKDOWN_EPS = 1e3
 REORTHOGONALISE = 1e-3
 
 
-def _project_out(W: torch.Tensor, Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def project_out(W: Array, Q: Array) -> tuple[Array, Array]:
     """Remove from the columns of ``W`` (n, f) their components along ``Q`` (n, j), twice.
 
     Classical Gram–Schmidt applied twice ("twice is enough": Giraud, Langou,
-    Rozložník 2005): the one reorthogonalisation of the Krylov solvers.
+    Rozložník 2005): the one reorthogonalisation of the Krylov solvers, on
+    torch tensors (the basis on the device) or NumPy arrays (the certificate's
+    recurrences in coordinates, :func:`critpoint.linalg._bounds.start_rules`).
+    ``W`` may also be one vector ``(n,)``.
+
     Returns the cleaned block and the coefficients ``Qᵀ W`` (j, f).
     """
     if Q.shape[1] == 0:
-        return W, W.new_zeros((0, W.shape[1]))
+        return W, W[:0] * 0
     h = Q.T @ W
     W = W - Q @ h
     h2 = Q.T @ W
     W = W - Q @ h2
     return W, h + h2
+
+
+def projected_eigh(
+    T: np.ndarray, vectors: bool = True
+) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
+    """The small symmetric eigenproblem of the Krylov solvers, in float64 on the host.
+
+    ``T`` is a projection of ``H`` (a block tridiagonal Lanczos matrix, a
+    Gram matrix ``UᵀHU``), symmetric up to rounding; it is symmetrised first.
+
+    Parameters
+    ----------
+    T : numpy.ndarray
+        Shape ``(m, m)``.
+    vectors : bool
+        Return the eigenvectors too.
+
+    Returns
+    -------
+    theta : numpy.ndarray
+        Eigenvalues, ascending, shape ``(m,)``.
+    S : numpy.ndarray
+        Orthonormal eigenvectors as columns, shape ``(m, m)`` (with ``vectors``).
+    """
+    T = (T + T.T) / 2
+    if not vectors:
+        return np.linalg.eigvalsh(T)
+    return np.linalg.eigh(T)
 
 
 class BlockLanczos:
@@ -270,7 +307,7 @@ class BlockLanczos:
         for j in range(f):
             w = W[:, j : j + 1]
             if cols:
-                w, _ = _project_out(w, torch.cat(cols, dim=1))
+                w, _ = project_out(w, torch.cat(cols, dim=1))
             norm = float(torch.linalg.vector_norm(w.double()))
             if not math.isfinite(norm):
                 msg = "the operator returned NaN/Inf inside Lanczos; check the model and data, or use float64"
@@ -280,7 +317,7 @@ class BlockLanczos:
                 continue
             q = w / norm
             if before is not None and norm < REORTHOGONALISE * before[j]:
-                q, _ = _project_out(q, torch.cat([basis, *cols], dim=1))
+                q, _ = project_out(q, torch.cat([basis, *cols], dim=1))
                 q = q / torch.linalg.vector_norm(q)
             cols.append(q)
         if not cols:
@@ -303,7 +340,7 @@ class BlockLanczos:
             the stored span.
         """
         Z = Z.to(dtype=self.dtype, device=self.device)
-        W, _ = _project_out(Z, self._stored())
+        W, _ = project_out(Z, self._stored())
         scale = self.scale
         # The rank of a start block is judged against its own size, not the spectrum's.
         self.scale = float(torch.linalg.matrix_norm(Z.double(), ord=2))
@@ -359,7 +396,7 @@ class BlockLanczos:
             raise InputError(msg)
         W = W.to(self.dtype)
         before = torch.linalg.vector_norm(W.double(), dim=0).cpu().numpy()
-        W, h = _project_out(W, self._stored())
+        W, h = project_out(W, self._stored())
         # One host transfer of the coefficients; NaN/Inf anywhere in HQ reaches
         # them (Inf − Inf is NaN), so they carry the check.
         h64 = h.double().cpu().numpy()
@@ -401,7 +438,7 @@ class BlockLanczos:
         """
         d = self.done
         T = self.P[d, d]
-        theta, S = np.linalg.eigh((T + T.T) / 2)
+        theta, S = projected_eigh(T)
         if theta.size:
             self.scale = max(self.scale, abs(theta[0]), abs(theta[-1]))
         return theta, S

@@ -73,7 +73,7 @@ from critpoint.linalg._bounds import (
 )
 from critpoint.linalg._operator import as_operator
 from critpoint.linalg._random import make_generator, randn
-from critpoint.linalg._tridiag import BlockLanczos
+from critpoint.linalg._tridiag import BlockLanczos, projected_eigh
 
 logger = logging.getLogger("critpoint")
 
@@ -883,7 +883,7 @@ def _refine(
     """
     W = op.matmat(U).to(U.dtype)
     G = (U.T @ W).double().cpu().numpy()
-    theta, V = np.linalg.eigh((G + G.T) / 2)
+    theta, V = projected_eigh(G)
     Vt = torch.from_numpy(V).to(dtype=U.dtype, device=U.device)
     U, W = U @ Vt, W @ Vt
     Th = torch.from_numpy(theta).to(dtype=U.dtype, device=U.device)

@@ -206,3 +206,28 @@ def test_the_breakdown_threshold_is_relative_to_the_spectrum():
         assert kry.step() == 0  # two distinct eigenvalues, at any scale
         eps = torch.finfo(torch.float64).eps
         assert kry.threshold() == pytest.approx(1e3 * eps * kry.scale)
+
+
+def test_one_reorthogonalisation_for_tensors_and_arrays():
+    from critpoint.linalg._tridiag import project_out, projected_eigh
+
+    g = torch.Generator().manual_seed(8)
+    Q, _ = torch.linalg.qr(torch.randn(30, 5, generator=g, dtype=torch.float64))
+    W = torch.randn(30, 3, generator=g, dtype=torch.float64)
+    cleaned, h = project_out(W, Q)
+    assert torch.allclose(
+        Q.T @ cleaned, torch.zeros(5, 3, dtype=torch.float64), atol=1e-15
+    )
+    assert torch.allclose(Q @ h + cleaned, W, atol=1e-14)  # nothing else removed
+    arr, h_arr = project_out(W.numpy(), Q.numpy())
+    assert np.allclose(arr, cleaned.numpy(), atol=1e-14, rtol=0)
+    assert np.allclose(h_arr, h.numpy(), atol=1e-14, rtol=0)
+    vec, _ = project_out(W[:, 0].numpy(), Q.numpy())  # one vector
+    assert np.allclose(vec, arr[:, 0], atol=1e-14, rtol=0)
+    empty, coef = project_out(W, Q[:, :0])
+    assert torch.equal(empty, W)
+    assert coef.shape == (0, 3)
+    T = np.array([[2.0, 1.0 + 1e-13], [1.0, 2.0]])  # symmetric up to rounding
+    assert np.allclose(projected_eigh(T, vectors=False), [1.0, 3.0])
+    theta, S = projected_eigh(T)
+    assert np.allclose(S @ np.diag(theta) @ S.T, (T + T.T) / 2)

@@ -15,17 +15,21 @@ import fnmatch
 import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import nn
 
 from critpoint import _autodiff
 from critpoint._finite import all_finite
-from critpoint._memory import free_memory
 from critpoint._model_state import ModelState, explain_mutation, set_mode
 from critpoint.batches import Batches, batch_count, move
-from critpoint.errors import InputError, NonFiniteError, SecondDerivativeError
+from critpoint.errors import (
+    InputError,
+    NonDeterministicError,
+    NonFiniteError,
+    SecondDerivativeError,
+)
 
 logger = logging.getLogger("critpoint")
 
@@ -36,10 +40,6 @@ ParamSelector = str | Sequence[str] | Callable[[str], bool] | None
 #: What a batch's loss is over its samples, as torch's losses name it. KLDivLoss's
 #: ``"batchmean"`` divides by the batch size: a mean over samples.
 _MEANS = frozenset({"mean", "batchmean", "elementwise_mean"})
-
-#: With ``hvp_cache="auto"``, the share of free memory a Hessian operator may
-#: fill with the linearisations of the batches (device memory on a GPU).
-AUTO_CACHE_SHARE = {"cuda": 0.5, "cpu": 0.25}
 
 
 class _LossModule(nn.Module):
@@ -190,7 +190,9 @@ class Objective:
         cost on the digits networks). The cache is all or nothing: when the
         measured size of the whole data's graphs exceeds the budget, every
         product recomputes. ``"auto"`` (default): half the free GPU memory, a
-        quarter of the free host memory. ``None`` or ``0``: never cache.
+        quarter of the free host memory. ``None`` or ``0``: never cache. The
+        operator reads this setting (:meth:`HessianOperator.cache_budget`)
+        and passes the budget to :meth:`linearize`.
 
     Attributes
     ----------
@@ -635,9 +637,18 @@ class Objective:
         -------
         torch.Tensor
             ``H v`` with the shape of ``v``.
+
+        See Also
+        --------
+        linearize : products at a fixed θ, validated once (what
+            :class:`~critpoint.HessianOperator` runs on).
         """
         v = self._check_vector(v, "v", allow_block=True)
         theta = self._check_vector(theta, "theta")
+        return Linearization(self, theta).hvp(v)
+
+    def _hvp_at(self, v: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """``H v`` at θ, both already checked; forward mode falls back where it cannot run."""
         if v.ndim == 2 and v.shape[1] == 0:
             return torch.zeros_like(v)
         with self._explain_missing_derivative():
@@ -761,30 +772,45 @@ class Objective:
         with self._session(), _autodiff.kernels(), torch.enable_grad():
             return find_nodes(self._work, run, op)
 
-    # ------------------------------------------------------- linearisation cache
-    def _cache_budget(self) -> int:
-        """Bytes the linearisations of one operator may take (see ``hvp_cache``)."""
-        if self.hvp_cache is None or self.hvp_mode != "rev-rev":
-            return 0
-        if isinstance(self.hvp_cache, int):
-            return self.hvp_cache
-        share = AUTO_CACHE_SHARE.get(self.device.type, 0.0)
-        return int(free_memory(self.device) * share)
+    # ------------------------------------------------------------ linearisation
+    def linearize(
+        self, theta: torch.Tensor | None = None, *, max_bytes: float = 0
+    ) -> Linearization:
+        """The gradient linearised at θ: ``v ↦ H(θ) v``, with θ checked once.
 
-    def _linearize(
-        self, theta: torch.Tensor
-    ) -> list[tuple[int, _autodiff.Linearized]] | None:
-        """Linearise every batch at θ once, or ``None`` when they do not fit the budget.
+        Parameters
+        ----------
+        theta : torch.Tensor, optional
+            Point of shape ``(n,)``; default the current parameters. It is
+            copied: later changes to the model or to the tensor do not move
+            the linearisation.
+        max_bytes : float
+            Memory the linearisation may keep. In ``rev-rev`` mode, with
+            ``max_bytes > 0``, every batch is linearised now, in one pass, and
+            the graphs of its forward and first backward pass are kept when
+            the whole data's fit: each product then runs the second backward
+            pass only. All or nothing: the first batch's graph is measured
+            while it is built (saved-tensor hooks, no extra pass), the whole
+            data's is estimated from it per sample, and the pass stops as soon
+            as the running estimate exceeds ``max_bytes`` (then nothing is
+            kept and every product recomputes). ``0`` (default): keep nothing.
 
-        The first batch's graph is measured while it is built (saved-tensor
-        hooks, no extra pass); the whole data's graphs are estimated from it
-        per sample, and the pass stops as soon as the running estimate exceeds
-        the budget.
+        Returns
+        -------
+        Linearization
+            Its :meth:`~Linearization.hvp` takes vectors of shape ``(n,)`` or
+            ``(n, k)`` already in this objective's dtype and on its device.
         """
-        budget = self._cache_budget()
-        if budget <= 0:
-            return None
-        theta = self._check_vector(theta, "theta")
+        theta = self._check_vector(theta, "theta").detach().clone()
+        pieces = None
+        if max_bytes > 0 and self.hvp_mode == "rev-rev":
+            pieces = self._retain_batches(theta, max_bytes)
+        return Linearization(self, theta, pieces)
+
+    def _retain_batches(
+        self, theta: torch.Tensor, budget: float
+    ) -> list[tuple[int, _autodiff.Linearized]] | None:
+        """Every batch's kept graph at θ, or ``None`` when they would exceed ``budget`` bytes."""
         pieces: list[tuple[int, _autodiff.Linearized]] = []
         per_sample: float | None = None
         spent = 0.0
@@ -818,11 +844,10 @@ class Objective:
                 pieces.append((count, apply))
         return pieces or None
 
-    def _hvp_linearized(
+    def _hvp_retained(
         self, pieces: list[tuple[int, _autodiff.Linearized]], v: torch.Tensor
     ) -> torch.Tensor:
-        """``H v`` from the linearisations of :meth:`_linearize`; ``v`` is ``(n,)`` or ``(n, k)``."""
-        v = self._check_vector(v, "v", allow_block=True)
+        """``H v`` from the kept graphs of :meth:`_retain_batches`; ``v`` is ``(n,)`` or ``(n, k)``."""
         if v.ndim == 2 and v.shape[1] == 0:
             return torch.zeros_like(v)
         with self._explain_missing_derivative():
@@ -846,10 +871,12 @@ class Objective:
         Returns
         -------
         HessianOperator
+            It keeps the batches' linearisations within the ``hvp_cache``
+            budget (its policy: :meth:`HessianOperator.cache_budget`).
         """
         from critpoint.operator import HessianOperator
 
-        theta = self._check_vector(theta, "theta").clone()
+        theta = self._check_vector(theta, "theta").detach().clone()
         op = HessianOperator(self, theta)
         if check:
             op.check_symmetric()
@@ -864,6 +891,95 @@ class Objective:
             f"dtype={self.dtype}, device={self.device}, train_mode={self.train_mode}, "
             f"reduction={self.reduction!r}, hvp_mode={mode})"
         )
+
+
+class Linearization:
+    """An objective's gradient linearised at a fixed θ: ``v ↦ H(θ) v``.
+
+    Made by :meth:`Objective.linearize` (θ checked and copied once). Its
+    products take vectors the caller has checked: shape ``(n,)`` or
+    ``(n, k)``, the objective's dtype, on its device
+    (:class:`~critpoint.HessianOperator` is that boundary). It may keep every
+    batch's graph (``max_bytes``); :meth:`release` frees them.
+
+    Attributes
+    ----------
+    objective : Objective
+    theta : torch.Tensor
+        The point, shape ``(n,)``.
+    """
+
+    def __init__(
+        self,
+        objective: Objective,
+        theta: torch.Tensor,
+        pieces: list[tuple[int, _autodiff.Linearized]] | None = None,
+    ) -> None:
+        self.objective = objective
+        self.theta = theta
+        self._pieces = pieces
+
+    @property
+    def cached(self) -> bool:
+        """Whether products run from kept graphs (the second backward pass only)."""
+        return self._pieces is not None
+
+    def release(self) -> None:
+        """Free the kept graphs; products recompute each pass in full from here on."""
+        self._pieces = None
+
+    def hvp(self, v: torch.Tensor, *, fresh: bool = False) -> torch.Tensor:
+        """``H v`` for ``v`` of shape ``(n,)`` or ``(n, k)`` (one pass over the data).
+
+        Parameters
+        ----------
+        v : torch.Tensor
+            Already in the objective's dtype and device.
+        fresh : bool
+            Recompute from a fresh forward pass even with kept graphs (a
+            random layer then shows: the symmetry probe uses it).
+        """
+        if self._pieces is not None and not fresh:
+            return self.objective._hvp_retained(self._pieces, v)
+        return self.objective._hvp_at(v, self.theta)
+
+    # ------------------------------------------------ what the symmetry probe needs
+    def reverse_hvp(self, v: torch.Tensor) -> torch.Tensor | None:
+        """``H v`` by reverse-over-reverse, or ``None`` where the model has no double backward."""
+        try:
+            return self.objective._products(v, self.theta, "rev-rev")
+        except (RuntimeError, NotImplementedError) as exc:
+            if _autodiff.missing_derivative(exc) is None:
+                raise
+            return None  # no double backward: forward mode is all there is
+
+    def abandon_forward_mode(self, gap: float) -> None:
+        """Give forward-over-reverse up for good, its products being ``gap`` (relative) off."""
+        objective = self.objective
+        objective._fall_back(
+            f"its products disagree with reverse-over-reverse by {gap:.2e} "
+            f"relative on this model ({objective._why_modes_differ()})"
+        )
+
+    def refuse_asymmetric(self, asym: float) -> NoReturn:
+        """Raise for a non-symmetric product, naming custom Functions if there are any."""
+        objective = self.objective
+        try:
+            culprits = objective._culprits(None)
+        except Exception:  # the refusal below must still happen
+            culprits = []
+        if culprits:
+            msg = (
+                f"the Hessian-vector product is not symmetric (uᵀHv and vᵀHu differ by "
+                f"{asym:.2e} relative): " + objective._blame(None, None, culprits)
+            )
+            raise SecondDerivativeError(msg)
+        msg = (
+            f"the Hessian-vector product is not symmetric (uᵀHv and vᵀHu differ by "
+            f"{asym:.2e} relative): the loss is not a fixed twice-differentiable function "
+            "of the parameters (a stateful or random layer?)"
+        )
+        raise NonDeterministicError(msg)
 
 
 def named_is_float(module: nn.Module, name: str) -> bool:

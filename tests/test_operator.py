@@ -205,3 +205,27 @@ def test_bad_cache_budget(bad):
     model, X, y = setup()
     with pytest.raises(cp.InputError, match="hvp_cache"):
         cp.Objective(model, F.cross_entropy, (X, y), hvp_cache=bad)
+
+
+def test_the_operator_owns_its_cache_budget(tmp_path, monkeypatch):
+    from critpoint import _memory, operator
+
+    limit, usage = tmp_path / "memory.max", tmp_path / "memory.current"
+    limit.write_text(str(3 * 2**20) + "\n")
+    usage.write_text(str(2**20) + "\n")
+    monkeypatch.setattr(_memory, "CGROUP_MEMORY_FILES", ((str(limit), str(usage)),))
+    assert _memory.free_host_memory() == 2 * 2**20
+    assert _memory.free_memory(torch.device("cpu")) == 2 * 2**20
+    model, X, y = setup()
+
+    def budget(**kwargs):
+        obj = cp.Objective(model, F.cross_entropy, (X, y), **kwargs)
+        return obj.hessian(check=False).cache_budget()
+
+    # "auto": a quarter of the free host memory, which respects a container limit
+    assert budget() == int(2 * 2**20 * operator.AUTO_CACHE_SHARE["cpu"])
+    assert budget(hvp_cache=12345) == 12345
+    assert budget(hvp_cache=None) == 0
+    assert budget(hvp_cache=12345, hvp_mode="fwd-rev") == 0  # no graphs to keep
+    limit.write_text("max\n")  # no limit: the host's free memory counts
+    assert _memory.free_host_memory() > 2 * 2**20

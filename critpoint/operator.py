@@ -9,13 +9,13 @@ is meant for small models (tests, ground truth).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
 import torch
 
 from critpoint._memory import free_memory
-from critpoint.errors import DenseTooLargeError, InputError, NonDeterministicError
+from critpoint.errors import DenseTooLargeError, NonDeterministicError
+from critpoint.linalg._operator import Operator
 from critpoint.linalg._random import make_generator, randn
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ class Linearizable(Protocol):
         ...
 
 
-class HessianOperator:
+class HessianOperator(Operator):
     """The Hessian of an :class:`~critpoint.Objective` at a fixed θ, matrix-free.
 
     Build it with :meth:`critpoint.Objective.hessian`. ``H @ v`` accepts a
@@ -122,22 +122,6 @@ class HessianOperator:
             self.theta = self._linearization.theta
         return self._linearization
 
-    def _vector(self, v: Any, block: bool) -> torch.Tensor:
-        """``v`` checked (shape, floating) and put in the operator's dtype and device."""
-        n = self.shape[0]
-        ndim = 2 if block else 1
-        if not isinstance(v, torch.Tensor) or v.ndim != ndim or v.shape[0] != n:
-            got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
-            if block:
-                msg = f"matmat takes a block of shape ({n}, k), got {got}"
-            else:
-                msg = f"matvec takes a vector of shape ({n},), got {got}; use matmat for blocks"
-            raise InputError(msg)
-        if not v.is_floating_point():
-            msg = f"the operator takes floating vectors, got {v.dtype}"
-            raise InputError(msg)
-        return v.to(device=self.device, dtype=self.dtype)
-
     def _counted(self, V: torch.Tensor, fresh: bool = False) -> torch.Tensor:
         out = self._linearized().hvp(V, fresh=fresh)
         self.num_matvecs += 1 if V.ndim == 1 else V.shape[1]
@@ -167,11 +151,6 @@ class HessianOperator:
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
         """Return ``H V`` for a block ``V`` of shape ``(n, k)``, in one batched pass."""
         return self._counted(self._vector(V, block=True))
-
-    def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
-        if isinstance(v, torch.Tensor) and v.ndim == 2:
-            return self.matmat(v)
-        return self.matvec(v)
 
     def dense(self, max_size: int = DENSE_LIMIT, block: int = 64) -> torch.Tensor:
         """The full ``(n, n)`` matrix, built column block by column block.
@@ -205,28 +184,6 @@ class HessianOperator:
         ]
         full = torch.cat(columns, dim=1)
         return (full + full.T) / 2
-
-    def to_scipy(self) -> Any:
-        """A ``scipy.sparse.linalg.LinearOperator`` (float64 NumPy in and out).
-
-        Lets scipy's solvers (``eigsh``, ``lobpcg``, ``cg``) drive the Hessian;
-        each call converts to the operator's dtype and device and back.
-        """
-        from scipy.sparse.linalg import LinearOperator
-
-        def mv(x: np.ndarray) -> np.ndarray:
-            v = torch.as_tensor(
-                np.asarray(x).reshape(-1), dtype=self.dtype, device=self.device
-            )
-            return self.matvec(v).detach().cpu().double().numpy()
-
-        def mm(X: np.ndarray) -> np.ndarray:
-            V = torch.as_tensor(np.asarray(X), dtype=self.dtype, device=self.device)
-            return self.matmat(V).detach().cpu().double().numpy()
-
-        return LinearOperator(
-            self.shape, matvec=mv, rmatvec=mv, matmat=mm, dtype=np.float64
-        )
 
     def check_symmetric(self, seed: int | torch.Generator | None = 12345) -> float:
         """Probe that the product is deterministic and symmetric (3 HVPs; 4 in ``fwd-rev``).

@@ -462,3 +462,18 @@ def test_max_matvecs_is_the_budget_and_maxiter_its_deprecated_name():
         cp.eigsh(A, k=2, max_matvecs=12, maxiter=12)
     with pytest.raises(cp.InputError, match="max_matvecs must be a positive integer"):
         cp.eigsh(A, k=2, max_matvecs=0)
+
+
+@pytest.mark.parametrize("which", ["LA", "SA", "BE", "LM"])
+@pytest.mark.parametrize("h", [-2.5, 0.0, 3.0])
+def test_a_one_by_one_operator_is_exact_in_one_product(which, h):
+    # n == 1 needs no special case: the first Krylov space is exhausted at once
+    r = cp.eigsh(torch.tensor([[h]], dtype=torch.float64), k=1, which=which)
+    assert r.num_matvecs == 1
+    assert float(r.eigenvalues[0]) == h
+    assert r.all_converged
+    assert float(r.residuals[0]) <= 4 * torch.finfo(torch.float64).eps * abs(h)
+    assert abs(float(r.eigenvectors[0, 0])) == 1.0
+    lo, hi = r.extreme_bounds(0.01)
+    assert lo <= h <= hi
+    assert hi - lo <= 1e-12 * max(abs(h), 1e-300) + 1e-300

@@ -349,3 +349,11 @@ def test_the_three_term_recurrence_gives_the_same_density(spiked):
         full.weights.reshape(-1).numpy(),
     )
     assert between < 1e-3 * width
+
+
+def test_a_one_by_one_operator_is_one_node():
+    d = spectral_density(torch.tensor([[-1.5]], dtype=torch.float64), num_probes=3)
+    assert d.nodes.shape == (3, 1)
+    assert torch.equal(d.nodes, torch.full((3, 1), -1.5, dtype=torch.float64))
+    assert torch.equal(d.weights, torch.ones(3, 1, dtype=torch.float64))
+    assert d.num_matvecs == 3

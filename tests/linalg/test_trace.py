@@ -288,3 +288,8 @@ def test_num_matvecs_is_the_deprecated_name_of_max_matvecs(indefinite):
         pytest.raises(InputError, match="pass max_matvecs only"),
     ):
         trace(A, max_matvecs=30, num_matvecs=45)
+
+
+def test_a_one_by_one_operator_is_exact():
+    t = trace(torch.tensor([[-1.5]], dtype=torch.float64))
+    assert (t.value, t.stderr, t.num_matvecs, t.method) == (-1.5, 0.0, 1, "exact")

@@ -428,9 +428,8 @@ class Objective:
     def theta(self) -> torch.Tensor:
         """A copy of the current parameters as a flat tensor of shape ``(n,)``."""
         named = dict(self._work.named_parameters())
-        return torch.cat(
-            [named[name].detach().reshape(-1) for name in self._names]
-        ).clone()
+        # torch.cat copies: the result shares no memory with the parameters.
+        return torch.cat([named[name].detach().reshape(-1) for name in self._names])
 
     def _param_dict(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         pieces = torch.split(theta, self._numels)

@@ -493,3 +493,14 @@ def test_products_at_a_fixed_point_do_not_read_or_check_theta_again(monkeypatch)
         H @ torch.ones(H.shape[0], dtype=torch.float64)
         H @ torch.ones(H.shape[0], 2, dtype=torch.float64)
     assert calls == []
+
+
+def test_theta_is_a_copy_even_of_a_single_parameter():
+    from critpoint.testing import Quadratic, quadratic_data
+
+    model = Quadratic(torch.eye(3, dtype=torch.float64))
+    obj = cp.Objective(model, data=quadratic_data(), batch_loss=lambda m, b: m())
+    theta = obj.theta
+    theta.add_(1.0)
+    assert torch.equal(model.theta.detach(), torch.zeros(3, dtype=torch.float64))
+    assert torch.equal(obj.theta, torch.zeros(3, dtype=torch.float64))

@@ -234,6 +234,12 @@ class BlockLanczos:
         """With a window, drop the oldest done vectors so that ``width`` more fit."""
         if self.window is None:
             return
+        if self.window < 2 * max(width, self.width):
+            msg = (
+                f"a window of {self.window} vectors cannot hold two blocks of "
+                f"{max(width, self.width)}; widen it to at least twice the block"
+            )
+            raise InputError(msg)
         excess = self.used - self.first + width - self.Q.shape[1]
         if excess > 0:
             kept = self.Q[:, excess : self.used - self.first].clone()

@@ -231,3 +231,12 @@ def test_one_reorthogonalisation_for_tensors_and_arrays():
     assert np.allclose(projected_eigh(T, vectors=False), [1.0, 3.0])
     theta, S = projected_eigh(T)
     assert np.allclose(S @ np.diag(theta) @ S.T, (T + T.T) / 2)
+
+
+def test_a_window_must_hold_two_blocks():
+    A, _ = planted_matrix(torch.linspace(0.0, 1.0, 20, dtype=torch.float64), seed=9)
+    kry = BlockLanczos(DenseOperator(A), capacity=10, window=3)
+    with pytest.raises(cp.InputError, match="cannot hold two blocks of 2"):
+        start(kry, 2)
+    with pytest.raises(cp.InputError, match="at least 2 vectors"):
+        BlockLanczos(DenseOperator(A), capacity=10, window=1)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from typing import Any
 
 from critpoint.errors import InputError
 
-__all__ = ["finite_float", "integer", "positive_int", "probability", "renamed"]
+__all__ = ["finite_float", "integer", "positive_int", "probability"]
 
 
 def _hint(hint: str) -> str:
@@ -65,34 +64,3 @@ def probability(value: Any, name: str, hint: str = "") -> float:
         msg = f"{name} must lie strictly between 0 and 1, got {value!r}{_hint(hint)}"
         raise InputError(msg)
     return number
-
-
-def renamed(
-    value: Any, old_value: Any, *, new: str, old: str, where: str, default: Any = None
-) -> Any:
-    """The value of a keyword renamed from ``old`` to ``new`` (kept for one release).
-
-    Returns ``value`` when the old keyword was not given (``old_value`` is
-    ``None``); otherwise warns (``DeprecationWarning`` naming the new keyword)
-    and returns ``old_value``.
-
-    Raises
-    ------
-    InputError
-        If both were given (``value`` differs from its ``default``).
-    """
-    if old_value is None:
-        return value
-    warnings.warn(
-        f"{where}({old}=...) is deprecated and will be removed in the next release; "
-        f"use {new}=... (the same meaning)",
-        DeprecationWarning,
-        stacklevel=3,
-    )
-    if value != default:
-        msg = (
-            f"{where} got {new}={value!r} and the deprecated {old}={old_value!r}; "
-            f"pass {new} only"
-        )
-        raise InputError(msg)
-    return old_value

@@ -33,24 +33,3 @@ def test_floats_and_probabilities():
     for bad in (0, 1, 1.5, -0.1):
         with pytest.raises(InputError, match="delta must"):
             probability(bad, "delta")
-
-
-def test_renamed_keywords_warn_and_pass_the_old_value():
-    import warnings
-
-    from critpoint._checks import renamed
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert renamed(5, None, new="max_matvecs", old="maxiter", where="f") == 5
-    with pytest.warns(
-        DeprecationWarning, match=r"f\(maxiter=\.\.\.\).*use max_matvecs"
-    ):
-        assert renamed(None, 7, new="max_matvecs", old="maxiter", where="f") == 7
-    with (
-        pytest.warns(DeprecationWarning, match="deprecated"),
-        pytest.raises(InputError, match="max_matvecs=5 and the deprecated maxiter=7"),
-    ):
-        renamed(5, 7, new="max_matvecs", old="maxiter", where="f")
-    with pytest.warns(DeprecationWarning, match=r"f\(n="):  # the new one at its default
-        assert renamed(100, 7, new="m", old="n", where="f", default=100) == 7

@@ -61,6 +61,7 @@ import numpy as np
 import torch
 
 from critpoint import _checks
+from critpoint._deprecation import UNSET, renamed
 from critpoint._memory import free_memory
 from critpoint._progress import Progress, ProgressArg, check_progress
 from critpoint.errors import InputError
@@ -520,7 +521,7 @@ def eigsh(
     v0: torch.Tensor | None = None,
     block_size: int | None = None,
     progress: ProgressArg = False,
-    maxiter: int | None = None,
+    maxiter: Any = UNSET,
 ) -> EigenResult:
     """The ``k`` extreme eigenvalues, counted with multiplicity, by block Lanczos with deflation.
 
@@ -590,9 +591,7 @@ def eigsh(
     >>> [round(float(x), 6) for x in cp.eigsh(A, k=3, which="LA", tol=1e-10).eigenvalues]
     [3.0, 3.0, 3.0]
     """
-    max_matvecs = _checks.renamed(
-        max_matvecs, maxiter, new="max_matvecs", old="maxiter", where="eigsh"
-    )
+    max_matvecs = renamed("eigsh", "maxiter", "max_matvecs", maxiter, max_matvecs, None)
     op = as_operator(H)
     n = int(op.shape[0])
     if which not in ("LA", "SA", "BE", "LM"):

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from critpoint import _checks
+from critpoint._deprecation import UNSET, renamed
 from critpoint._finite import all_finite
 from critpoint._progress import Progress, ProgressArg, check_progress
 from critpoint.errors import InputError, NonFiniteError
@@ -84,7 +85,7 @@ def trace(
     seed: int | torch.Generator | None = 0,
     progress: ProgressArg = False,
     *,
-    num_matvecs: int | None = None,
+    num_matvecs: Any = UNSET,
 ) -> TraceEstimate:
     """Estimate ``tr(H)`` from at most ``max_matvecs`` Hessian-vector products.
 
@@ -159,13 +160,8 @@ def trace(
     if key not in METHODS:
         msg = f"method must be one of {', '.join(repr(m) for m in METHODS)}, got {method!r}"
         raise InputError(msg)
-    budget = _checks.renamed(
-        max_matvecs,
-        num_matvecs,
-        new="max_matvecs",
-        old="num_matvecs",
-        where="trace",
-        default=100,
+    budget = renamed(
+        "trace", "num_matvecs", "max_matvecs", num_matvecs, max_matvecs, 100
     )
     budget = _checks.positive_int(budget, "max_matvecs", "use e.g. max_matvecs=100")
     check_progress(progress)

@@ -14,17 +14,22 @@ import copy
 import fnmatch
 import functools
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, NoReturn
 
 import torch
 from torch import nn
 
 from critpoint import _autodiff
 from critpoint._finite import all_finite
-from critpoint._memory import free_memory
 from critpoint._model_state import ModelState, explain_mutation, set_mode
-from critpoint.errors import InputError, NonFiniteError, SecondDerivativeError
+from critpoint.batches import Batches, batch_count, move
+from critpoint.errors import (
+    InputError,
+    NonDeterministicError,
+    NonFiniteError,
+    SecondDerivativeError,
+)
 
 logger = logging.getLogger("critpoint")
 
@@ -35,15 +40,6 @@ ParamSelector = str | Sequence[str] | Callable[[str], bool] | None
 #: What a batch's loss is over its samples, as torch's losses name it. KLDivLoss's
 #: ``"batchmean"`` divides by the batch size: a mean over samples.
 _MEANS = frozenset({"mean", "batchmean", "elementwise_mean"})
-
-#: Tensors given as one ``(inputs, targets)`` pair are split into batches of
-#: this many samples when ``batch_size`` is not given (bounds peak memory).
-DEFAULT_TENSOR_BATCH = 4096
-#: Batch size of the DataLoader built around a ``Dataset``.
-DEFAULT_DATASET_BATCH = 256
-#: With ``hvp_cache="auto"``, the share of free memory a Hessian operator may
-#: fill with the linearisations of the batches (device memory on a GPU).
-AUTO_CACHE_SHARE = {"cuda": 0.5, "cpu": 0.25}
 
 
 class _LossModule(nn.Module):
@@ -122,119 +118,6 @@ def _first_line(exc: BaseException | None) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _batch_count(batch: Any) -> int:
-    """Number of samples in a batch: the length of its first tensor."""
-    if isinstance(batch, torch.Tensor):
-        return int(batch.shape[0]) if batch.ndim > 0 else 1
-    if isinstance(batch, Mapping):
-        for value in batch.values():
-            if isinstance(value, torch.Tensor) and value.ndim > 0:
-                return int(value.shape[0])
-    if isinstance(batch, (tuple, list)):
-        for value in batch:
-            if isinstance(value, torch.Tensor) and value.ndim > 0:
-                return int(value.shape[0])
-            if isinstance(value, (Mapping, tuple, list)):
-                return _batch_count(value)
-    msg = (
-        f"cannot tell how many samples a batch of type {type(batch).__name__} holds; "
-        "critpoint weights each batch by the length of its first tensor, so give batches "
-        "that contain at least one tensor with a leading sample dimension"
-    )
-    raise InputError(msg)
-
-
-def _move(batch: Any, device: torch.device, dtype: torch.dtype | None) -> Any:
-    """Move every tensor of a batch to ``device``; cast floating ones to ``dtype``."""
-    if isinstance(batch, torch.Tensor):
-        if dtype is not None and batch.is_floating_point():
-            return batch.to(device=device, dtype=dtype)
-        return batch.to(device=device)
-    if isinstance(batch, Mapping):
-        return {key: _move(value, device, dtype) for key, value in batch.items()}
-    if isinstance(batch, tuple):
-        return tuple(_move(value, device, dtype) for value in batch)
-    if isinstance(batch, list):
-        return [_move(value, device, dtype) for value in batch]
-    return batch
-
-
-def _is_tensor_pair(data: Any) -> bool:
-    return (
-        isinstance(data, (tuple, list))
-        and len(data) == 2
-        and all(isinstance(t, torch.Tensor) for t in data)
-    )
-
-
-class _Batches:
-    """Re-iterable view of the data as batches (the objective reads it many times)."""
-
-    def __init__(self, data: Any, batch_size: int | None) -> None:
-        if batch_size is not None and (
-            not isinstance(batch_size, int) or batch_size < 1
-        ):
-            msg = f"batch_size must be a positive int or None, got {batch_size!r}"
-            raise InputError(msg)
-        self._pair: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._iterable: Iterable[Any] | None = None
-        if callable(getattr(data, "as_tuple", None)):  # critpoint.data.Data
-            data = data.as_tuple()
-        elif hasattr(data, "kind") and hasattr(
-            data, "obj"
-        ):  # critpoint.data.DataSource
-            data = data.obj
-        if _is_tensor_pair(data):
-            inputs, targets = data
-            if inputs.shape[0] != targets.shape[0]:
-                msg = (
-                    f"inputs and targets must hold the same number of samples, got "
-                    f"{inputs.shape[0]} inputs and {targets.shape[0]} targets"
-                )
-                raise InputError(msg)
-            if inputs.shape[0] == 0:
-                msg = "the data set is empty (0 samples); give at least one sample"
-                raise InputError(msg)
-            self._pair = (inputs, targets)
-            self._batch_size = batch_size or DEFAULT_TENSOR_BATCH
-        elif isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__"):
-            if len(data) == 0:  # type: ignore[arg-type]
-                msg = "the Dataset is empty (len 0); give at least one sample"
-                raise InputError(msg)
-            self._iterable = torch.utils.data.DataLoader(
-                data, batch_size=batch_size or DEFAULT_DATASET_BATCH, shuffle=False
-            )
-        elif isinstance(data, Iterable) and not isinstance(
-            data, (str, bytes, torch.Tensor)
-        ):
-            if iter(data) is data:
-                msg = (
-                    "data is a one-shot iterator (a generator?), but the objective reads the "
-                    "data once per product; pass a list of batches, a DataLoader or a Dataset"
-                )
-                raise InputError(msg)
-            self._iterable = data
-        else:
-            msg = (
-                f"data must be an (inputs, targets) pair of tensors, a Dataset, or a "
-                f"re-iterable of batches such as a DataLoader; got {type(data).__name__}"
-            )
-            raise InputError(msg)
-
-    def __iter__(self) -> Iterator[Any]:
-        if self._pair is not None:
-            inputs, targets = self._pair
-            n = inputs.shape[0]
-            for start in range(0, n, self._batch_size):
-                yield (
-                    inputs[start : start + self._batch_size],
-                    targets[start : start + self._batch_size],
-                )
-        else:
-            assert self._iterable is not None
-            yield from self._iterable
-
-
 class Objective:
     """The mean (or summed) loss of a model over a whole data set, as a function of a flat θ.
 
@@ -307,7 +190,9 @@ class Objective:
         cost on the digits networks). The cache is all or nothing: when the
         measured size of the whole data's graphs exceeds the budget, every
         product recomputes. ``"auto"`` (default): half the free GPU memory, a
-        quarter of the free host memory. ``None`` or ``0``: never cache.
+        quarter of the free host memory. ``None`` or ``0``: never cache. The
+        operator reads this setting (:meth:`HessianOperator.cache_budget`)
+        and passes the budget to :meth:`linearize`.
 
     Attributes
     ----------
@@ -394,7 +279,7 @@ class Objective:
         self.chunk_size = chunk_size
         self.hvp_cache = hvp_cache
         self.process_group = process_group
-        self._batches = _Batches(data, batch_size)
+        self._batches = Batches(data, batch_size)
         self._batch_loss = batch_loss
 
         first = next(iter(model.parameters()), None)
@@ -453,12 +338,7 @@ class Objective:
         return names
 
     def _validate_first_batch(self) -> None:
-        iterator = iter(self._batches)
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            msg = "the data yields no batch; give at least one sample"
-            raise InputError(msg) from None
+        batch = self._batches.first()
         if self._batch_loss is None and not (
             isinstance(batch, (tuple, list))
             and len(batch) >= 2
@@ -471,8 +351,8 @@ class Objective:
                 "returning the batch's mean loss"
             )
             raise InputError(msg)
-        _batch_count(batch)
-        batch = _move(batch, self.device, self._cast_inputs)
+        batch_count(batch)
+        batch = move(batch, self.device, self._cast_inputs)
         with self._session(), _autodiff.kernels(), torch.no_grad():
             try:
                 value = _autodiff.functional_call(
@@ -548,9 +428,8 @@ class Objective:
     def theta(self) -> torch.Tensor:
         """A copy of the current parameters as a flat tensor of shape ``(n,)``."""
         named = dict(self._work.named_parameters())
-        return torch.cat(
-            [named[name].detach().reshape(-1) for name in self._names]
-        ).clone()
+        # torch.cat copies: the result shares no memory with the parameters.
+        return torch.cat([named[name].detach().reshape(-1) for name in self._names])
 
     def _param_dict(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         pieces = torch.split(theta, self._numels)
@@ -609,7 +488,7 @@ class Objective:
     def _batch_fn(self, batch: Any) -> Callable[[torch.Tensor], torch.Tensor]:
         """The batch's summed loss as a function of θ: summing these gives the total."""
         # A mean is weighted by the batch's size; a sum is already a sum.
-        weight = _batch_count(batch) if self.reduction == "mean" else None
+        weight = batch_count(batch) if self.reduction == "mean" else None
 
         def f(theta: torch.Tensor) -> torch.Tensor:
             value = _autodiff.functional_call(
@@ -627,9 +506,8 @@ class Objective:
         """Sum ``compute(f_batch)`` over all batches (divided by the sample count for a mean)."""
 
         def parts() -> Iterator[tuple[int, torch.Tensor]]:
-            for raw in self._batches:
-                batch = _move(raw, self.device, self._cast_inputs)
-                yield _batch_count(batch), compute(self._batch_fn(batch))
+            for count, batch in self._batches.placed(self.device, self._cast_inputs):
+                yield count, compute(self._batch_fn(batch))
 
         with self._session(), _autodiff.kernels():
             return self._sum(parts(), what)
@@ -758,9 +636,18 @@ class Objective:
         -------
         torch.Tensor
             ``H v`` with the shape of ``v``.
+
+        See Also
+        --------
+        linearize : products at a fixed θ, validated once (what
+            :class:`~critpoint.HessianOperator` runs on).
         """
         v = self._check_vector(v, "v", allow_block=True)
         theta = self._check_vector(theta, "theta")
+        return Linearization(self, theta).hvp(v)
+
+    def _hvp_at(self, v: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """``H v`` at θ, both already checked; forward mode falls back where it cannot run."""
         if v.ndim == 2 and v.shape[1] == 0:
             return torch.zeros_like(v)
         with self._explain_missing_derivative():
@@ -875,8 +762,7 @@ class Objective:
         """Layers whose forward makes ``op``'s node (custom Functions for ``None``), first batch."""
         from critpoint._graph import find_nodes
 
-        raw = next(iter(self._batches))
-        batch = _move(raw, self.device, self._cast_inputs)
+        batch = move(self._batches.first(), self.device, self._cast_inputs)
         theta = self.theta.requires_grad_(True)
 
         def run() -> torch.Tensor:
@@ -885,37 +771,50 @@ class Objective:
         with self._session(), _autodiff.kernels(), torch.enable_grad():
             return find_nodes(self._work, run, op)
 
-    # ------------------------------------------------------- linearisation cache
-    def _cache_budget(self) -> int:
-        """Bytes the linearisations of one operator may take (see ``hvp_cache``)."""
-        if self.hvp_cache is None or self.hvp_mode != "rev-rev":
-            return 0
-        if isinstance(self.hvp_cache, int):
-            return self.hvp_cache
-        share = AUTO_CACHE_SHARE.get(self.device.type, 0.0)
-        return int(free_memory(self.device) * share)
+    # ------------------------------------------------------------ linearisation
+    def linearize(
+        self, theta: torch.Tensor | None = None, *, max_bytes: float = 0
+    ) -> Linearization:
+        """The gradient linearised at θ: ``v ↦ H(θ) v``, with θ checked once.
 
-    def _linearize(
-        self, theta: torch.Tensor
-    ) -> list[tuple[int, _autodiff.Linearized]] | None:
-        """Linearise every batch at θ once, or ``None`` when they do not fit the budget.
+        Parameters
+        ----------
+        theta : torch.Tensor, optional
+            Point of shape ``(n,)``; default the current parameters. It is
+            copied: later changes to the model or to the tensor do not move
+            the linearisation.
+        max_bytes : float
+            Memory the linearisation may keep. In ``rev-rev`` mode, with
+            ``max_bytes > 0``, every batch is linearised now, in one pass, and
+            the graphs of its forward and first backward pass are kept when
+            the whole data's fit: each product then runs the second backward
+            pass only. All or nothing: the first batch's graph is measured
+            while it is built (saved-tensor hooks, no extra pass), the whole
+            data's is estimated from it per sample, and the pass stops as soon
+            as the running estimate exceeds ``max_bytes`` (then nothing is
+            kept and every product recomputes). ``0`` (default): keep nothing.
 
-        The first batch's graph is measured while it is built (saved-tensor
-        hooks, no extra pass); the whole data's graphs are estimated from it
-        per sample, and the pass stops as soon as the running estimate exceeds
-        the budget.
+        Returns
+        -------
+        Linearization
+            Its :meth:`~Linearization.hvp` takes vectors of shape ``(n,)`` or
+            ``(n, k)`` already in this objective's dtype and on its device.
         """
-        budget = self._cache_budget()
-        if budget <= 0:
-            return None
-        theta = self._check_vector(theta, "theta")
+        theta = self._check_vector(theta, "theta").detach().clone()
+        pieces = None
+        if max_bytes > 0 and self.hvp_mode == "rev-rev":
+            pieces = self._retain_batches(theta, max_bytes)
+        return Linearization(self, theta, pieces)
+
+    def _retain_batches(
+        self, theta: torch.Tensor, budget: float
+    ) -> list[tuple[int, _autodiff.Linearized]] | None:
+        """Every batch's kept graph at θ, or ``None`` when they would exceed ``budget`` bytes."""
         pieces: list[tuple[int, _autodiff.Linearized]] = []
         per_sample: float | None = None
         spent = 0.0
         with self._session(), _autodiff.kernels():
-            for raw in self._batches:
-                batch = _move(raw, self.device, self._cast_inputs)
-                count = _batch_count(batch)
+            for count, batch in self._batches.placed(self.device, self._cast_inputs):
                 f = self._batch_fn(batch)
                 if per_sample is None:
                     # The first batch's graph is measured while it is built.
@@ -944,11 +843,10 @@ class Objective:
                 pieces.append((count, apply))
         return pieces or None
 
-    def _hvp_linearized(
+    def _hvp_retained(
         self, pieces: list[tuple[int, _autodiff.Linearized]], v: torch.Tensor
     ) -> torch.Tensor:
-        """``H v`` from the linearisations of :meth:`_linearize`; ``v`` is ``(n,)`` or ``(n, k)``."""
-        v = self._check_vector(v, "v", allow_block=True)
+        """``H v`` from the kept graphs of :meth:`_retain_batches`; ``v`` is ``(n,)`` or ``(n, k)``."""
         if v.ndim == 2 and v.shape[1] == 0:
             return torch.zeros_like(v)
         with self._explain_missing_derivative():
@@ -972,10 +870,12 @@ class Objective:
         Returns
         -------
         HessianOperator
+            It keeps the batches' linearisations within the ``hvp_cache``
+            budget (its policy: :meth:`HessianOperator.cache_budget`).
         """
         from critpoint.operator import HessianOperator
 
-        theta = self._check_vector(theta, "theta").clone()
+        theta = self._check_vector(theta, "theta").detach().clone()
         op = HessianOperator(self, theta)
         if check:
             op.check_symmetric()
@@ -990,6 +890,95 @@ class Objective:
             f"dtype={self.dtype}, device={self.device}, train_mode={self.train_mode}, "
             f"reduction={self.reduction!r}, hvp_mode={mode})"
         )
+
+
+class Linearization:
+    """An objective's gradient linearised at a fixed θ: ``v ↦ H(θ) v``.
+
+    Made by :meth:`Objective.linearize` (θ checked and copied once). Its
+    products take vectors the caller has checked: shape ``(n,)`` or
+    ``(n, k)``, the objective's dtype, on its device
+    (:class:`~critpoint.HessianOperator` is that boundary). It may keep every
+    batch's graph (``max_bytes``); :meth:`release` frees them.
+
+    Attributes
+    ----------
+    objective : Objective
+    theta : torch.Tensor
+        The point, shape ``(n,)``.
+    """
+
+    def __init__(
+        self,
+        objective: Objective,
+        theta: torch.Tensor,
+        pieces: list[tuple[int, _autodiff.Linearized]] | None = None,
+    ) -> None:
+        self.objective = objective
+        self.theta = theta
+        self._pieces = pieces
+
+    @property
+    def cached(self) -> bool:
+        """Whether products run from kept graphs (the second backward pass only)."""
+        return self._pieces is not None
+
+    def release(self) -> None:
+        """Free the kept graphs; products recompute each pass in full from here on."""
+        self._pieces = None
+
+    def hvp(self, v: torch.Tensor, *, fresh: bool = False) -> torch.Tensor:
+        """``H v`` for ``v`` of shape ``(n,)`` or ``(n, k)`` (one pass over the data).
+
+        Parameters
+        ----------
+        v : torch.Tensor
+            Already in the objective's dtype and device.
+        fresh : bool
+            Recompute from a fresh forward pass even with kept graphs (a
+            random layer then shows: the symmetry probe uses it).
+        """
+        if self._pieces is not None and not fresh:
+            return self.objective._hvp_retained(self._pieces, v)
+        return self.objective._hvp_at(v, self.theta)
+
+    # ------------------------------------------------ what the symmetry probe needs
+    def reverse_hvp(self, v: torch.Tensor) -> torch.Tensor | None:
+        """``H v`` by reverse-over-reverse, or ``None`` where the model has no double backward."""
+        try:
+            return self.objective._products(v, self.theta, "rev-rev")
+        except (RuntimeError, NotImplementedError) as exc:
+            if _autodiff.missing_derivative(exc) is None:
+                raise
+            return None  # no double backward: forward mode is all there is
+
+    def abandon_forward_mode(self, gap: float) -> None:
+        """Give forward-over-reverse up for good, its products being ``gap`` (relative) off."""
+        objective = self.objective
+        objective._fall_back(
+            f"its products disagree with reverse-over-reverse by {gap:.2e} "
+            f"relative on this model ({objective._why_modes_differ()})"
+        )
+
+    def refuse_asymmetric(self, asym: float) -> NoReturn:
+        """Raise for a non-symmetric product, naming custom Functions if there are any."""
+        objective = self.objective
+        try:
+            culprits = objective._culprits(None)
+        except Exception:  # the refusal below must still happen
+            culprits = []
+        if culprits:
+            msg = (
+                f"the Hessian-vector product is not symmetric (uᵀHv and vᵀHu differ by "
+                f"{asym:.2e} relative): " + objective._blame(None, None, culprits)
+            )
+            raise SecondDerivativeError(msg)
+        msg = (
+            f"the Hessian-vector product is not symmetric (uᵀHv and vᵀHu differ by "
+            f"{asym:.2e} relative): the loss is not a fixed twice-differentiable function "
+            "of the parameters (a stateful or random layer?)"
+        )
+        raise NonDeterministicError(msg)
 
 
 def named_is_float(module: nn.Module, name: str) -> bool:

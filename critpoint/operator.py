@@ -9,28 +9,42 @@ is meant for small models (tests, ground truth).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
 import torch
 
-from critpoint import _autodiff
-from critpoint.errors import (
-    DenseTooLargeError,
-    InputError,
-    NonDeterministicError,
-    SecondDerivativeError,
-)
+from critpoint._memory import free_memory
+from critpoint.errors import DenseTooLargeError, NonDeterministicError
+from critpoint.linalg._operator import Operator
 from critpoint.linalg._random import make_generator, randn
 
 if TYPE_CHECKING:
-    from critpoint.objective import Objective
+    from critpoint.objective import Linearization
 
 #: Largest ``n`` for which :meth:`HessianOperator.dense` builds the matrix by default.
 DENSE_LIMIT = 10_000
+#: With ``hvp_cache="auto"``, the share of free memory an operator may fill
+#: with the linearisations of the batches (device memory on a GPU).
+AUTO_CACHE_SHARE = {"cuda": 0.5, "cpu": 0.25}
 
 
-class HessianOperator:
+class Linearizable(Protocol):
+    """What the operator needs of an objective (:class:`critpoint.Objective` is one)."""
+
+    num_params: int
+    dtype: torch.dtype
+    device: torch.device
+    hvp_mode: str
+    hvp_cache: int | str | None
+
+    def linearize(
+        self, theta: torch.Tensor | None = None, *, max_bytes: float = 0
+    ) -> Linearization:
+        """The gradient linearised at θ (see :meth:`critpoint.Objective.linearize`)."""
+        ...
+
+
+class HessianOperator(Operator):
     """The Hessian of an :class:`~critpoint.Objective` at a fixed θ, matrix-free.
 
     Build it with :meth:`critpoint.Objective.hessian`. ``H @ v`` accepts a
@@ -53,37 +67,66 @@ class HessianOperator:
 
     Notes
     -----
-    On its first product the operator linearises every batch at θ and keeps
-    the graphs when they fit the objective's ``hvp_cache`` budget; later
-    products then run the second backward pass only. :attr:`cached` says
-    whether it did; :meth:`release_cache` frees the memory.
+    The operator owns its linearisation cache. On its first product it
+    linearises the objective at θ (:meth:`critpoint.Objective.linearize`),
+    once, with a memory budget (:meth:`cache_budget`): the graphs of every
+    batch are kept when they fit, and later products run the second backward
+    pass only. :attr:`cached` says whether it did; :meth:`release_cache`
+    frees the memory for good; a fall-back from forward-over-reverse drops the
+    linearisation and builds a new one at the next product. θ and each
+    product's vectors are checked here, at the boundary, and nowhere below.
     """
 
-    def __init__(self, objective: Objective, theta: torch.Tensor) -> None:
+    def __init__(self, objective: Linearizable, theta: torch.Tensor) -> None:
         self.objective = objective
         self.theta = theta
         self.num_matvecs = 0
         self.num_passes = 0
-        self._pieces: list[Any] | None = None
-        self._cache_tried = False
+        self._linearization: Linearization | None = None
+        self._released = False
+
+    # -------------------------------------------------- the linearisation cache
+    def cache_budget(self) -> int:
+        """Bytes the batches' linearisations may take (the objective's ``hvp_cache``).
+
+        ``None`` or ``0``: nothing; a number: that many bytes; ``"auto"``:
+        :data:`AUTO_CACHE_SHARE` of the free memory of the device (half on a
+        GPU, a quarter of the host's, which respects a container's limit).
+        Only reverse-over-reverse products have graphs to keep.
+        """
+        setting = self.objective.hvp_cache
+        if setting is None or self.objective.hvp_mode != "rev-rev":
+            return 0
+        if isinstance(setting, int):
+            return setting
+        device = self.objective.device
+        share = AUTO_CACHE_SHARE.get(device.type, 0.0)
+        return int(free_memory(device) * share)
 
     @property
     def cached(self) -> bool:
         """Whether products run from the kept linearisations of the batches."""
-        return self._pieces is not None
+        return self._linearization is not None and self._linearization.cached
 
     def release_cache(self) -> None:
         """Free the kept linearisations; later products recompute each pass in full."""
-        self._pieces = None
-        self._cache_tried = True
+        if self._linearization is not None:
+            self._linearization.release()
+        self._released = True
 
-    def _products(self, V: torch.Tensor) -> torch.Tensor:
-        if not self._cache_tried:
-            self._cache_tried = True
-            self._pieces = self.objective._linearize(self.theta)
-        if self._pieces is not None:
-            return self.objective._hvp_linearized(self._pieces, V)
-        return self.objective.hvp(V, self.theta)
+    def _linearized(self) -> Linearization:
+        """The linearisation at θ, built at the first product within the budget."""
+        if self._linearization is None:
+            budget = 0 if self._released else self.cache_budget()
+            self._linearization = self.objective.linearize(self.theta, max_bytes=budget)
+            self.theta = self._linearization.theta
+        return self._linearization
+
+    def _counted(self, V: torch.Tensor, fresh: bool = False) -> torch.Tensor:
+        out = self._linearized().hvp(V, fresh=fresh)
+        self.num_matvecs += 1 if V.ndim == 1 else V.shape[1]
+        self.num_passes += 1
+        return out
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -103,30 +146,11 @@ class HessianOperator:
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """Return ``H v`` for ``v`` of shape ``(n,)``."""
-        if not isinstance(v, torch.Tensor) or v.ndim != 1:
-            got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
-            msg = f"matvec takes a vector of shape ({self.shape[0]},), got {got}; use matmat for blocks"
-            raise InputError(msg)
-        out = self._products(v)
-        self.num_matvecs += 1
-        self.num_passes += 1
-        return out
+        return self._counted(self._vector(v, block=False))
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
         """Return ``H V`` for a block ``V`` of shape ``(n, k)``, in one batched pass."""
-        if not isinstance(V, torch.Tensor) or V.ndim != 2:
-            got = tuple(V.shape) if isinstance(V, torch.Tensor) else type(V).__name__
-            msg = f"matmat takes a block of shape ({self.shape[0]}, k), got {got}"
-            raise InputError(msg)
-        out = self._products(V)
-        self.num_matvecs += V.shape[1]
-        self.num_passes += 1
-        return out
-
-    def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
-        if isinstance(v, torch.Tensor) and v.ndim == 2:
-            return self.matmat(v)
-        return self.matvec(v)
+        return self._counted(self._vector(V, block=True))
 
     def dense(self, max_size: int = DENSE_LIMIT, block: int = 64) -> torch.Tensor:
         """The full ``(n, n)`` matrix, built column block by column block.
@@ -161,35 +185,7 @@ class HessianOperator:
         full = torch.cat(columns, dim=1)
         return (full + full.T) / 2
 
-    def to_scipy(self) -> Any:
-        """A ``scipy.sparse.linalg.LinearOperator`` (float64 NumPy in and out).
-
-        Lets scipy's solvers (``eigsh``, ``lobpcg``, ``cg``) drive the Hessian;
-        each call converts to the operator's dtype and device and back.
-        """
-        from scipy.sparse.linalg import LinearOperator
-
-        def mv(x: np.ndarray) -> np.ndarray:
-            v = torch.as_tensor(
-                np.asarray(x).reshape(-1), dtype=self.dtype, device=self.device
-            )
-            return self.matvec(v).detach().cpu().double().numpy()
-
-        def mm(X: np.ndarray) -> np.ndarray:
-            V = torch.as_tensor(np.asarray(X), dtype=self.dtype, device=self.device)
-            return self.matmat(V).detach().cpu().double().numpy()
-
-        return LinearOperator(
-            self.shape, matvec=mv, rmatvec=mv, matmat=mm, dtype=np.float64
-        )
-
-    def _probe(self, V: torch.Tensor) -> torch.Tensor:
-        out = self.objective.hvp(V, self.theta)
-        self.num_matvecs += 1 if V.ndim == 1 else V.shape[1]
-        self.num_passes += 1
-        return out
-
-    def check_symmetric(self, seed: int = 12345) -> float:
+    def check_symmetric(self, seed: int | torch.Generator | None = 12345) -> float:
         """Probe that the product is deterministic and symmetric (3 HVPs; 4 in ``fwd-rev``).
 
         Computes ``[Hu, Hv]`` in one pass and ``Hu`` again alone; a random
@@ -227,7 +223,7 @@ class HessianOperator:
                 )
                 raise NonDeterministicError(msg) from exc
             raise
-        Hu_again = self._probe(U[:, 0])
+        Hu_again = self._counted(U[:, 0], fresh=True)
         u, v = U[:, 0].double(), U[:, 1].double()
         Hu, Hv = HU[:, 0].double(), HU[:, 1].double()
         scale = float(
@@ -247,54 +243,22 @@ class HessianOperator:
                 "disable the randomness, or fix the data augmentation"
             )
             raise NonDeterministicError(msg)
+        lin = self._linearized()
         if self.objective.hvp_mode == "fwd-rev":
-            Hu_rev = self._reverse_product(U[:, 0])
+            Hu_rev = lin.reverse_hvp(U[:, 0])
             if Hu_rev is not None:
+                self.num_matvecs += 1
+                self.num_passes += 1
                 gap = float(torch.linalg.vector_norm(Hu - Hu_rev.double())) / norm_Hu
                 if gap > threshold:
-                    self.objective._fall_back(
-                        f"its products disagree with reverse-over-reverse by {gap:.2e} "
-                        f"relative on this model ({self.objective._why_modes_differ()})"
-                    )
-                    self._pieces = None
-                    self._cache_tried = (
-                        False  # reverse-over-reverse may keep its graphs
-                    )
+                    lin.abandon_forward_mode(gap)
+                    # A new linearisation at the next product: reverse-over-
+                    # reverse may keep its graphs.
+                    self._linearization = None
                     return self.check_symmetric(seed)
         if asym > threshold:
-            self._refuse_asymmetric(asym)
+            lin.refuse_asymmetric(asym)
         return max(asym, drift)
-
-    def _reverse_product(self, u: torch.Tensor) -> torch.Tensor | None:
-        """``H u`` by reverse-over-reverse (counted), or ``None`` where that mode fails."""
-        try:
-            out = self.objective._products(u, self.theta, "rev-rev")
-        except (RuntimeError, NotImplementedError) as exc:
-            if _autodiff.missing_derivative(exc) is None:
-                raise
-            return None  # no double backward: forward mode is all there is
-        self.num_matvecs += 1
-        self.num_passes += 1
-        return out
-
-    def _refuse_asymmetric(self, asym: float) -> None:
-        """Raise for a non-symmetric product, naming custom Functions if there are any."""
-        try:
-            culprits = self.objective._culprits(None)
-        except Exception:  # the refusal below must still happen
-            culprits = []
-        if culprits:
-            msg = (
-                f"the Hessian-vector product is not symmetric (uᵀHv and vᵀHu differ by "
-                f"{asym:.2e} relative): " + self.objective._blame(None, None, culprits)
-            )
-            raise SecondDerivativeError(msg)
-        msg = (
-            f"the Hessian-vector product is not symmetric (uᵀHv and vᵀHu differ by "
-            f"{asym:.2e} relative): the loss is not a fixed twice-differentiable function "
-            "of the parameters (a stateful or random layer?)"
-        )
-        raise NonDeterministicError(msg)
 
     def __repr__(self) -> str:
         n = self.shape[0]

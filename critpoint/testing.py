@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from critpoint._autodiff import functional_call  # torch.func's, not a transform
 from critpoint.linalg._random import make_generator
 
 
@@ -172,6 +173,6 @@ def reference_hessian(
     def f(flat: torch.Tensor) -> torch.Tensor:
         pieces = torch.split(flat, sizes)
         params = {k: p.view(s) for k, p, s in zip(names, pieces, shapes, strict=True)}
-        return loss_fn(torch.func.functional_call(model, params, (inputs,)), targets)
+        return loss_fn(functional_call(model, params, (inputs,)), targets)
 
     return autograd_hessian(f, theta)

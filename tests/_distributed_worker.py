@@ -26,7 +26,7 @@ def problem():
 def analyse(obj):
     H = obj.hessian()
     r = cp.eigsh(H, k=4, which="BE", tol=1e-10, seed=3)
-    t = cp.trace(H, num_matvecs=30, method="hutchpp", seed=4)
+    t = cp.trace(H, max_matvecs=30, method="hutchpp", seed=4)
     d = cp.spectral_density(H, num_probes=4, num_steps=20, seed=5)
     loss, grad = obj.loss_and_grad()
     return {

@@ -45,8 +45,8 @@ def test_cuda_matches_cpu(dtype):
         r_gpu.eigenvalues, r_cpu.eigenvalues, rtol=0, atol=tol * scale * 10
     )
     assert r_gpu.eigenvectors.device.type == "cuda"
-    t_cpu = cp.trace(cpu.hessian(), num_matvecs=30, seed=2)
-    t_gpu = cp.trace(gpu.hessian(), num_matvecs=30, seed=2)
+    t_cpu = cp.trace(cpu.hessian(), max_matvecs=30, seed=2)
+    t_gpu = cp.trace(gpu.hessian(), max_matvecs=30, seed=2)
     assert t_gpu.value == pytest.approx(t_cpu.value, rel=tol * 100)
     d_cpu = cp.spectral_density(cpu.hessian(), num_probes=4, num_steps=20, seed=3)
     d_gpu = cp.spectral_density(gpu.hessian(), num_probes=4, num_steps=20, seed=3)

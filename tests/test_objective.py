@@ -308,22 +308,6 @@ def test_inputs_cast_when_dtype_is_given():
     )
 
 
-def test_auto_cache_budget_respects_a_container_limit(tmp_path, monkeypatch):
-    from critpoint import _memory
-
-    limit, usage = tmp_path / "memory.max", tmp_path / "memory.current"
-    limit.write_text(str(3 * 2**20) + "\n")
-    usage.write_text(str(2**20) + "\n")
-    monkeypatch.setattr(_memory, "CGROUP_MEMORY_FILES", ((str(limit), str(usage)),))
-    assert _memory.free_host_memory() == 2 * 2**20
-    assert _memory.free_memory(torch.device("cpu")) == 2 * 2**20
-    X, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
-    obj = cp.Objective(torch.nn.Linear(3, 2), torch.nn.functional.cross_entropy, (X, y))
-    assert obj._cache_budget() == int(2 * 2**20 * 0.25)
-    limit.write_text("max\n")  # no limit: the host's free memory counts
-    assert _memory.free_host_memory() > 2 * 2**20
-
-
 # ---------------------------------------------------------------- reduction
 def uneven_loader(X, y):
     """Batches of 4, 4 and 1 samples."""
@@ -446,3 +430,77 @@ def test_summed_loss_in_the_diagnosis():
         cp.Objective(model, F.cross_entropy, (X, y)), k=2, density=False, trace=False
     )
     assert "(mean over samples)" in mean.summary()
+
+
+# ------------------------------------------------------------ linearisation
+@pytest.mark.parametrize("mode", ["rev-rev", "fwd-rev"])
+def test_linearize_gives_the_hessian_at_a_fixed_copied_point(mode):
+    X, y = make_data()
+    model = mlp(bn=True)
+    obj = cp.Objective(model, F.cross_entropy, (X, y), batch_size=10, hvp_mode=mode)
+    model.eval()
+    H_ref = reference_hessian(model, F.cross_entropy, X, y)
+    model.train()
+    theta = obj.theta
+    lin = obj.linearize(theta)
+    assert not lin.cached  # nothing kept without a budget
+    theta.add_(1.0)  # neither the tensor given ...
+    obj.set_theta(obj.theta * 2)  # ... nor the model moves the linearisation
+    g = torch.Generator().manual_seed(2)
+    V = torch.randn(obj.num_params, 3, generator=g, dtype=torch.float64)
+    assert rel(lin.hvp(V), H_ref @ V) < 1e-10
+    assert rel(lin.hvp(V[:, 0]), H_ref @ V[:, 0]) < 1e-10
+    assert lin.hvp(V[:, :0]).shape == (obj.num_params, 0)
+
+
+def test_linearize_keeps_the_graphs_within_its_budget():
+    X, y = make_data()
+    model = mlp()
+    obj = cp.Objective(model, F.cross_entropy, (X, y), batch_size=10)
+    H_ref = reference_hessian(model, F.cross_entropy, X, y)
+    V = torch.randn(obj.num_params, 4, dtype=torch.float64)
+    kept = obj.linearize(max_bytes=2**30)
+    assert kept.cached
+    assert rel(kept.hvp(V), H_ref @ V) < 1e-12
+    assert rel(kept.hvp(V, fresh=True), H_ref @ V) < 1e-12
+    kept.release()
+    assert not kept.cached
+    assert rel(kept.hvp(V), H_ref @ V) < 1e-12
+    assert not obj.linearize(max_bytes=100).cached  # the graphs need more
+    fwd = cp.Objective(model, F.cross_entropy, (X, y), hvp_mode="fwd-rev")
+    assert not fwd.linearize(max_bytes=2**30).cached  # only rev-rev graphs are kept
+    with pytest.raises(cp.InputError, match="theta must have shape"):
+        obj.linearize(torch.ones(3, dtype=torch.float64))
+
+
+def test_products_at_a_fixed_point_do_not_read_or_check_theta_again(monkeypatch):
+    X, y = make_data()
+    model = mlp()
+    H = cp.Objective(model, F.cross_entropy, (X, y)).hessian(check=False)
+    H @ torch.ones(H.shape[0], dtype=torch.float64)  # the first product linearises
+    calls = []
+    original = cp.Objective._check_vector
+
+    def spy(self, v, what, allow_block=False):
+        calls.append(what)
+        return original(self, v, what, allow_block)
+
+    monkeypatch.setattr(cp.Objective, "_check_vector", spy)
+    monkeypatch.setattr(
+        cp.Objective, "theta", property(lambda self: calls.append("read") or 1 / 0)
+    )
+    for _ in range(3):
+        H @ torch.ones(H.shape[0], dtype=torch.float64)
+        H @ torch.ones(H.shape[0], 2, dtype=torch.float64)
+    assert calls == []
+
+
+def test_theta_is_a_copy_even_of_a_single_parameter():
+    from critpoint.testing import Quadratic, quadratic_data
+
+    model = Quadratic(torch.eye(3, dtype=torch.float64))
+    obj = cp.Objective(model, data=quadratic_data(), batch_loss=lambda m, b: m())
+    theta = obj.theta
+    theta.add_(1.0)
+    assert torch.equal(model.theta.detach(), torch.zeros(3, dtype=torch.float64))
+    assert torch.equal(obj.theta, torch.zeros(3, dtype=torch.float64))

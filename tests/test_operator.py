@@ -1,5 +1,7 @@
 """HessianOperator: products, dense(), scipy interop, counting, the symmetry probe."""
 
+import copy
+
 import numpy as np
 import pytest
 import scipy.sparse.linalg as spla
@@ -205,3 +207,193 @@ def test_bad_cache_budget(bad):
     model, X, y = setup()
     with pytest.raises(cp.InputError, match="hvp_cache"):
         cp.Objective(model, F.cross_entropy, (X, y), hvp_cache=bad)
+
+
+def test_the_operator_owns_its_cache_budget(tmp_path, monkeypatch):
+    from critpoint import _memory, operator
+
+    limit, usage = tmp_path / "memory.max", tmp_path / "memory.current"
+    limit.write_text(str(3 * 2**20) + "\n")
+    usage.write_text(str(2**20) + "\n")
+    monkeypatch.setattr(_memory, "CGROUP_MEMORY_FILES", ((str(limit), str(usage)),))
+    assert _memory.free_host_memory() == 2 * 2**20
+    assert _memory.free_memory(torch.device("cpu")) == 2 * 2**20
+    model, X, y = setup()
+
+    def budget(**kwargs):
+        obj = cp.Objective(model, F.cross_entropy, (X, y), **kwargs)
+        return obj.hessian(check=False).cache_budget()
+
+    # "auto": a quarter of the free host memory, which respects a container limit
+    assert budget() == int(2 * 2**20 * operator.AUTO_CACHE_SHARE["cpu"])
+    assert budget(hvp_cache=12345) == 12345
+    assert budget(hvp_cache=None) == 0
+    assert budget(hvp_cache=12345, hvp_mode="fwd-rev") == 0  # no graphs to keep
+    limit.write_text("max\n")  # no limit: the host's free memory counts
+    assert _memory.free_host_memory() > 2 * 2**20
+
+
+# --------------------------------------------------------- the operator contract
+def _contract_model(bn):
+    torch.manual_seed(3)
+    layers = [nn.Linear(4, 5)]
+    if bn:
+        layers.append(nn.BatchNorm1d(5))
+    layers += [nn.Tanh(), nn.Linear(5, 3)]
+    model = nn.Sequential(*layers).double()
+    if bn:
+        with torch.no_grad():  # non-trivial running statistics and affine part
+            model[1].running_mean.uniform_(-0.5, 0.5)
+            model[1].running_var.uniform_(0.5, 2.0)
+            model[1].weight.uniform_(0.5, 1.5)
+    return model
+
+
+def _hessian_case(mode, cached, bn):
+    """A Hessian operator and its dense plain-autograd Hessian (batches of 10, 10, 10, 7)."""
+    from critpoint.testing import autograd_hessian
+
+    g = torch.Generator().manual_seed(11)
+    X = torch.randn(37, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (37,), generator=g)
+    model = _contract_model(bn in ("eval", "train"))
+    obj = cp.Objective(
+        model,
+        F.cross_entropy,
+        (X, y),
+        batch_size=10,
+        hvp_mode=mode,
+        hvp_cache="auto" if cached else None,
+        train_mode=bn == "train",
+    )
+    reference = copy.deepcopy(model).train(bn == "train")
+    names = obj.param_names
+    sizes = obj.param_sizes
+    buffers = dict(reference.named_buffers())
+
+    def f(theta):
+        # Each batch's mean loss weighted by its size: the objective's own
+        # definition (with batch statistics, the result depends on the batches).
+        params = dict(zip(names, torch.split(theta, sizes), strict=True))
+        params = {
+            k: v.view_as(dict(reference.named_parameters())[k])
+            for k, v in params.items()
+        }
+        total = 0.0
+        for start in range(0, 37, 10):
+            out = torch.func.functional_call(
+                reference,
+                {**params, **{k: b.clone() for k, b in buffers.items()}},
+                (X[start : start + 10],),
+            )
+            total = total + F.cross_entropy(out, y[start : start + 10]) * len(out)
+        return total / 37
+
+    H = obj.hessian()
+    expect_cached = cached and mode == "rev-rev"
+    return H, autograd_hessian(f, obj.theta), expect_cached
+
+
+class _Scipy:
+    """``H.to_scipy()`` seen through torch, so the contract can run on it."""
+
+    def __init__(self, H):
+        self.H, self.A = H, H.to_scipy()
+        self.shape, self.dtype, self.device = (
+            self.A.shape,
+            torch.float64,
+            torch.device("cpu"),
+        )
+
+    @property
+    def num_matvecs(self):
+        return self.H.num_matvecs
+
+    def matvec(self, v):
+        return torch.from_numpy(self.A.matvec(v.numpy()))
+
+    def matmat(self, V):
+        return torch.from_numpy(self.A.matmat(V.numpy()))
+
+    def __matmul__(self, v):
+        return torch.from_numpy(self.A @ v.numpy())
+
+    def dense(self):
+        return self.matmat(torch.eye(self.shape[0], dtype=torch.float64))
+
+
+def _operator(case):
+    from critpoint.linalg._operator import DenseOperator
+    from critpoint.testing import planted_matrix
+
+    if case == "dense":
+        A, _ = planted_matrix(
+            torch.linspace(-2.0, 3.0, 30, dtype=torch.float64), seed=4
+        )
+        return DenseOperator(A), A, None
+    if case.startswith("scipy"):
+        H, ref, _ = _hessian_case("rev-rev", True, case.split("-")[1])
+        return _Scipy(H), ref, None
+    mode, cache, bn = case.split("/")
+    return _hessian_case(mode, cache == "cached", bn)
+
+
+CASES = ["dense", "scipy-none", "scipy-eval"] + [
+    f"{mode}/{cache}/{bn}"
+    for mode in ("rev-rev", "fwd-rev")
+    for cache in ("cached", "plain")
+    for bn in ("none", "eval", "train")
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_operator_keeps_the_contract(case):
+    H, ref, cached = _operator(case)
+    n = ref.shape[0]
+    assert tuple(H.shape) == (n, n)
+    assert H.dtype == torch.float64
+    assert H.device == torch.device("cpu")
+    if cached is not None:
+        assert H.cached is cached
+    g = torch.Generator().manual_seed(5)
+    v = torch.randn(n, generator=g, dtype=torch.float64)
+    V = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    scale = float(ref.abs().max())
+    start = H.num_matvecs
+    Hv, HV = H @ v, H @ V  # one product, then a block of three
+    assert H.num_matvecs == start + 4
+    assert Hv.shape == (n,)
+    assert HV.shape == (n, 3)
+    mv, mm = H.matvec(v), H.matmat(v[:, None])
+    assert H.num_matvecs == start + 6
+    # agreement with the dense plain-autograd Hessian
+    assert torch.allclose(Hv, ref @ v, rtol=0, atol=1e-12 * scale * n)
+    assert torch.allclose(HV, ref @ V, rtol=0, atol=1e-12 * scale * n)
+    # matvec and matmat are the same product; @ is one of them
+    assert torch.allclose(mv, mm[:, 0], rtol=0, atol=1e-13 * scale * n)
+    assert torch.allclose(Hv, mv, rtol=0, atol=1e-13 * scale * n)
+    assert torch.allclose(HV[:, :1], H.matmat(V[:, :1]), rtol=0, atol=1e-13 * scale * n)
+    # symmetric: uᵀ(Hw) = wᵀ(Hu)
+    assert float(V[:, 0] @ HV[:, 1]) == pytest.approx(
+        float(V[:, 1] @ HV[:, 0]), rel=1e-12
+    )
+    before = H.num_matvecs
+    D = H.dense()
+    assert H.num_matvecs - before in (0, n)  # the dense matrix, or n products
+    assert torch.allclose(D, ref, rtol=0, atol=1e-12 * scale * n)
+
+
+@pytest.mark.parametrize("case", ["dense", "rev-rev/cached/none"])
+def test_every_operator_refuses_bad_vectors(case):
+    H, ref, _ = _operator(case)
+    n = ref.shape[0]
+    with pytest.raises(
+        cp.InputError, match=rf"matvec takes a vector of shape \({n},\)"
+    ):
+        H.matvec(torch.ones(n + 1, dtype=torch.float64))
+    with pytest.raises(
+        cp.InputError, match=rf"matmat takes a block of shape \({n}, k\)"
+    ):
+        H.matmat(torch.ones(n, dtype=torch.float64))
+    with pytest.raises(cp.InputError, match="floating"):
+        H @ torch.ones(n, dtype=torch.long)

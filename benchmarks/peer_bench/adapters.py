@@ -8,8 +8,8 @@ are counted by wrapping the function the library calls once per product:
 =================  =====================================================
 library            wrapped (counts)
 =================  =====================================================
-critpoint          ``Objective.hvp`` and ``Objective._hvp_linearized`` (the
-                   operator's products from kept linearisations), columns of v
+critpoint          ``Linearization.hvp`` (every product of ``Objective.hvp``
+                   and of the operator, from kept graphs or not), columns of v
 PyHessian          ``pyhessian.hessian.hessian_vector_product`` and
                    ``hessian.dataloader_hv_product`` (1 per call)
 hessian-eigenthings ``HessianOperator.matvec`` (1 per call)
@@ -139,15 +139,12 @@ class Critpoint(Adapter):
     ncv: int | None = None
 
     def install(self) -> None:
-        from critpoint.objective import Objective
+        from critpoint.objective import Linearization
 
         self.counter.wrap(
-            Objective, "hvp", lambda obj, v, *a, **k: v.shape[1] if v.ndim == 2 else 1
-        )
-        self.counter.wrap(
-            Objective,
-            "_hvp_linearized",
-            lambda obj, pieces, v, *a, **k: v.shape[1] if v.ndim == 2 else 1,
+            Linearization,
+            "hvp",
+            lambda lin, v, *a, **k: v.shape[1] if v.ndim == 2 else 1,
         )
 
     def _op(self) -> tuple[Any, int]:
@@ -189,7 +186,7 @@ class Critpoint(Adapter):
 
         H, setup = self._op()
         # The default method="auto": Hutch++ or Hutchinson, chosen per run.
-        t = cp.trace(H, num_matvecs=self.wl.spec.trace_budget, seed=seed)
+        t = cp.trace(H, max_matvecs=self.wl.spec.trace_budget, seed=seed)
         return Outcome(
             trace=t.value, setup_hvps=setup, note=f"method='auto' ran {t.method}"
         )

@@ -401,8 +401,8 @@ def section(
         "with seeds 0, 1, …: a task runs again while its runs so far took under 10 s, up "
         "to 3 runs for eigenvalues, 10 for the trace and 5 for the density.",
         "- **HVPs**: counted by wrapping the function each library calls per product "
-        "(critpoint `Objective.hvp` and, for the operator's products from its kept "
-        "linearisations, `Objective._hvp_linearized`; PyHessian `hessian_vector_product` / "
+        "(critpoint `Linearization.hvp`, through which every product of `Objective.hvp` "
+        "and of the operator runs, from kept linearisations or not; PyHessian `hessian_vector_product` / "
         "`dataloader_hv_product`, hessian-eigenthings `HessianOperator.matvec`, curvlinops "
         "`HessianLinearOperator._matmat`, per column); products spent while building the "
         "operator are shown as “set-up” and not in the ratio.",

@@ -364,7 +364,7 @@ def compute_truth(wl: Workload, log: Callable[[str], None], check: bool) -> Trut
     opts: dict[str, Any] = {
         "tol": TRUTH_TOL,
         "ncv": TRUTH_NCV,
-        "maxiter": TRUTH_MAXITER,
+        "max_matvecs": TRUTH_MAXITER,
         "seed": 1234,
         "return_eigenvectors": False,
     }

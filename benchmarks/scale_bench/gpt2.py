@@ -193,7 +193,7 @@ def run(
                 k=5,
                 which=which,
                 tol=1e-4,
-                maxiter=maxiter,
+                max_matvecs=maxiter,
                 seed=0,
                 return_eigenvectors=False,
             )
@@ -328,13 +328,13 @@ def per_block_spectra(
                 k=2,
                 which="BE",
                 tol=1e-3,
-                maxiter=maxiter,
+                max_matvecs=maxiter,
                 seed=0,
                 return_eigenvectors=False,
             )
             tr = cp.trace(
                 Hb,
-                num_matvecs=max(3, min(12, int(0.2 * share / max(t_hvp, 1e-3)))),
+                max_matvecs=max(3, min(12, int(0.2 * share / max(t_hvp, 1e-3)))),
                 seed=0,
             )
             rec = {

@@ -25,7 +25,7 @@ row**: critpoint's `Objective(...)` and `hessian()` (whose symmetry probe also
 linearises every batch for the later products), PyHessian's constructor (a
 forward pass and a `create_graph` backward). HVPs are counted by wrapping the
 function each library calls once per product (`Objective.hvp` and
-`Objective._hvp_linearized`; PyHessian's `hessian_vector_product`).
+`critpoint.objective.Linearization.hvp`; PyHessian's `hessian_vector_product`).
 
 ```
 make bench-scale                                        # both CPU sections, about an hour
@@ -211,7 +211,7 @@ def render_resnet20(res: dict[str, Any]) -> str:
         ratios["top"] = t_ph["total"] / t_eq["total"]
     # trace
     for name, key in (
-        ("critpoint (`trace(num_matvecs=30)`, method auto)", "critpoint_trace"),
+        ("critpoint (`trace(max_matvecs=30)`, method auto)", "critpoint_trace"),
         ("PyHessian (`trace(maxIter=30, tol=-inf)`)", "pyhessian_trace"),
     ):
         rec = res.get(key)

@@ -95,14 +95,14 @@ def _cols(v: Any) -> int:
 
 
 def count_critpoint(counter: Counter) -> None:
-    """Count critpoint's products: fresh (``Objective.hvp``) and from kept linearisations."""
-    from critpoint.objective import Objective
+    """Count critpoint's products: every one goes through ``Linearization.hvp``.
 
-    counter.wrap(Objective, "hvp", lambda obj, v, *a, **k: _cols(v))
-    if hasattr(Objective, "_hvp_linearized"):
-        counter.wrap(
-            Objective, "_hvp_linearized", lambda obj, pieces, v, *a, **k: _cols(v)
-        )
+    ``Objective.hvp`` and the operator's products (fresh or from kept
+    linearisations) all end there, so wrapping it alone counts each once.
+    """
+    from critpoint.objective import Linearization
+
+    counter.wrap(Linearization, "hvp", lambda lin, v, *a, **k: _cols(v))
 
 
 def count_pyhessian(counter: Counter) -> None:
@@ -238,7 +238,7 @@ def critpoint_trace(wl: Workload, p: dict[str, Any]) -> dict[str, Any]:
         H, run = _critpoint_setup(wl, counter)
         before = counter.count
         with Clock() as c:
-            t = cp.trace(H, num_matvecs=p["budget"], seed=seed)
+            t = cp.trace(H, max_matvecs=p["budget"], seed=seed)
         run.update(
             seed=seed,
             solve_wall=c.wall,
@@ -468,7 +468,7 @@ def truth_trace(wl: Workload, p: dict[str, Any]) -> dict[str, Any]:
 
     with Clock() as c:
         H = wl.objective().hessian()
-        t = cp.trace(H, num_matvecs=p["budget"], method="hutchpp", seed=12345)
+        t = cp.trace(H, max_matvecs=p["budget"], method="hutchpp", seed=12345)
     return {
         "value": float(t.value),
         "stderr": float(t.stderr),
@@ -736,7 +736,7 @@ def history(wl: Workload, p: dict[str, Any]) -> dict[str, Any]:
         which="LA",
         tol=p.get("tol", 1e-6),
         seed=p.get("seed", 0),
-        maxiter=p.get("maxiter", 60),
+        max_matvecs=p.get("maxiter", 60),
         return_eigenvectors=False,
     )
     steps = ritz_history(rec.inputs, rec.outputs, k=3)

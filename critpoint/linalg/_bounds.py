@@ -38,6 +38,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from critpoint.linalg._tridiag import project_out, projected_eigh
+
 #: The constant of Kuczyński & Woźniakowski's Theorem 4.2 for Lanczos.
 KW_CONSTANT = 1.648
 
@@ -94,9 +96,7 @@ def start_rules(
         for _ in range(steps):
             w = M @ v[:D]
             alpha = float(v @ w)
-            V = np.stack(basis, axis=1)
-            for _ in range(2):  # full reorthogonalisation, twice
-                w = w - V @ (V.T @ w)
+            w, _ = project_out(w, np.stack(basis, axis=1))
             beta = float(np.linalg.norm(w))
             alphas.append(alpha)
             betas.append(beta)
@@ -109,7 +109,7 @@ def start_rules(
         if len(alphas) > 1:
             off = np.array(betas[:-1])
             T = T + np.diag(off, 1) + np.diag(off, -1)
-        theta = np.linalg.eigvalsh(T)
+        theta = projected_eigh(T, vectors=False)
         log_beta = float(sum(math.log(max(b, floor, 1e-300)) for b in betas))
         rules.append(StartRule(theta=theta, log_beta=log_beta))
     return rules

@@ -44,6 +44,14 @@ def make_generator(seed: int | torch.Generator | None) -> torch.Generator:
     return gen
 
 
+def seed_record(seed: int | torch.Generator | None) -> int | None:
+    """The seed as results record it: the int given, or ``None`` (a generator, no seed)."""
+    try:
+        return None if isinstance(seed, bool) else operator.index(seed)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
 def randn(
     shape: tuple[int, ...],
     gen: torch.Generator,

@@ -1,14 +1,29 @@
-"""The block Lanczos recurrence: one kernel for the Krylov solvers.
+"""The block Lanczos recurrence: the one kernel of the Krylov solvers.
 
 :class:`BlockLanczos` holds a block Krylov basis on the operator's device and
-its projected (block-tridiagonal) matrix on the host in float64. Each
-:meth:`BlockLanczos.step` multiplies the newest block (the *frontier*) by
-``H`` in one ``matmat`` call, reorthogonalises the products fully (classical
-Gram–Schmidt, twice) against everything stored, and orthonormalises what is
-left into the next block, column by column: a direction whose norm is below
-``breakdown_rtol`` times the spectrum's scale is dropped, because the Krylov
-space has reached an invariant subspace along it. When every direction is
-dropped the space is *exhausted*: its Ritz pairs are exact.
+its projected (block-tridiagonal) matrix on the host in float64. Each step
+multiplies the newest block (the *frontier*) by ``H``, reorthogonalises the
+products fully (classical Gram–Schmidt, twice) against everything stored, and
+orthonormalises what is left into the next block, column by column: a
+direction whose norm is below ``breakdown_rtol`` times the spectrum's scale is
+dropped, because the Krylov space has reached an invariant subspace along it.
+When every direction is dropped the space is *exhausted*: its Ritz pairs are
+exact. The small projected eigenproblem is solved in :meth:`BlockLanczos.ritz`.
+
+These three — reorthogonalisation (:func:`project_out`), the breakdown test
+(:meth:`BlockLanczos.threshold`) and the projected eigenproblem
+(:func:`projected_eigh`) — live here only; the certificate's product-free
+recurrences in coordinates (:mod:`critpoint.linalg._bounds`) use them too.
+Two solvers drive the kernel:
+
+* :func:`critpoint.eigsh` runs one block Krylov space (:meth:`BlockLanczos.step`),
+  with thick restarts and locking;
+* :func:`critpoint.spectral_density` runs one single-vector space per random
+  probe, all advanced together: it multiplies the frontiers of every running
+  probe in one batched ``matmat`` and hands each kernel its columns
+  (:meth:`BlockLanczos.frontier_block`, then :meth:`BlockLanczos.extend`).
+  Without reorthogonalisation a kernel keeps only its last ``window`` basis
+  vectors (``window=2``: the three-term recurrence), in a fixed memory.
 
 Storage is one ``(n, capacity)`` tensor whose columns are, in order,
 
@@ -36,12 +51,15 @@ Lanczos with deflation of rank-deficient blocks).
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import numpy as np
 import torch
 
 from critpoint.errors import InputError, NonFiniteError
 from critpoint.linalg._operator import SymmetricOperator
+
+Array = TypeVar("Array", torch.Tensor, np.ndarray)
 
 #: A residual direction this small relative to the spectrum's scale is rounding:
 #: products carry an error of a few eps·‖H‖, so 1000·eps leaves a wide margin.
@@ -52,18 +70,52 @@ BREAKDOWN_EPS = 1e3
 REORTHOGONALISE = 1e-3
 
 
-def _project_out(W: torch.Tensor, Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def project_out(W: Array, Q: Array) -> tuple[Array, Array]:
     """Remove from the columns of ``W`` (n, f) their components along ``Q`` (n, j), twice.
+
+    Classical Gram–Schmidt applied twice ("twice is enough": Giraud, Langou,
+    Rozložník 2005): the one reorthogonalisation of the Krylov solvers, on
+    torch tensors (the basis on the device) or NumPy arrays (the certificate's
+    recurrences in coordinates, :func:`critpoint.linalg._bounds.start_rules`).
+    ``W`` may also be one vector ``(n,)``.
 
     Returns the cleaned block and the coefficients ``Qᵀ W`` (j, f).
     """
     if Q.shape[1] == 0:
-        return W, W.new_zeros((0, W.shape[1]))
+        return W, W[:0] * 0
     h = Q.T @ W
     W = W - Q @ h
     h2 = Q.T @ W
     W = W - Q @ h2
     return W, h + h2
+
+
+def projected_eigh(
+    T: np.ndarray, vectors: bool = True
+) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
+    """The small symmetric eigenproblem of the Krylov solvers, in float64 on the host.
+
+    ``T`` is a projection of ``H`` (a block tridiagonal Lanczos matrix, a
+    Gram matrix ``UᵀHU``), symmetric up to rounding; it is symmetrised first.
+
+    Parameters
+    ----------
+    T : numpy.ndarray
+        Shape ``(m, m)``.
+    vectors : bool
+        Return the eigenvectors too.
+
+    Returns
+    -------
+    theta : numpy.ndarray
+        Eigenvalues, ascending, shape ``(m,)``.
+    S : numpy.ndarray
+        Orthonormal eigenvectors as columns, shape ``(m, m)`` (with ``vectors``).
+    """
+    T = (T + T.T) / 2
+    if not vectors:
+        return np.linalg.eigvalsh(T)
+    return np.linalg.eigh(T)
 
 
 class BlockLanczos:
@@ -79,11 +131,21 @@ class BlockLanczos:
     breakdown_rtol : float, optional
         Relative size below which a residual direction counts as zero;
         default ``1000·eps`` of the operator's dtype.
+    window : int, optional
+        Keep only the newest ``window`` basis vectors on the device (at least
+        twice the widest block): the recurrence is then orthogonalised
+        locally, against the last two blocks (``window=2`` for single
+        vectors: the plain three-term recurrence), and the memory is
+        ``n × window`` whatever the number of steps. The projection ``P`` is
+        still recorded in full, but Ritz vectors, restarts and locking need
+        the whole basis. Default ``None``: keep every vector (full
+        reorthogonalisation).
 
     Attributes
     ----------
     Q : torch.Tensor
-        The storage, shape ``(n, capacity)``.
+        The storage, shape ``(n, min(capacity, window))``; column ``i`` holds
+        basis vector ``first + i``.
     P : numpy.ndarray
         Projections ``q_iᵀ H q_j``, float64, shape ``(capacity, capacity)``;
         columns of ``done`` vectors are filled.
@@ -93,6 +155,8 @@ class BlockLanczos:
         Products taken (columns passed to ``matmat``).
     scale : float
         Largest magnitude seen in the projections: the spectrum's scale.
+    first : int
+        Index of the oldest basis vector still stored (0 without a window).
     """
 
     def __init__(
@@ -100,20 +164,27 @@ class BlockLanczos:
         op: SymmetricOperator,
         capacity: int,
         breakdown_rtol: float | None = None,
+        window: int | None = None,
     ) -> None:
         n = int(op.shape[0])
         if not 1 <= capacity <= n:
             msg = f"capacity must lie in [1, n={n}], got {capacity}"
             raise InputError(msg)
+        if window is not None and window < 2:
+            msg = f"window must hold at least 2 vectors (the last two blocks), got {window}"
+            raise InputError(msg)
         self.op = op
         self.n = n
         self.capacity = int(capacity)
+        self.window = None if window is None else int(window)
         self.dtype, self.device = op.dtype, op.device
         eps = torch.finfo(self.dtype).eps
         self.breakdown_rtol = (
             BREAKDOWN_EPS * eps if breakdown_rtol is None else float(breakdown_rtol)
         )
-        self.Q = torch.zeros((n, self.capacity), dtype=self.dtype, device=self.device)
+        stored = self.capacity if window is None else min(self.capacity, window)
+        self.Q = torch.zeros((n, stored), dtype=self.dtype, device=self.device)
+        self.first = 0
         self.P = np.zeros((self.capacity, self.capacity))
         self.lost = np.zeros(self.capacity)
         self.num_locked = 0
@@ -143,17 +214,58 @@ class BlockLanczos:
     @property
     def locked(self) -> torch.Tensor:
         """The locked vectors, shape ``(n, num_locked)``."""
-        return self.Q[:, : self.num_locked]
+        return self._columns(slice(0, self.num_locked))
+
+    def _columns(self, cols: slice) -> torch.Tensor:
+        """The stored basis vectors ``cols`` (global indices), a view of :attr:`Q`."""
+        if cols.start < self.first:
+            msg = (
+                f"basis vectors {cols.start}..{self.first - 1} were not kept "
+                f"(window={self.window}); this needs the whole basis"
+            )
+            raise InputError(msg)
+        return self.Q[:, cols.start - self.first : cols.stop - self.first]
+
+    def _stored(self) -> torch.Tensor:
+        """Every stored basis vector: global columns ``first .. used − 1``."""
+        return self.Q[:, : self.used - self.first]
+
+    def _make_room(self, width: int) -> None:
+        """With a window, drop the oldest done vectors so that ``width`` more fit."""
+        if self.window is None:
+            return
+        if self.window < 2 * max(width, self.width):
+            msg = (
+                f"a window of {self.window} vectors cannot hold two blocks of "
+                f"{max(width, self.width)}; widen it to at least twice the block"
+            )
+            raise InputError(msg)
+        excess = self.used - self.first + width - self.Q.shape[1]
+        if excess > 0:
+            kept = self.Q[:, excess : self.used - self.first].clone()
+            self.Q[:, : kept.shape[1]] = kept
+            self.first += excess
+
+    def _require_whole_basis(self, what: str) -> None:
+        if self.window is not None:
+            msg = f"{what} needs the whole basis; this kernel keeps a window of {self.window}"
+            raise InputError(msg)
 
     def threshold(self) -> float:
-        """Norm under which a residual direction counts as zero."""
+        """Norm under which a residual direction counts as zero: the breakdown test.
+
+        ``breakdown_rtol`` (default ``1000·eps``) times the spectrum's scale
+        seen so far: products carry a rounding error of a few ``eps·‖H‖``.
+        """
         return self.breakdown_rtol * self.scale
 
     # --------------------------------------------------------- building
     def reset(self) -> None:
         """Drop the done and frontier vectors (the locked ones stay)."""
         start = self.num_locked
-        self.Q[:, start:] = 0
+        if self.first > start:  # a window: nothing older is stored
+            self.first = start
+        self.Q[:, start - self.first :] = 0
         self.P[:, start:] = 0
         self.P[start:, :] = 0
         self.lost[start:] = 0
@@ -193,7 +305,7 @@ class BlockLanczos:
         """
         f = W.shape[1]
         thr = self.threshold()
-        basis = self.Q[:, : self.used]
+        basis = self._stored()
         cols: list[torch.Tensor] = []
         # A kept column's remainder becomes the new direction, so nothing of it
         # is lost; a dropped column loses its remainder.
@@ -201,7 +313,7 @@ class BlockLanczos:
         for j in range(f):
             w = W[:, j : j + 1]
             if cols:
-                w, _ = _project_out(w, torch.cat(cols, dim=1))
+                w, _ = project_out(w, torch.cat(cols, dim=1))
             norm = float(torch.linalg.vector_norm(w.double()))
             if not math.isfinite(norm):
                 msg = "the operator returned NaN/Inf inside Lanczos; check the model and data, or use float64"
@@ -211,7 +323,7 @@ class BlockLanczos:
                 continue
             q = w / norm
             if before is not None and norm < REORTHOGONALISE * before[j]:
-                q, _ = _project_out(q, torch.cat([basis, *cols], dim=1))
+                q, _ = project_out(q, torch.cat([basis, *cols], dim=1))
                 q = q / torch.linalg.vector_norm(q)
             cols.append(q)
         if not cols:
@@ -234,17 +346,25 @@ class BlockLanczos:
             the stored span.
         """
         Z = Z.to(dtype=self.dtype, device=self.device)
-        W, _ = _project_out(Z, self.Q[:, : self.used])
+        W, _ = project_out(Z, self._stored())
         scale = self.scale
         # The rank of a start block is judged against its own size, not the spectrum's.
         self.scale = float(torch.linalg.matrix_norm(Z.double(), ord=2))
         F, B, _ = self._orthonormal_block(W, self.capacity - self.used)
         self.scale = scale
         r = F.shape[1]
-        start = self.used
+        self._make_room(r)
+        start = self.used - self.first
         self.Q[:, start : start + r] = F
         self.width += r
         return B
+
+    def frontier_block(self) -> torch.Tensor:
+        """The newest block, shape ``(n, width)``: what the next product multiplies."""
+        if self.width == 0:
+            msg = "the Krylov basis has no frontier to expand; add a block first"
+            raise InputError(msg)
+        return self._columns(self.frontier)
 
     def step(self) -> int:
         """One block product: ``H`` times the frontier, reorthogonalised; a new frontier.
@@ -254,25 +374,42 @@ class BlockLanczos:
         int
             Width of the new frontier (0: the Krylov space is exhausted).
         """
+        return self.extend(self.op.matmat(self.frontier_block()))
+
+    def extend(self, W: torch.Tensor) -> int:
+        """Take ``W = H · frontier_block()`` (n, width) into the basis; a new frontier.
+
+        :meth:`step` computes ``W`` itself; a caller that runs several
+        kernels computes all their products in one batched call and hands
+        each its columns. ``W`` is reorthogonalised against every stored
+        vector, its coefficients complete the projection ``P``, and what is
+        left becomes the next block (directions below :meth:`threshold` are
+        dropped).
+
+        Returns
+        -------
+        int
+            Width of the new frontier (0: the Krylov space is exhausted, or
+            the capacity is reached).
+        """
+        front = self.frontier
         if self.width == 0:
             msg = "the Krylov basis has no frontier to expand; add a block first"
             raise InputError(msg)
-        front = self.frontier
-        W = self.op.matmat(self.Q[:, front])
         self.num_matvecs += self.width
         if W.shape != (self.n, self.width):
             msg = f"the operator's matmat returned shape {tuple(W.shape)} for input {(self.n, self.width)}"
             raise InputError(msg)
         W = W.to(self.dtype)
         before = torch.linalg.vector_norm(W.double(), dim=0).cpu().numpy()
-        W, h = _project_out(W, self.Q[:, : self.used])
+        W, h = project_out(W, self._stored())
         # One host transfer of the coefficients; NaN/Inf anywhere in HQ reaches
         # them (Inf − Inf is NaN), so they carry the check.
         h64 = h.double().cpu().numpy()
         if not np.isfinite(h64).all():
             msg = "the operator returned NaN/Inf inside Lanczos; check the model and data, or use float64"
             raise NonFiniteError(msg)
-        self.P[: self.used, front] = h64
+        self.P[self.first : self.used, front] = h64
         self.scale = max(self.scale, float(np.abs(h64).max(initial=0.0)))
         # Room for the next block: the stored columns can never exceed n.
         room = self.capacity - self.used
@@ -280,10 +417,11 @@ class BlockLanczos:
         if B.size:
             self.scale = max(self.scale, float(np.abs(B).max()))
         self.lost[front] = lost
+        self._make_room(F.shape[1])
         self.num_done += self.width
         self.width = F.shape[1]
         new = self.frontier
-        self.Q[:, new] = F
+        self._columns(new)[:] = F
         self.P[new, front] = B
         self.num_steps += 1
         return self.width
@@ -291,6 +429,11 @@ class BlockLanczos:
     # --------------------------------------------------- Rayleigh–Ritz
     def ritz(self) -> tuple[np.ndarray, np.ndarray]:
         """Ritz values (ascending) and their coordinates in the done basis.
+
+        The projected eigenproblem of the Krylov solvers, in float64 on the
+        host: ``P[done, done]``, symmetrised against rounding (block
+        tridiagonal; tridiagonal for single-vector spaces, where ``S[0]²``
+        are the Gauss quadrature weights of the start vector).
 
         Returns
         -------
@@ -301,7 +444,7 @@ class BlockLanczos:
         """
         d = self.done
         T = self.P[d, d]
-        theta, S = np.linalg.eigh((T + T.T) / 2)
+        theta, S = projected_eigh(T)
         if theta.size:
             self.scale = max(self.scale, abs(theta[0]), abs(theta[-1]))
         return theta, S
@@ -330,7 +473,7 @@ class BlockLanczos:
         Sd = torch.from_numpy(np.ascontiguousarray(S)).to(
             dtype=self.dtype, device=self.device
         )
-        return self.Q[:, self.done] @ Sd
+        return self._columns(self.done) @ Sd
 
     # ------------------------------------------------------ restarting
     def restart(self, theta: np.ndarray, S: np.ndarray, keep: np.ndarray) -> None:
@@ -343,6 +486,7 @@ class BlockLanczos:
         keep : numpy.ndarray
             Indices of the Ritz pairs to keep.
         """
+        self._require_whole_basis("a thick restart")
         d, front = self.done, self.frontier
         Sk = S[:, keep]
         Y = self.vectors(Sk)
@@ -369,6 +513,7 @@ class BlockLanczos:
         The locked vectors' own coupling to the frontier (their residuals) is
         dropped: from here on the search runs orthogonal to them.
         """
+        self._require_whole_basis("locking")
         Y = self.vectors(S)
         self.reset()
         c = S.shape[1]

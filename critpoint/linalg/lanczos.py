@@ -54,14 +54,16 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from critpoint import _checks
+from critpoint._deprecation import UNSET, renamed
 from critpoint._memory import free_memory
+from critpoint._progress import Progress, ProgressArg, check_progress
 from critpoint.errors import InputError
 from critpoint.linalg._bounds import (
     Certificate,
@@ -72,12 +74,11 @@ from critpoint.linalg._bounds import (
 )
 from critpoint.linalg._operator import as_operator
 from critpoint.linalg._random import make_generator, randn
-from critpoint.linalg._tridiag import BlockLanczos
+from critpoint.linalg._tridiag import BlockLanczos, projected_eigh
 
 logger = logging.getLogger("critpoint")
 
 Which = Literal["LA", "SA", "BE", "LM"]
-ProgressArg = bool | Callable[[int, int], None]
 
 #: Start vectors per block when ``block_size`` is not given and some end of
 #: the spectrum wants more than one value (see benchmarks/README.md, "Block
@@ -500,33 +501,11 @@ def default_ncv(
     return max(2 * k + 1, min(DEFAULT_NCV, cap))
 
 
-def _progress_fn(
-    progress: ProgressArg, total: int, desc: str
-) -> tuple[Callable[[int], None], Callable[[], None]]:
-    if callable(progress):
-        return (lambda done: progress(done, total)), (lambda: None)
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc=desc, unit="HVP", leave=False)
-
-        def update(done: int) -> None:
-            bar.update(done - bar.n)
-
-        return update, bar.close
-    return (lambda done: None), (lambda: None)
-
-
 def _check_block_size(block_size: object, n: int, which: str, k: int) -> int:
     if block_size is None:
         return min(default_block_size(which, k), n)
-    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)):
-        msg = f"block_size must be a positive int or None, got {block_size!r}"
-        raise InputError(msg)
-    if block_size < 1:
-        msg = f"block_size must be at least 1, got {block_size}"
-        raise InputError(msg)
-    return min(int(block_size), n)
+    size = _checks.positive_int(block_size, "block_size", "or None for the default")
+    return min(size, n)
 
 
 def eigsh(
@@ -534,7 +513,7 @@ def eigsh(
     k: int = 6,
     which: Which = "BE",
     tol: float = 1e-5,
-    maxiter: int | None = None,
+    max_matvecs: int | None = None,
     seed: int | torch.Generator | None = 0,
     return_eigenvectors: bool = True,
     *,
@@ -542,6 +521,7 @@ def eigsh(
     v0: torch.Tensor | None = None,
     block_size: int | None = None,
     progress: ProgressArg = False,
+    maxiter: Any = UNSET,
 ) -> EigenResult:
     """The ``k`` extreme eigenvalues, counted with multiplicity, by block Lanczos with deflation.
 
@@ -560,9 +540,10 @@ def eigsh(
         Relative tolerance: a pair converged when its residual
         ``‖Hu − θu‖ ≤ tol · spectral_scale``. Values below ``50·eps`` of the
         operator's dtype are raised to it (rounding makes them unreachable).
-    maxiter : int, optional
-        Most Hessian-vector products to spend; default ``max(1000, 30·ncv)``.
-        When reached, the best pairs are returned with ``converged`` False.
+    max_matvecs : int, optional
+        Most Hessian-vector products to spend (the final Rayleigh–Ritz
+        refinement included); default ``max(1000, 30·ncv)``. When reached, the
+        best pairs are returned with ``converged`` False.
     seed : int, torch.Generator or None
         Seed of the random start vectors (drawn on the CPU, so the same on
         every device).
@@ -585,9 +566,13 @@ def eigsh(
         else 2.
         Any block size gives the same eigenvalues (multiplicities beyond the
         block are found by deflation); it changes the cost.
-    progress : bool or callable
+    progress : bool, callable or None
         ``True`` shows a progress bar (in HVPs); a callable gets
-        ``(num_matvecs, maxiter)``.
+        ``(num_matvecs, max_matvecs)``; ``False`` or ``None``: silent.
+    maxiter : int, optional
+        Deprecated name of ``max_matvecs`` (a ``DeprecationWarning``; removed
+        in the next release). Unlike scipy's ``maxiter`` it never counted
+        restarts.
 
     Returns
     -------
@@ -606,6 +591,7 @@ def eigsh(
     >>> [round(float(x), 6) for x in cp.eigsh(A, k=3, which="LA", tol=1e-10).eigenvalues]
     [3.0, 3.0, 3.0]
     """
+    max_matvecs = renamed("eigsh", "maxiter", "max_matvecs", maxiter, max_matvecs, None)
     op = as_operator(H)
     n = int(op.shape[0])
     if which not in ("LA", "SA", "BE", "LM"):
@@ -614,9 +600,8 @@ def eigsh(
     if not isinstance(k, int) or k < 1 or k > n:
         msg = f"k must be an int with 1 <= k <= n={n}, got {k!r}"
         raise InputError(msg)
-    if not (isinstance(tol, (int, float)) and tol >= 0 and math.isfinite(tol)):
-        msg = f"tol must be a finite number >= 0, got {tol!r}"
-        raise InputError(msg)
+    tol = _checks.finite_float(tol, "tol", minimum=0.0)
+    check_progress(progress)
     dtype, device = op.dtype, op.device
     if dtype not in (torch.float32, torch.float64):
         msg = f"eigsh needs a float32 or float64 operator, got {dtype}; build the objective with dtype=torch.float32 or torch.float64"
@@ -626,15 +611,19 @@ def eigsh(
     floor_eps = 4 * torch.finfo(dtype).eps
     if ncv is None:
         ncv = default_ncv(k, n, dtype, device, p)
+    ncv = _checks.positive_int(ncv, "ncv", "or None for the default")
     m = min(int(ncv), n)
     if m <= k and m < n:
         msg = f"ncv must satisfy k < ncv <= n (k={k}, n={n}), got {ncv}"
         raise InputError(msg)
-    if maxiter is None:
-        maxiter = max(1000, 30 * m)
-    if maxiter < m:
+    if max_matvecs is None:
+        max_matvecs = max(1000, 30 * m)
+    max_matvecs = _checks.positive_int(
+        max_matvecs, "max_matvecs", "or None for the default"
+    )
+    if max_matvecs < m:
         # A budget smaller than the basis: shrink the basis to fit it.
-        m = max(min(m, maxiter), min(k + 1, n))
+        m = max(min(m, max_matvecs), min(k + 1, n))
     gen = make_generator(seed)
     if v0 is not None:
         if not isinstance(v0, torch.Tensor) or v0.shape != (n,):
@@ -658,7 +647,7 @@ def eigsh(
     theta = np.zeros(0)
     S = np.zeros((0, 0))
     residuals = reducible = np.zeros(0)
-    update, close = _progress_fn(progress, maxiter, f"Lanczos ({which})")
+    bar = Progress(progress, max_matvecs, f"Lanczos ({which})")
     try:
         while True:
             # ---- a new Krylov space from fresh random vectors ⊥ all found
@@ -677,7 +666,7 @@ def eigsh(
             exhausted = False
             tight = False  # converging the pairs to lock below the tolerance
             while True:
-                if kry.num_matvecs + kry.width > maxiter:
+                if kry.num_matvecs + kry.width > max_matvecs:
                     out_of_budget = True
                     break
                 if (
@@ -692,7 +681,7 @@ def eigsh(
                     kry.restart(theta, S, keep)
                     restarts += 1
                 kry.step()
-                update(kry.num_matvecs)
+                bar.update(kry.num_matvecs)
                 theta, S = kry.ritz()
                 total, reducible = kry.residual_norms(S)
                 residuals = np.maximum(total, floor_eps * kry.scale)
@@ -782,7 +771,7 @@ def eigsh(
             if lock.size == 0 and not exhausted:
                 break  # nothing new came of this space: nothing is missing
     finally:
-        close()
+        bar.close()
 
     # ---- the answer: the k most wanted of the locked pairs and the current ones
     nf = len(found.values)
@@ -802,7 +791,7 @@ def eigsh(
     reducible_found = np.array(found.reducible + [math.inf] * theta.size)[picked]
     if (
         bool(((bounds > tol_abs) & (reducible_found <= tol_abs)).any())
-        and kry.num_matvecs + picked.size <= maxiter
+        and kry.num_matvecs + picked.size <= max_matvecs
     ):
         # A pair found after deflation is bounded through its coupling to the
         # locked vectors (their residuals), which no step reduces. One block
@@ -893,7 +882,7 @@ def _refine(
     """
     W = op.matmat(U).to(U.dtype)
     G = (U.T @ W).double().cpu().numpy()
-    theta, V = np.linalg.eigh((G + G.T) / 2)
+    theta, V = projected_eigh(G)
     Vt = torch.from_numpy(V).to(dtype=U.dtype, device=U.device)
     U, W = U @ Vt, W @ Vt
     Th = torch.from_numpy(theta).to(dtype=U.dtype, device=U.device)

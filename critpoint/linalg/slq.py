@@ -17,70 +17,18 @@ References
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from critpoint import _checks
+from critpoint._progress import Progress, ProgressArg, check_progress
 from critpoint.errors import InputError, NonFiniteError
 from critpoint.linalg._operator import as_operator
-from critpoint.linalg._random import make_generator, rademacher
-
-ProgressArg = bool | Callable[[int, int], object]
-#: Reorthogonalise a second time where one pass left less than this share of
-#: the vector's norm (Daniel, Gragg, Kaufman & Stewart, Math. Comp. 30, 1976).
-DGKS = 1 / math.sqrt(2)
-
-
-class _Progress:
-    """Report ``(step, total)`` to a tqdm bar, a callback, or nobody."""
-
-    def __init__(self, progress: ProgressArg, total: int, desc: str) -> None:
-        self._bar = None
-        self._callback: Callable[[int, int], object] | None = None
-        self._total = total
-        if callable(progress):
-            self._callback = progress
-        elif progress:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=total, desc=desc, leave=False)
-        self._last = 0
-
-    def update(self, step: int) -> None:
-        """Record that ``step`` of ``total`` units are done."""
-        if self._bar is not None:
-            self._bar.update(step - self._last)
-        if self._callback is not None:
-            self._callback(step, self._total)
-        self._last = step
-
-    def close(self) -> None:
-        """Close the bar, if any."""
-        if self._bar is not None:
-            self._bar.close()
-
-
-def _check_progress(progress: object) -> None:
-    if not (isinstance(progress, bool) or callable(progress)):
-        msg = f"progress must be True, False or a callable progress(step, total), got {type(progress).__name__}"
-        raise InputError(msg)
-
-
-def _check_positive_int(value: object, name: str, hint: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        msg = f"{name} must be a positive integer, got {value!r}; {hint}"
-        raise InputError(msg)
-    return int(value)
-
-
-def _seed_for_record(seed: int | torch.Generator | None) -> int | None:
-    """Return the seed as stored in results: an int, or ``None`` (generator, no seed)."""
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        return None
-    return int(seed)
+from critpoint.linalg._random import make_generator, rademacher, seed_record
+from critpoint.linalg._tridiag import BlockLanczos
 
 
 @dataclass(frozen=True, eq=False)
@@ -167,10 +115,13 @@ class SpectralDensity:
             lo, hi = self.support
             width = hi - lo
             sigma = 0.01 * width if width > 0 else 1e-3 * max(1.0, abs(lo))
-        sigma = float(sigma)
-        if not (sigma > 0 and math.isfinite(sigma)):
-            msg = f"sigma must be a positive finite number, got {sigma!r}; leave it as None for 1% of the support width"
-            raise InputError(msg)
+        sigma = _checks.finite_float(
+            sigma,
+            "sigma",
+            minimum=0.0,
+            strict=True,
+            hint="leave it as None for 1% of the support width",
+        )
         nodes = self.nodes.numpy().reshape(-1)
         weights = self.weights.numpy().reshape(-1) / self.num_probes
         keep = weights > 0
@@ -196,7 +147,7 @@ class SpectralDensity:
         float
             In ``[0, 1]``.
         """
-        tol = _check_tol(tol)
+        tol = _checks.finite_float(tol, "tol", minimum=0.0)
         return float((self.weights * (self.nodes > tol)).sum(dim=1).mean())
 
     def fraction_negative(self, tol: float = 0.0) -> float:
@@ -212,7 +163,7 @@ class SpectralDensity:
         float
             In ``[0, 1]``.
         """
-        tol = _check_tol(tol)
+        tol = _checks.finite_float(tol, "tol", minimum=0.0)
         return float((self.weights * (self.nodes < -tol)).sum(dim=1).mean())
 
     def to_dict(self) -> dict[str, Any]:
@@ -239,14 +190,6 @@ class SpectralDensity:
             raise InputError(msg) from exc
 
 
-def _check_tol(tol: float) -> float:
-    tol = float(tol)
-    if not (tol >= 0 and math.isfinite(tol)):
-        msg = f"tol must be a non-negative finite number, got {tol!r}"
-        raise InputError(msg)
-    return tol
-
-
 def spectral_density(
     H: object,
     num_probes: int = 8,
@@ -254,16 +197,20 @@ def spectral_density(
     seed: int | torch.Generator | None = 0,
     reorthogonalize: bool = True,
     progress: ProgressArg = False,
+    *,
+    max_matvecs: int | None = None,
 ) -> SpectralDensity:
     """Estimate the eigenvalue density of ``H`` by stochastic Lanczos quadrature.
 
-    Every probe runs its own Lanczos recurrence (this is not block Lanczos),
-    but all probes advance together: each step makes one ``matmat`` call on an
-    ``(n, num_probes)`` block, i.e. one batched Hessian-vector pass. A probe
-    whose recurrence breaks down (an invariant subspace was found: ``β`` below
-    ``10·√n·eps`` times the spectrum scale seen so far) stops there with a
-    shorter quadrature rule; the others continue, and later blocks hold only
-    the running probes.
+    Every probe runs its own Lanczos recurrence (this is not block Lanczos:
+    one :class:`~critpoint.linalg._tridiag.BlockLanczos` kernel per probe,
+    the kernel of :func:`critpoint.eigsh`), but all probes advance together:
+    each step makes one ``matmat`` call on an ``(n, num_probes)`` block, i.e.
+    one batched Hessian-vector pass. A probe whose recurrence breaks down (an
+    invariant subspace was found: the new direction is below the kernel's
+    breakdown threshold, ``1000·eps`` times the spectrum's scale seen so far)
+    stops there with a shorter quadrature rule; the others continue, and
+    later blocks hold only the running probes.
 
     Parameters
     ----------
@@ -283,10 +230,18 @@ def spectral_density(
         its own previous ones, by classical Gram–Schmidt applied twice. This
         keeps ghost Ritz values out of the density but stores the whole
         basis: ``n × m × p`` numbers in the operator's dtype. With ``False``
-        only three blocks of ``n × p`` are kept.
-    progress : bool or callable
+        each probe keeps its last two vectors (the three-term recurrence),
+        three blocks of ``n × p`` with the product.
+    progress : bool, callable or None
         ``True`` shows a progress bar (``tqdm.auto``); a callable is called as
-        ``progress(step, num_steps)`` after each step.
+        ``progress(step, num_steps)`` after each step; ``False`` or ``None``:
+        silent.
+    max_matvecs : int, optional
+        Most Hessian-vector products to spend. The run costs ``num_probes``
+        products per step, so a smaller budget shortens every probe to
+        ``max_matvecs // num_probes`` steps (all probes keep the same length:
+        their quadrature rules are averaged). Default: no cap beyond
+        ``num_probes · num_steps``.
 
     Returns
     -------
@@ -302,9 +257,9 @@ def spectral_density(
 
     Notes
     -----
-    Vectors stay in the operator's dtype and device; the recurrence scalars
-    ``α``, ``β`` are accumulated in float64, and the small tridiagonal
-    eigenproblems are solved in float64 on the CPU.
+    Vectors stay in the operator's dtype and device; the recurrence
+    coefficients are kept in float64 on the host (``m × m`` numbers per
+    probe), where the small tridiagonal eigenproblems are solved.
 
     References
     ----------
@@ -313,13 +268,22 @@ def spectral_density(
     .. [2] L. Lin, Y. Saad, C. Yang, "Approximating spectral densities of
        large matrices", SIAM Review 58(1), 2016.
     """
-    num_probes = _check_positive_int(
+    num_probes = _checks.positive_int(
         num_probes, "num_probes", "use e.g. num_probes=8 (more probes, less noise)"
     )
-    num_steps = _check_positive_int(
+    num_steps = _checks.positive_int(
         num_steps, "num_steps", "use e.g. num_steps=80 (more steps, finer resolution)"
     )
-    _check_progress(progress)
+    check_progress(progress)
+    if max_matvecs is not None:
+        max_matvecs = _checks.positive_int(max_matvecs, "max_matvecs", "or None")
+        if max_matvecs < num_probes:
+            msg = (
+                f"max_matvecs={max_matvecs} cannot give each of the {num_probes} probes "
+                f"one step; lower num_probes or raise max_matvecs"
+            )
+            raise InputError(msg)
+        num_steps = min(num_steps, max_matvecs // num_probes)
     op = as_operator(H)
     n = int(op.shape[0])
     if n < 1:
@@ -328,131 +292,74 @@ def spectral_density(
     dtype, device = op.dtype, op.device
     m, p = min(num_steps, n), num_probes
     gen = make_generator(seed)
-    breakdown_tol = 10.0 * math.sqrt(n) * torch.finfo(dtype).eps
-
-    V = rademacher((n, p), gen, dtype, device) / math.sqrt(n)  # current Lanczos block
-    V_prev = torch.zeros_like(V)
-    # basis[k, j] is probe k's j-th Lanczos vector: batch-first for bmm.
-    basis = (
-        torch.empty((p, m, n), dtype=dtype, device=device) if reorthogonalize else None
-    )
-    alpha = torch.zeros((m, p), dtype=torch.float64)
-    beta = torch.zeros((m, p), dtype=torch.float64)  # beta[j] couples steps j, j+1
-    length = torch.full((p,), m, dtype=torch.long)  # tridiagonal size per probe
-    active = torch.ones(p, dtype=torch.bool)
-    scale = 0.0  # running max of |α|, β: the spectrum scale seen so far
+    # Rademacher probes; each kernel normalises its own (‖z‖ = √n).
+    Z = rademacher((n, p), gen, dtype, device)
+    window = None if reorthogonalize else 2
+    probes = [BlockLanczos(op, capacity=m, window=window) for _ in range(p)]
+    for k, kry in enumerate(probes):
+        kry.add_block(Z[:, k : k + 1])
+    del Z
     num_matvecs = 0
-    bar = _Progress(progress, m, "spectral density")
+    bar = Progress(progress, m, "spectral density", unit="step")
     try:
         for j in range(m):
-            if basis is not None:
-                basis[:, j, :] = V.T
-            if bool(active.all()):
-                W = op.matmat(V)
-                num_matvecs += p
+            running = [k for k in range(p) if probes[k].width]
+            if not running:
+                break
+            if len(running) == p:
+                V = torch.cat([kry.frontier_block() for kry in probes], dim=1)
             else:
-                idx = active.nonzero().squeeze(1).to(device)
-                W = torch.zeros_like(V)
-                W[:, idx] = op.matmat(V[:, idx])
-                num_matvecs += int(idx.numel())
+                V = torch.cat([probes[k].frontier_block() for k in running], dim=1)
+            W = op.matmat(V)
+            num_matvecs += len(running)
             if W.shape != V.shape:
                 msg = f"the operator's matmat returned shape {tuple(W.shape)} for input {tuple(V.shape)}"
                 raise InputError(msg)
-            W = W.to(dtype)
-            a = torch.sum(V * W, dim=0, dtype=torch.float64)
-            # Any NaN/Inf in a column of W makes that column's α non-finite.
-            a_cpu = a.cpu()
-            if not bool(torch.isfinite(a_cpu).all()):
-                bad = int((~torch.isfinite(a_cpu)).nonzero()[0, 0])
-                msg = (
-                    f"a Hessian-vector product contains NaN or Inf (Lanczos step {j}, probe {bad}); "
-                    "the loss is not finite or not twice differentiable near these parameters: "
-                    "check obj.loss(), or try dtype=torch.float64"
-                )
-                raise NonFiniteError(msg)
-            alpha[j] = torch.where(active, a_cpu, 0.0)
-            scale = max(scale, float(a_cpu.abs().max()))
-            if j == m - 1:
-                bar.update(j + 1)
-                break
-            # Three-term recurrence, then reorthogonalise each column against
-            # its own basis by classical Gram-Schmidt, a second time only where
-            # the first removed much (the DGKS criterion, ‖w‖ fell below 1/√2):
-            # after the recurrence it rarely does, and each pass reads the
-            # whole basis.
-            W = W - V * a.to(dtype)
-            if j > 0:
-                W = W - V_prev * beta[j - 1].to(dtype=dtype, device=device)
-            if basis is not None:
-                B = basis[:, : j + 1, :]  # (p, j+1, n)
-                for _ in range(2):
-                    before = torch.linalg.vector_norm(W, dim=0)
-                    coef = torch.bmm(B, W.T.unsqueeze(2))  # (p, j+1, 1)
-                    W = W - torch.bmm(B.transpose(1, 2), coef).squeeze(2).T
-                    after = torch.linalg.vector_norm(W, dim=0)
-                    if not bool((after < DGKS * before).any()):
-                        break
-            b = torch.linalg.vector_norm(W, dim=0, dtype=torch.float64).cpu()
-            if not bool(torch.isfinite(b).all()):
-                msg = (
-                    f"the Lanczos recurrence produced NaN or Inf at step {j}; "
-                    "the operator's values overflow: rescale the loss or use dtype=torch.float64"
-                )
-                raise NonFiniteError(msg)
-            scale = max(scale, float(b.max()))
-            stop = active & (b <= breakdown_tol * scale)
-            length[stop] = j + 1
-            active = active & ~stop
-            beta[j] = torch.where(active, b, 0.0)
-            V_prev = V
-            safe = torch.where(active, b, 1.0).to(dtype=dtype, device=device)
-            V = W / safe * active.to(dtype=dtype, device=device)
+            del V
+            for col, k in enumerate(running):
+                try:
+                    probes[k].extend(W[:, col : col + 1])
+                except NonFiniteError as exc:
+                    msg = (
+                        f"a Hessian-vector product contains NaN or Inf (Lanczos step {j}, "
+                        f"probe {k}); the loss is not finite or not twice differentiable "
+                        "near these parameters: check obj.loss(), or try dtype=torch.float64"
+                    )
+                    raise NonFiniteError(msg) from exc
             bar.update(j + 1)
-            if not bool(active.any()):
-                break
     finally:
         bar.close()
 
-    nodes, weights = _gauss_rules(alpha, beta, length)
+    nodes, weights = _gauss_rules(probes)
     return SpectralDensity(
         nodes=nodes,
         weights=weights,
         num_matvecs=num_matvecs,
-        seed=_seed_for_record(seed),
+        seed=seed_record(seed),
     )
 
 
 def _gauss_rules(
-    alpha: torch.Tensor, beta: torch.Tensor, length: torch.Tensor
+    probes: list[BlockLanczos],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eigen-decompose each probe's tridiagonal matrix (float64, CPU).
-
-    Parameters
-    ----------
-    alpha, beta : torch.Tensor
-        Diagonals and off-diagonals, shape ``(m, p)``.
-    length : torch.Tensor
-        Tridiagonal size of each probe, shape ``(p,)``.
+    """Each probe's Gauss quadrature rule from its kernel's Ritz pairs (float64, CPU).
 
     Returns
     -------
     nodes, weights : torch.Tensor
-        Shape ``(p, max(length))``, zero-padded.
+        Shape ``(p, longest run)``, zero-padded.
     """
-    p = alpha.shape[1]
-    width = int(length.max())
+    p = len(probes)
+    width = max(kry.num_done for kry in probes)
     nodes = torch.zeros((p, width), dtype=torch.float64)
     weights = torch.zeros((p, width), dtype=torch.float64)
-    for k in range(p):
-        size = int(length[k])
-        T = torch.diag(alpha[:size, k])
-        if size > 1:
-            off = beta[: size - 1, k]
-            T = T + torch.diag(off, 1) + torch.diag(off, -1)
-        theta, S = torch.linalg.eigh(T)
+    for k, kry in enumerate(probes):
+        theta, S = kry.ritz()
+        # The probe is the first basis vector: its weights are S[0]².
         tau = S[0] ** 2
-        nodes[k, :size] = theta
-        weights[k, :size] = tau / tau.sum()
+        size = theta.size
+        nodes[k, :size] = torch.from_numpy(theta)
+        weights[k, :size] = torch.from_numpy(tau / tau.sum())
     return nodes, weights
 
 

@@ -23,17 +23,13 @@ from typing import Any
 
 import torch
 
+from critpoint import _checks
+from critpoint._deprecation import UNSET, renamed
 from critpoint._finite import all_finite
+from critpoint._progress import Progress, ProgressArg, check_progress
 from critpoint.errors import InputError, NonFiniteError
 from critpoint.linalg._operator import SymmetricOperator, as_operator
-from critpoint.linalg._random import make_generator, rademacher, randn
-from critpoint.linalg.slq import (
-    ProgressArg,
-    _check_positive_int,
-    _check_progress,
-    _Progress,
-    _seed_for_record,
-)
+from critpoint.linalg._random import make_generator, rademacher, randn, seed_record
 
 METHODS = ("auto", "hutchinson", "hutchpp")
 _ALIASES = {"hutch++": "hutchpp"}
@@ -60,7 +56,7 @@ class TraceEstimate:
         Hessian-vector products actually used.
     method : str
         ``"hutchinson"``, ``"hutchpp"`` or ``"exact"`` (identity basis, used
-        when ``num_matvecs >= n``): what ran, also under ``method="auto"``.
+        when ``max_matvecs >= n``): what ran, also under ``method="auto"``.
     seed : int or None
         Seed of the probes (``None`` if a generator or no seed was given).
     """
@@ -84,24 +80,28 @@ class TraceEstimate:
 
 def trace(
     H: object,
-    num_matvecs: int = 100,
+    max_matvecs: int = 100,
     method: str = "auto",
     seed: int | torch.Generator | None = 0,
     progress: ProgressArg = False,
+    *,
+    num_matvecs: Any = UNSET,
 ) -> TraceEstimate:
-    """Estimate ``tr(H)`` from ``num_matvecs`` Hessian-vector products.
+    """Estimate ``tr(H)`` from at most ``max_matvecs`` Hessian-vector products.
 
     Parameters
     ----------
     H : HessianOperator, SymmetricOperator or torch.Tensor
         Symmetric operator of shape ``(n, n)``.
-    num_matvecs : int
-        Budget of Hessian-vector products, all spent exactly. If
-        ``num_matvecs >= n`` the trace is computed exactly from the ``n``
+    max_matvecs : int
+        Budget of Hessian-vector products. Below ``n`` it is spent exactly
+        (every estimator here uses every product it is given: more probes,
+        less variance), so the result's ``num_matvecs`` equals it. From
+        ``max_matvecs >= n`` on the trace is computed exactly from the ``n``
         columns of the identity (in blocks), with ``stderr = 0``, ``method =
         "exact"`` and ``num_matvecs = n`` in the result.
     method : {"auto", "hutchpp", "hutchinson"}
-        ``"auto"`` (the default): the first ``k = num_matvecs // 3`` products
+        ``"auto"`` (the default): the first ``k = max_matvecs // 3`` products
         go to Rademacher probes ``S`` that serve both as Hutchinson samples
         and as a sketch ``HS``. From them it predicts the variance of each
         method with the budget left (Hutchinson: the sample variance of
@@ -116,18 +116,22 @@ def trace(
         each method ran about half the time: a bias of −0.16 times the
         estimate's standard deviation, over 2000 seeds).
         ``"hutchinson"``: mean of ``zᵀHz`` over Rademacher probes ``z``.
-        ``"hutchpp"`` (alias ``"hutch++"``): with ``k = num_matvecs // 3``,
+        ``"hutchpp"`` (alias ``"hutch++"``): with ``k = max_matvecs // 3``,
         a Gaussian sketch ``S`` of ``k`` columns gives ``Q = orth(HS)``;
         ``tr(QᵀHQ)`` is exact (``k`` products) and Hutchinson with the
-        remaining ``num_matvecs - 2k`` probes estimates the trace of
+        remaining ``max_matvecs - 2k`` probes estimates the trace of
         ``(I − QQᵀ)H(I − QQᵀ)``. Its ``stderr`` is that of the Hutchinson part
         only (the sketch part is treated as fixed). Far more accurate than
         Hutchinson when a few eigenvalues dominate.
     seed : int, torch.Generator or None
         Seed of the probes, drawn on the CPU (same numbers on any device).
-    progress : bool or callable
+    progress : bool, callable or None
         ``True`` shows a progress bar (``tqdm.auto``); a callable is called as
-        ``progress(matvecs_done, num_matvecs)`` after each block.
+        ``progress(matvecs_done, max_matvecs)`` after each block; ``False`` or
+        ``None``: silent.
+    num_matvecs : int, optional
+        Deprecated name of ``max_matvecs`` (a ``DeprecationWarning``; removed
+        in the next release).
 
     Returns
     -------
@@ -136,7 +140,7 @@ def trace(
     Raises
     ------
     InputError
-        If ``method`` is unknown, ``num_matvecs < 1`` or ``H`` is not square.
+        If ``method`` is unknown, ``max_matvecs < 1`` or ``H`` is not square.
     NonFiniteError
         If a Hessian-vector product contains NaN or Inf.
 
@@ -156,15 +160,16 @@ def trace(
     if key not in METHODS:
         msg = f"method must be one of {', '.join(repr(m) for m in METHODS)}, got {method!r}"
         raise InputError(msg)
-    num_matvecs = _check_positive_int(
-        num_matvecs, "num_matvecs", "use e.g. num_matvecs=100"
+    budget = renamed(
+        "trace", "num_matvecs", "max_matvecs", num_matvecs, max_matvecs, 100
     )
-    _check_progress(progress)
+    budget = _checks.positive_int(budget, "max_matvecs", "use e.g. max_matvecs=100")
+    check_progress(progress)
     op = as_operator(H)
     n = int(op.shape[0])
-    record = _seed_for_record(seed)
-    if num_matvecs >= n:
-        bar = _Progress(progress, n, "trace")
+    record = seed_record(seed)
+    if budget >= n:
+        bar = Progress(progress, n, "trace")
         try:
             value = _exact_trace(op, bar)
         finally:
@@ -172,18 +177,18 @@ def trace(
         return TraceEstimate(value, 0.0, n, "exact", record)
 
     gen = make_generator(seed)
-    bar = _Progress(progress, num_matvecs, "trace")
+    bar = Progress(progress, budget, "trace")
     try:
         if key == "hutchinson":
-            samples = _hutchinson_samples(op, num_matvecs, gen, None, bar, 0)
+            samples = _hutchinson_samples(op, budget, gen, None, bar, 0)
             value, stderr = _mean_and_stderr(samples)
         elif key == "hutchpp":
-            value, stderr = _hutchpp(op, num_matvecs, gen, bar)
+            value, stderr = _hutchpp(op, budget, gen, bar)
         else:
-            value, stderr, key = _adaptive(op, num_matvecs, gen, bar)
+            value, stderr, key = _adaptive(op, budget, gen, bar)
     finally:
         bar.close()
-    return TraceEstimate(value, stderr, num_matvecs, key, record)
+    return TraceEstimate(value, stderr, budget, key, record)
 
 
 def _blocks(total: int) -> Iterator[tuple[int, int]]:
@@ -209,7 +214,7 @@ def _apply(op: SymmetricOperator, V: torch.Tensor) -> torch.Tensor:
     return W.to(V.dtype)
 
 
-def _exact_trace(op: SymmetricOperator, bar: _Progress) -> float:
+def _exact_trace(op: SymmetricOperator, bar: Progress) -> float:
     """``Σ_i e_iᵀ H e_i`` over the identity basis, in blocks of columns."""
     n = int(op.shape[0])
     total = 0.0
@@ -232,7 +237,7 @@ def _hutchinson_samples(
     count: int,
     gen: torch.Generator,
     Q: torch.Tensor | None,
-    bar: _Progress,
+    bar: Progress,
     done: int,
 ) -> torch.Tensor:
     """Draw samples ``zᵀ P H P z`` for ``count`` Rademacher ``z``, ``P = I − QQᵀ``.
@@ -266,7 +271,7 @@ def _mean_and_stderr(samples: torch.Tensor) -> tuple[float, float]:
 
 
 def _hutchpp(
-    op: SymmetricOperator, m: int, gen: torch.Generator, bar: _Progress
+    op: SymmetricOperator, m: int, gen: torch.Generator, bar: Progress
 ) -> tuple[float, float]:
     """Hutch++ with ``m // 3`` sketch products, as many for ``QᵀHQ``, the rest Hutchinson."""
     n = int(op.shape[0])
@@ -280,7 +285,7 @@ def _hutchpp(
 
 
 def _products(
-    op: SymmetricOperator, V: torch.Tensor, bar: _Progress, done: int
+    op: SymmetricOperator, V: torch.Tensor, bar: Progress, done: int
 ) -> torch.Tensor:
     """``H V`` in blocks of columns, reporting progress from ``done`` products on."""
     out = torch.empty_like(V)
@@ -295,7 +300,7 @@ def _deflated(
     Y: torch.Tensor,
     m: int,
     gen: torch.Generator,
-    bar: _Progress,
+    bar: Progress,
 ) -> tuple[float, float]:
     """Hutch++ after its sketch ``Y = HS`` (``k`` columns, ``k`` products spent).
 
@@ -311,7 +316,7 @@ def _deflated(
 
 
 def _adaptive(
-    op: SymmetricOperator, m: int, gen: torch.Generator, bar: _Progress
+    op: SymmetricOperator, m: int, gen: torch.Generator, bar: Progress
 ) -> tuple[float, float, str]:
     """Hutchinson or Hutch++, whichever the first ``m // 3`` probes predict better.
 

@@ -129,7 +129,7 @@ def test_budget_exhausted_returns_unconverged_pairs():
     n = 500
     ev = torch.linspace(0, 1, n, dtype=torch.float64)
     A, _ = planted_matrix(ev, seed=8)
-    r = cp.eigsh(A, k=3, which="LA", tol=1e-12, maxiter=40)
+    r = cp.eigsh(A, k=3, which="LA", tol=1e-12, max_matvecs=40)
     assert not r.all_converged
     assert r.num_matvecs <= 40
     assert r.eigenvalues.shape == (3,)
@@ -381,7 +381,13 @@ def test_extreme_bounds_cover_the_spectrum_as_often_as_promised(delta, block_siz
     misses, runs, widths = 0, 300, []
     for seed in range(runs):
         r = cp.eigsh(
-            A, k=1, which="LA", tol=1e-12, maxiter=6, seed=seed, block_size=block_size
+            A,
+            k=1,
+            which="LA",
+            tol=1e-12,
+            max_matvecs=6,
+            seed=seed,
+            block_size=block_size,
         )
         assert not r.all_converged
         lo, hi = r.extreme_bounds(delta)
@@ -407,8 +413,8 @@ def test_extreme_bounds_are_tight_at_the_defaults():
         assert float(ev[0]) - lo <= 0.03 * width
         assert hi - float(ev[-1]) <= 0.03 * width
     # the certificate tightens as the start vectors' Krylov spaces grow
-    short = cp.eigsh(A, k=1, which="LA", tol=1e-12, maxiter=10, seed=1)
-    long = cp.eigsh(A, k=1, which="LA", tol=1e-12, maxiter=40, seed=1)
+    short = cp.eigsh(A, k=1, which="LA", tol=1e-12, max_matvecs=10, seed=1)
+    long = cp.eigsh(A, k=1, which="LA", tol=1e-12, max_matvecs=40, seed=1)
     assert long.extreme_bounds()[1] - 50 < short.extreme_bounds()[1] - 50
 
 
@@ -430,3 +436,41 @@ def test_extreme_bounds_need_a_random_start():
     assert hi >= 50.0 - 1e-9
     with pytest.raises(cp.InputError, match="delta must lie"):
         cp.eigsh(A, k=2).extreme_bounds(1.5)
+
+
+def test_progress_types(check_progress_types):
+    A = torch.diag(torch.linspace(-1.0, 2.0, 40, dtype=torch.float64))
+    check_progress_types(lambda progress: cp.eigsh(A, k=2, progress=progress))
+
+
+def test_max_matvecs_is_the_budget_and_maxiter_its_deprecated_name():
+    A, _ = planted_matrix(torch.linspace(0.0, 1.0, 200, dtype=torch.float64), seed=3)
+    short = cp.eigsh(A, k=2, which="LA", tol=1e-12, max_matvecs=12, seed=1)
+    assert short.num_matvecs <= 12
+    assert not short.all_converged
+    positional = cp.eigsh(A, 2, "LA", 1e-12, 12, 1)
+    assert positional.num_matvecs == short.num_matvecs
+    assert torch.equal(positional.eigenvalues, short.eigenvalues)
+    with pytest.warns(DeprecationWarning, match=r"eigsh\(maxiter=.*use max_matvecs"):
+        old = cp.eigsh(A, k=2, which="LA", tol=1e-12, maxiter=12, seed=1)
+    assert old.num_matvecs == short.num_matvecs
+    assert torch.equal(old.eigenvalues, short.eigenvalues)
+    with pytest.raises(cp.InputError, match="give max_matvecs= only"):
+        cp.eigsh(A, k=2, max_matvecs=12, maxiter=12)
+    with pytest.raises(cp.InputError, match="max_matvecs must be a positive integer"):
+        cp.eigsh(A, k=2, max_matvecs=0)
+
+
+@pytest.mark.parametrize("which", ["LA", "SA", "BE", "LM"])
+@pytest.mark.parametrize("h", [-2.5, 0.0, 3.0])
+def test_a_one_by_one_operator_is_exact_in_one_product(which, h):
+    # n == 1 needs no special case: the first Krylov space is exhausted at once
+    r = cp.eigsh(torch.tensor([[h]], dtype=torch.float64), k=1, which=which)
+    assert r.num_matvecs == 1
+    assert float(r.eigenvalues[0]) == h
+    assert r.all_converged
+    assert float(r.residuals[0]) <= 4 * torch.finfo(torch.float64).eps * abs(h)
+    assert abs(float(r.eigenvectors[0, 0])) == 1.0
+    lo, hi = r.extreme_bounds(0.01)
+    assert lo <= h <= hi
+    assert hi - lo <= 1e-12 * max(abs(h), 1e-300) + 1e-300

@@ -21,3 +21,14 @@ def test_seeds_give_the_same_numbers() -> None:
 def test_bad_seeds_are_one_error(seed) -> None:
     with pytest.raises(InputError, match=r"seed must be an integer in \[0, 2\*\*64\)"):
         make_generator(seed)
+
+
+@pytest.mark.parametrize(
+    ("seed", "recorded"),
+    [(7, 7), (np.int64(7), 7), (None, None), (torch.Generator(), None), (True, None)],
+)
+def test_results_record_an_integer_seed_only(seed, recorded) -> None:
+    from critpoint.linalg._random import seed_record
+
+    assert seed_record(seed) == recorded
+    assert type(seed_record(seed)) in (int, type(None))

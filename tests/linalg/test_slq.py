@@ -306,3 +306,54 @@ def test_bad_arguments_raise_input_error():
         spectral_density(A, progress="yes")
     with pytest.raises(InputError, match="HessianOperator"):
         spectral_density([[1.0]])
+
+
+def test_progress_types(check_progress_types):
+    A = torch.diag(torch.linspace(-1.0, 2.0, 40, dtype=torch.float64))
+    check_progress_types(
+        lambda progress: spectral_density(
+            A, num_probes=2, num_steps=6, progress=progress
+        )
+    )
+
+
+def test_max_matvecs_shortens_every_probe_alike(spiked):
+    _, A = spiked
+    op = CountingOperator(A)
+    capped = spectral_density(op, num_probes=4, num_steps=40, seed=2, max_matvecs=50)
+    assert op.calls == [4] * 12  # 50 // 4 steps
+    assert capped.num_matvecs == 48
+    full = spectral_density(A, num_probes=4, num_steps=12, seed=2)
+    assert torch.equal(capped.nodes, full.nodes)
+    assert torch.equal(capped.weights, full.weights)
+    roomy = spectral_density(A, num_probes=4, num_steps=12, seed=2, max_matvecs=10**6)
+    assert torch.equal(roomy.nodes, full.nodes)
+    with pytest.raises(InputError, match="max_matvecs=3 cannot give each of the 4"):
+        spectral_density(A, num_probes=4, max_matvecs=3)
+
+
+def test_the_three_term_recurrence_gives_the_same_density(spiked):
+    # Without reorthogonalisation ghost copies of the outliers appear, but the
+    # measure stays the Gauss rule of the same spectrum (Paige's theory).
+    lam, A = spiked
+    width = float(lam.max() - lam.min())
+    full = spectral_density(A, num_probes=10, num_steps=80, seed=0)
+    plain = spectral_density(
+        A, num_probes=10, num_steps=80, seed=0, reorthogonalize=False
+    )
+    assert w1(plain, lam) < 0.05 * width
+    between = wasserstein_distance(
+        plain.nodes.reshape(-1).numpy(),
+        full.nodes.reshape(-1).numpy(),
+        plain.weights.reshape(-1).numpy(),
+        full.weights.reshape(-1).numpy(),
+    )
+    assert between < 1e-3 * width
+
+
+def test_a_one_by_one_operator_is_one_node():
+    d = spectral_density(torch.tensor([[-1.5]], dtype=torch.float64), num_probes=3)
+    assert d.nodes.shape == (3, 1)
+    assert torch.equal(d.nodes, torch.full((3, 1), -1.5, dtype=torch.float64))
+    assert torch.equal(d.weights, torch.ones(3, 1, dtype=torch.float64))
+    assert d.num_matvecs == 3

@@ -66,7 +66,7 @@ def decaying() -> tuple[torch.Tensor, float]:
 def test_exact_trace_when_budget_covers_n(indefinite, method, budget):
     A, truth = indefinite
     op = CountingOperator(A)
-    t = trace(op, num_matvecs=budget, method=method)
+    t = trace(op, max_matvecs=budget, method=method)
     assert t.value == pytest.approx(truth, abs=1e-10)
     assert t.stderr == 0.0
     assert t.method == "exact"
@@ -76,7 +76,7 @@ def test_exact_trace_when_budget_covers_n(indefinite, method, budget):
 @pytest.mark.parametrize("method", ["hutchinson", "hutchpp"])
 def test_estimate_within_four_standard_errors(indefinite, method):
     A, truth = indefinite
-    t = trace(A, num_matvecs=60, method=method, seed=0)
+    t = trace(A, max_matvecs=60, method=method, seed=0)
     assert math.isfinite(t.stderr)
     assert t.stderr > 0
     assert abs(t.value - truth) < 4 * t.stderr
@@ -88,7 +88,7 @@ def test_estimate_within_four_standard_errors(indefinite, method):
 def test_budget_is_spent_exactly(indefinite, method, budget):
     A, _ = indefinite
     op = CountingOperator(A)
-    t = trace(op, num_matvecs=budget, method=method, seed=0)
+    t = trace(op, max_matvecs=budget, method=method, seed=0)
     assert sum(op.calls) == budget == t.num_matvecs
     assert max(op.calls) <= 64
 
@@ -108,7 +108,7 @@ def test_hutchinson_stderr_is_honest(indefinite):
     A, truth = indefinite
     z = []
     for seed in range(100):
-        t = trace(A, num_matvecs=30, method="hutchinson", seed=seed)
+        t = trace(A, max_matvecs=30, method="hutchinson", seed=seed)
         z.append((t.value - truth) / t.stderr)
     z = np.abs(np.array(z))
     # For a normal z-score: E|z| = 0.80, P(|z| < 2) = 0.95.
@@ -139,7 +139,7 @@ def test_reproducible_with_seed(indefinite):
 
 def test_single_hutchinson_sample_has_infinite_stderr(indefinite):
     A, _ = indefinite
-    t = trace(A, num_matvecs=1, method="hutchinson")
+    t = trace(A, max_matvecs=1, method="hutchinson")
     assert math.isinf(t.stderr)
     assert t.to_dict()["stderr"] is None
 
@@ -147,22 +147,22 @@ def test_single_hutchinson_sample_has_infinite_stderr(indefinite):
 def test_low_rank_psd_is_exact_with_hutchpp():
     lam = torch.zeros(200, dtype=torch.float64)
     lam[:5] = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0], dtype=torch.float64)
-    t = trace(planted(lam), num_matvecs=30, method="hutchpp", seed=0)
+    t = trace(planted(lam), max_matvecs=30, method="hutchpp", seed=0)
     assert t.value == pytest.approx(15.0, abs=1e-9)
     assert t.stderr < 1e-9
 
 
 def test_float32_operator(indefinite):
     A, truth = indefinite
-    t = trace(A.float(), num_matvecs=60, method="hutchpp", seed=0)
+    t = trace(A.float(), max_matvecs=60, method="hutchpp", seed=0)
     assert abs(t.value - truth) < 4 * t.stderr
-    exact = trace(A.float(), num_matvecs=N)
+    exact = trace(A.float(), max_matvecs=N)
     assert exact.value == pytest.approx(truth, rel=1e-5)
 
 
 def test_to_dict_is_json(indefinite):
     A, _ = indefinite
-    t = trace(A, num_matvecs=30, seed=2)
+    t = trace(A, max_matvecs=30, seed=2)
     data = json.loads(json.dumps(t.to_dict()))
     assert data == {
         "value": t.value,
@@ -186,7 +186,7 @@ def test_progress_callback(indefinite):
 def test_non_finite_products_raise():
     A = torch.full((10, 10), float("inf"), dtype=torch.float64)
     with pytest.raises(NonFiniteError, match="NaN or Inf"):
-        trace(A, num_matvecs=4)
+        trace(A, max_matvecs=4)
 
 
 def test_bad_arguments_raise_input_error(indefinite):
@@ -195,19 +195,18 @@ def test_bad_arguments_raise_input_error(indefinite):
         InputError, match=r"method must be one of 'auto', 'hutchinson', 'hutchpp'"
     ):
         trace(A, method="foo")
-    with pytest.raises(InputError, match="num_matvecs must be a positive integer"):
-        trace(A, num_matvecs=0)
-    with pytest.raises(InputError, match="num_matvecs"):
-        trace(A, num_matvecs=True)
+    with pytest.raises(InputError, match="max_matvecs must be a positive integer"):
+        trace(A, max_matvecs=0)
+    with pytest.raises(InputError, match="max_matvecs"):
+        trace(A, max_matvecs=True)
     with pytest.raises(InputError, match="square"):
         trace(torch.zeros(3, 4, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("method", ["auto", "hutchinson", "hutchpp"])
 def test_estimate_does_not_depend_on_the_block_size(indefinite, monkeypatch, method):
-    import importlib
+    import critpoint.linalg.trace as trace_module  # the module, not the function
 
-    trace_module = importlib.import_module("critpoint.linalg.trace")
     A, _ = indefinite
     reference = trace(A, 150, method, seed=3)
     monkeypatch.setattr(trace_module, "_BLOCK", 7)
@@ -268,3 +267,26 @@ def test_auto_selection_bias_is_small():
     values = np.array([r.value for r in runs])
     # measured -0.16 over 2000 seeds; 400 seeds resolve it to about ±0.05
     assert abs(values.mean() - truth) < 0.35 * values.std()
+
+
+def test_progress_types(check_progress_types):
+    A = torch.diag(torch.linspace(-1.0, 2.0, 40, dtype=torch.float64))
+    check_progress_types(lambda progress: trace(A, 12, progress=progress))
+
+
+def test_num_matvecs_is_the_deprecated_name_of_max_matvecs(indefinite):
+    A, _ = indefinite
+    new = trace(A, max_matvecs=45, seed=1)
+    assert trace(A, 45, seed=1).value == new.value  # positional, as before
+    with pytest.warns(
+        DeprecationWarning, match=r"trace\(num_matvecs=.*use max_matvecs"
+    ):
+        old = trace(A, num_matvecs=45, seed=1)
+    assert (old.value, old.num_matvecs, old.method) == (new.value, 45, new.method)
+    with pytest.raises(InputError, match="give max_matvecs= only"):
+        trace(A, max_matvecs=30, num_matvecs=45)
+
+
+def test_a_one_by_one_operator_is_exact():
+    t = trace(torch.tensor([[-1.5]], dtype=torch.float64))
+    assert (t.value, t.stderr, t.num_matvecs, t.method) == (-1.5, 0.0, 1, "exact")

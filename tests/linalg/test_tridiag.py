@@ -128,3 +128,115 @@ def test_non_finite_product_is_refused():
     start(kry, 2)
     with pytest.raises(cp.NonFiniteError, match="NaN/Inf inside Lanczos"):
         kry.step()
+
+
+def test_extend_is_step_with_the_product_computed_outside():
+    A, _ = planted_matrix(torch.linspace(-1.0, 2.0, 50, dtype=torch.float64), seed=4)
+    op = DenseOperator(A)
+    inner, outer = BlockLanczos(op, capacity=30), BlockLanczos(op, capacity=30)
+    start(inner, 2)
+    start(outer, 2)
+    for _ in range(5):
+        inner.step()
+        outer.extend(A @ outer.frontier_block())
+    assert torch.equal(inner.Q, outer.Q)
+    assert np.array_equal(inner.P, outer.P)
+    assert outer.num_matvecs == inner.num_matvecs == 10
+    with pytest.raises(cp.InputError, match="matmat returned shape"):
+        outer.extend(torch.zeros(50, 3, dtype=torch.float64))
+
+
+def test_a_window_runs_the_three_term_recurrence_in_fixed_memory():
+    A, _ = planted_matrix(torch.linspace(-1.0, 2.0, 200, dtype=torch.float64), seed=5)
+    op = DenseOperator(A)
+    full, short = BlockLanczos(op, capacity=40), BlockLanczos(op, capacity=40, window=2)
+    start(full, 1)
+    start(short, 1)
+    assert short.Q.shape == (200, 2)
+    for _ in range(12):
+        full.step()
+        short.step()
+    assert short.first == short.num_done - 1  # the last done vector and the frontier
+    # in exact arithmetic the same tridiagonal matrix; in twelve steps
+    # orthogonality is not lost yet, so they agree to rounding
+    T_full, T_short = full.P[full.done, full.done], short.P[short.done, short.done]
+    assert np.abs(np.triu(T_short, 2)).max() == 0  # nothing beyond the window
+    band = np.triu(T_full, -1) - np.triu(T_full, 2)  # the tridiagonal part
+    assert np.allclose(T_short, band, atol=1e-12)
+    assert np.allclose(short.ritz()[0], full.ritz()[0], atol=1e-12)
+    with pytest.raises(cp.InputError, match="not kept"):
+        short.vectors(short.ritz()[1])
+    with pytest.raises(cp.InputError, match="whole basis"):
+        short.lock(short.ritz()[1][:, :1])
+
+
+def test_a_window_stops_at_an_invariant_subspace():
+    lam = torch.tensor([-1.0] * 20 + [0.5] * 30 + [2.0] * 10, dtype=torch.float64)
+    A, _ = planted_matrix(lam, seed=6)
+    kry = BlockLanczos(DenseOperator(A), capacity=40, window=2)
+    start(kry, 1)
+    widths = [kry.step() for _ in range(3)]
+    assert widths == [1, 1, 0]  # three distinct eigenvalues: three steps
+    theta, _ = kry.ritz()
+    assert np.allclose(theta, [-1.0, 0.5, 2.0], atol=1e-12)
+
+
+def test_single_vector_ritz_pairs_are_the_gauss_rule_of_the_start():
+    lam = torch.linspace(-2.0, 3.0, 25, dtype=torch.float64)
+    A, U = planted_matrix(lam, seed=7)
+    kry = BlockLanczos(DenseOperator(A), capacity=25)
+    z = torch.randn(
+        25, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
+    kry.add_block(z)
+    while kry.width:
+        kry.step()
+    theta, S = kry.ritz()
+    assert np.allclose(theta, lam.numpy(), atol=1e-12)
+    q0 = (z / torch.linalg.vector_norm(z))[:, 0]
+    assert np.allclose(S[0] ** 2, ((U.T @ q0) ** 2).numpy(), atol=1e-12)
+
+
+def test_the_breakdown_threshold_is_relative_to_the_spectrum():
+    for scale in (1e-6, 1.0, 1e6):
+        A = scale * torch.diag(torch.tensor([1.0, 1.0, 2.0, 2.0], dtype=torch.float64))
+        kry = BlockLanczos(DenseOperator(A), capacity=4)
+        kry.add_block(torch.ones(4, 1, dtype=torch.float64))
+        assert kry.step() == 1
+        assert kry.step() == 0  # two distinct eigenvalues, at any scale
+        eps = torch.finfo(torch.float64).eps
+        assert kry.threshold() == pytest.approx(1e3 * eps * kry.scale)
+
+
+def test_one_reorthogonalisation_for_tensors_and_arrays():
+    from critpoint.linalg._tridiag import project_out, projected_eigh
+
+    g = torch.Generator().manual_seed(8)
+    Q, _ = torch.linalg.qr(torch.randn(30, 5, generator=g, dtype=torch.float64))
+    W = torch.randn(30, 3, generator=g, dtype=torch.float64)
+    cleaned, h = project_out(W, Q)
+    assert torch.allclose(
+        Q.T @ cleaned, torch.zeros(5, 3, dtype=torch.float64), atol=1e-15
+    )
+    assert torch.allclose(Q @ h + cleaned, W, atol=1e-14)  # nothing else removed
+    arr, h_arr = project_out(W.numpy(), Q.numpy())
+    assert np.allclose(arr, cleaned.numpy(), atol=1e-14, rtol=0)
+    assert np.allclose(h_arr, h.numpy(), atol=1e-14, rtol=0)
+    vec, _ = project_out(W[:, 0].numpy(), Q.numpy())  # one vector
+    assert np.allclose(vec, arr[:, 0], atol=1e-14, rtol=0)
+    empty, coef = project_out(W, Q[:, :0])
+    assert torch.equal(empty, W)
+    assert coef.shape == (0, 3)
+    T = np.array([[2.0, 1.0 + 1e-13], [1.0, 2.0]])  # symmetric up to rounding
+    assert np.allclose(projected_eigh(T, vectors=False), [1.0, 3.0])
+    theta, S = projected_eigh(T)
+    assert np.allclose(S @ np.diag(theta) @ S.T, (T + T.T) / 2)
+
+
+def test_a_window_must_hold_two_blocks():
+    A, _ = planted_matrix(torch.linspace(0.0, 1.0, 20, dtype=torch.float64), seed=9)
+    kry = BlockLanczos(DenseOperator(A), capacity=10, window=3)
+    with pytest.raises(cp.InputError, match="cannot hold two blocks of 2"):
+        start(kry, 2)
+    with pytest.raises(cp.InputError, match="at least 2 vectors"):
+        BlockLanczos(DenseOperator(A), capacity=10, window=1)

@@ -165,7 +165,7 @@ def fit_keys(
         shapes, kinds = _shape_and_kind(expected, sd)
         if not shapes and not kinds:
             return KeyFit(sd, _note(strip, add) if strip or add else None)
-        aligned = (strip, add) if strip or add else None
+        aligned = (strip, add, True) if strip or add else None
         raise CheckpointError(
             _message(source, model_name, [], [], shapes, kinds, aligned, len(want))
         )
@@ -175,7 +175,8 @@ def fit_keys(
     extra += sorted(set(renamed) - want)
     missing = sorted(want - set(renamed))
     shapes, kinds = _shape_and_kind(expected, renamed)
-    aligned = (strip, add) if strip or add else None
+    every = all(k.startswith(strip) for k in have)
+    aligned = (strip, add, every) if strip or add else None
     common = len(want & set(renamed))
     raise CheckpointError(
         _message(source, model_name, missing, extra, shapes, kinds, aligned, common)
@@ -285,14 +286,14 @@ def _message(
     extra: list[str],
     shapes: list[str],
     kinds: list[str],
-    aligned: tuple[str, str] | None,
+    aligned: tuple[str, str, bool] | None,
     common: int,
 ) -> str:
     parts = []
     if aligned is not None:
         parts.append(
             "compared after the renaming that fits most names: "
-            + _note(*aligned, every=False)
+            + _note(aligned[0], aligned[1], every=aligned[2])
         )
     if missing:
         parts.append(

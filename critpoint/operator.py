@@ -239,8 +239,10 @@ class HessianOperator(Operator):
             msg = (
                 f"the Hessian-vector product is not deterministic (two products with the "
                 f"same vector differ by {drift:.2e} relative): dropout or another random "
-                "layer is active, or the data change between passes; use train_mode=False, "
-                "disable the randomness, or fix the data augmentation"
+                "layer is active, or the data change between passes (augmentation, or a "
+                "shuffling DataLoader with drop_last=True, which leaves out other samples "
+                "each pass); use train_mode=False, disable the randomness, fix the data "
+                "augmentation, or pass drop_last=False"
             )
             raise NonDeterministicError(msg)
         lin = self._linearized()

@@ -23,13 +23,15 @@ turns dtype names into ``torch.dtype`` and back (:func:`parse_dtype`,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
 import json
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,7 @@ __all__ = [
     "is_code_spec",
     "load_object",
     "normalise_data_spec",
+    "on_sys_path",
     "parse_dtype",
     "refuse_untrusted",
     "relative_to",
@@ -58,6 +61,7 @@ _OPTIONS = {
     "model factory": "--model",
     "data function": "--data",
     "loss function": "--loss",
+    "batch loss function": "--batch-loss",
 }
 
 
@@ -152,7 +156,9 @@ def load_object(
     object
         The attribute. A file is executed once per process (cached in
         ``sys.modules`` under a name derived from its resolved path), and only
-        because the caller named it.
+        because the caller named it; while it runs, its folder is first on
+        ``sys.path`` (:func:`on_sys_path`), so it can import the modules next
+        to it.
 
     Raises
     ------
@@ -196,6 +202,31 @@ def load_object(
     return obj
 
 
+@contextmanager
+def on_sys_path(folder: str | os.PathLike[str]) -> Iterator[None]:
+    """Put ``folder`` first on ``sys.path`` for the duration of the block.
+
+    A user's ``model.py`` imports the modules next to it (``from layers import
+    Block``), and a trusted pickle names the modules its classes came from, as
+    the script that wrote it could import them. The entry is removed again on
+    exit (what the block imported stays in ``sys.modules``, as any import does).
+
+    Parameters
+    ----------
+    folder : str or PathLike
+        The folder of the file being loaded.
+    """
+    entry = os.fspath(folder)
+    sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        # Removing the first equal entry leaves the list the block meant to
+        # leave, even if it added the same folder itself.
+        with contextlib.suppress(ValueError):
+            sys.path.remove(entry)
+
+
 def _load_file_module(path: Path, spec: str, what: str) -> Any:
     if not path.is_file():
         msg = (
@@ -218,7 +249,8 @@ def _load_file_module(path: Path, spec: str, what: str) -> Any:
     # pickling of objects defined in the file can find the module.
     sys.modules[mod_name] = module
     try:
-        module_spec.loader.exec_module(module)
+        with on_sys_path(resolved.parent):
+            module_spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[mod_name]
         msg = f"{what} {spec!r}: running {str(path)!r} failed: {type(exc).__name__}: {exc}"

@@ -9,6 +9,7 @@ marker never appears unless the user trusts the file.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from critpoint.specs import (
     dtype_name,
     load_object,
     normalise_data_spec,
+    on_sys_path,
     parse_dtype,
     resolve_relative,
 )
@@ -250,3 +252,66 @@ def test_dtype_name_is_the_inverse_of_parse_dtype(dtype: torch.dtype) -> None:
     assert parse_dtype(name) is dtype
     assert dtype_name(torch.int64) == "int64"
     assert dtype_name(torch.complex128) == "complex128"
+
+
+def test_a_spec_file_imports_the_modules_next_to_it(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """``--model dir/model.py:make`` (and data and loss files) import their neighbours."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    names = [f"critpoint_test_{part}" for part in ("blocks", "sizes", "halves")]
+    for name in names:  # removed again whatever happens
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    (folder / f"{names[0]}.py").write_text(
+        "import torch\n"
+        "def block(a, b):\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(a, b), torch.nn.Tanh())\n"
+    )
+    (folder / f"{names[1]}.py").write_text("WIDTH = 3\n")
+    (folder / f"{names[2]}.py").write_text(
+        "import torch\n"
+        "def half_mse(out, y):\n"
+        "    return 0.5 * torch.nn.functional.mse_loss(out, y)\n"
+    )
+    (folder / "model.py").write_text(
+        "import torch\n"
+        f"from {names[0]} import block\n"
+        "def make():\n"
+        "    return torch.nn.Sequential(block(2, 3), torch.nn.Linear(3, 1))\n"
+    )
+    (folder / "data.py").write_text(
+        "import torch\n"
+        f"from {names[1]} import WIDTH\n"
+        "def make():\n"
+        "    return torch.ones(WIDTH, 2), torch.zeros(WIDTH, 1)\n"
+    )
+    (folder / "loss.py").write_text(f"from {names[2]} import half_mse\n")
+    monkeypatch.chdir(tmp_path)  # not the files' folder
+    before = list(sys.path)
+    model = build_model(f"{folder}/model.py:make")
+    assert model[0][0].out_features == 3
+    assert len(data_from_spec(f"{folder}/data.py:make")) == 3
+    loss = get_loss("project/loss.py:half_mse")
+    assert float(loss(torch.tensor([[2.0]]), torch.zeros(1, 1))) == 2.0
+    assert sys.path == before  # restored after each file ran
+    assert all(name in sys.modules for name in names)
+
+
+def test_on_sys_path_restores_the_path_on_errors(tmp_path: Path) -> None:
+    before = list(sys.path)
+    seen = []
+
+    def fail() -> None:
+        with on_sys_path(tmp_path):
+            seen.append(sys.path[0])
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        fail()
+    assert seen == [str(tmp_path)]
+    assert sys.path == before
+    with on_sys_path(tmp_path):
+        sys.path.insert(0, str(tmp_path))  # the block adds the same folder itself
+    assert sys.path == [str(tmp_path), *before]
+    sys.path.remove(str(tmp_path))

@@ -24,11 +24,14 @@ from critpoint.data import (
 )
 from critpoint.errors import InputError
 from critpoint.io.checkpoint import Checkpoint, load_checkpoint
-from critpoint.losses import get_loss
+from critpoint.losses import get_batch_loss, get_loss
 from critpoint.models import build_model, count_parameters
 from critpoint.objective import Objective
 from critpoint.specs import dtype_name, parse_dtype
 from critpoint_cli.options import State
+
+#: Precisions too coarse to analyse in (the CLI names the fix, --dtype).
+_HALF = (torch.float16, torch.bfloat16)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -86,11 +89,15 @@ def model_spec_for(output: str, spec: Any) -> Any:
     return spec
 
 
-def loss_for(output: str, loss: str) -> str:
-    """A loss name as a checkpoint at ``output`` stores it (see :func:`data_spec_for`)."""
+def loss_for(output: str, loss: str | None) -> str | None:
+    """A loss name as a checkpoint at ``output`` stores it (see :func:`data_spec_for`).
+
+    ``None`` (a ``--batch-loss`` run, whose loss is no ``(outputs, targets)``
+    function) stays ``None``.
+    """
     from critpoint.specs import relative_to
 
-    return relative_to(output, loss)
+    return None if loss is None else relative_to(output, loss)
 
 
 def num_samples(data: Data | DataSource) -> int | None:
@@ -117,7 +124,7 @@ class Setup:
 
     model: nn.Module
     data: Data | DataSource
-    loss_name: str
+    loss_name: str | None
     loss_fn: Any
     device: torch.device
     dtype: torch.dtype
@@ -126,6 +133,8 @@ class Setup:
     model_spec: Any = None
     data_spec: Any = None
     settings: dict[str, Any] = field(default_factory=dict)
+    batch_loss: str | None = None
+    batch_loss_fn: Any = None
 
     @property
     def data_input(self) -> Any:
@@ -151,10 +160,15 @@ class Setup:
             dtype=self.dtype,
             batch_size=self.batch_size,
             process_group=part.process_group,
+            batch_loss=self.batch_loss_fn,
         )
 
     def describe(self) -> str:
-        """One line: model, parameters, data, loss, precision, device."""
+        """One line: model, parameters, data, loss, precision, device.
+
+        Then one indented line per note of the checkpoint (what loading
+        adapted: a prefix removed from the weights' names, the kind of file).
+        """
         spec = self.model_spec
         model = (
             spec.get("name") if isinstance(spec, Mapping) else type(self.model).__name__
@@ -163,10 +177,17 @@ class Setup:
         data = self.data.name
         ns = num_samples(self.data)
         samples = f" ({ns:,} samples)" if ns is not None else ""
-        return (
-            f"{model} ({n:,} parameters) on {data}{samples}, loss {self.loss_name}, "
+        loss = (
+            f"loss {self.loss_name}"
+            if self.batch_loss is None
+            else f"batch loss {self.batch_loss}"
+        )
+        line = (
+            f"{model} ({n:,} parameters) on {data}{samples}, {loss}, "
             f"{dtype_name(self.dtype)} on {self.device}"
         )
+        notes = self.checkpoint.notes if self.checkpoint is not None else []
+        return "\n".join([line, *(f"  note: {note}" for note in notes)])
 
 
 def load_setup(
@@ -180,6 +201,8 @@ def load_setup(
     batch_size: int | None,
     max_samples: int | None,
     trust_checkpoint: bool,
+    *,
+    batch_loss: str | None = None,
 ) -> Setup:
     """Load a checkpoint (or build a fresh model), the data and the loss.
 
@@ -199,16 +222,30 @@ def load_setup(
         Batching of the passes; random subset of the data.
     trust_checkpoint : bool
         Allow checkpoints that need code to unpickle.
+    batch_loss : str or None
+        ``file.py:fn`` / ``module:fn`` taking ``(model, batch)``, instead of
+        a loss of ``(outputs, targets)`` (``--batch-loss``).
 
     Returns
     -------
     Setup
     """
     device = resolve_device(state.device)
-    for option, value in (("--model", model), ("--data", data), ("--loss", loss)):
+    for option, value in (
+        ("--model", model),
+        ("--data", data),
+        ("--loss", loss),
+        ("--batch-loss", batch_loss),
+    ):
         if value is not None and not value.strip():
             msg = f"{option} is empty; give a name or leave the option out"
             raise InputError(msg)
+    if loss is not None and batch_loss is not None:
+        msg = (
+            "give --loss (a function of the model's outputs and the targets) or "
+            "--batch-loss (a function of the model and a whole batch), not both"
+        )
+        raise InputError(msg)
     ckpt = None
     if model_kwargs is not None and model is None and checkpoint is not None:
         msg = "--model-kwargs needs --model (the checkpoint's own model spec already holds its options)"
@@ -230,6 +267,16 @@ def load_setup(
             model_spec = {"name": "mlp", "kwargs": dict(model_kwargs or {})}
         net = build_model(model_spec["name"], seed=state.seed, **model_spec["kwargs"])
     analysis_dtype = parse_dtype(state.dtype) or model_dtype(net)
+    if analysis_dtype in _HALF:
+        where = f"the weights in {checkpoint!r} are" if ckpt else "the model is"
+        msg = (
+            f"{where} {dtype_name(analysis_dtype)}, too coarse for the eigensolvers "
+            "(rounding swamps small eigenvalues); add --dtype float32 (or --dtype float64) "
+            "to analyse a copy in that precision"
+        )
+        raise InputError(msg)
+    # Data in the analysis precision when the model's own is too coarse.
+    data_dtype = analysis_dtype if model_dtype(net) in _HALF else model_dtype(net)
 
     trusted_data = True
     base_dir = None
@@ -261,18 +308,26 @@ def load_setup(
 
         data_spec["name"] = resolve_relative(data_spec["name"], base_dir, str(source))
     dataset = data_from_spec(
-        data_spec, dtype=model_dtype(net), trust=trusted_data, source=source
+        data_spec, dtype=data_dtype, trust=trusted_data, source=source
     )
 
     num_classes = dataset.num_classes if isinstance(dataset, Data) else None
-    if loss is None and ckpt is not None and ckpt.loss is not None:
+    batch_loss_fn = None
+    loss_name: str | None
+    if batch_loss is not None:
+        # The user's function of (model, batch): the objective's first batch
+        # checks it (no targets rule applies to it).
+        batch_loss_fn = get_batch_loss(batch_loss)
+        loss_name, loss_fn = None, None
+    elif loss is None and ckpt is not None and ckpt.loss is not None:
         # Code it names runs only with --trust-checkpoint (ckpt.trusted).
         loss_fn = ckpt.get_loss(num_classes=num_classes)
         loss_name = ckpt.resolve(ckpt.loss, "loss file") if ckpt.trusted else ckpt.loss
     else:
         loss_name = loss if loss is not None else default_loss(dataset)
         loss_fn = get_loss(loss_name, num_classes=num_classes)
-    check_data_against_model(net, dataset, loss_fn)
+    if loss_fn is not None:
+        check_data_against_model(net, dataset, loss_fn)
 
     setup = Setup(
         model=net,
@@ -285,6 +340,8 @@ def load_setup(
         checkpoint=ckpt,
         model_spec=model_spec,
         data_spec=data_spec,
+        batch_loss=batch_loss,
+        batch_loss_fn=batch_loss_fn,
     )
     setup.settings = {
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
@@ -295,6 +352,8 @@ def load_setup(
         "data": data_spec,
         "num_samples": num_samples(dataset),
         "loss": loss_name,
+        "batch_loss": batch_loss,
+        "checkpoint_notes": list(ckpt.notes) if ckpt is not None else [],
         "batch_size": batch_size,
         "max_samples": max_samples,
         "device": str(device),

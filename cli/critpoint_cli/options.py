@@ -170,7 +170,7 @@ JSON_OBJECT = JsonObject()
 
 
 def model_options(f: F) -> F:
-    """``--model``, ``--model-kwargs``, ``--data``, ``--data-kwargs``, ``--loss``, batching."""
+    """``--model``, ``--model-kwargs``, ``--data``, ``--data-kwargs``, ``--loss``, ``--batch-loss``, batching."""
     decorators = [
         click.option(
             "--model",
@@ -193,7 +193,8 @@ def model_options(f: F) -> F:
             metavar="SPEC",
             default=None,
             help="Data: digits, teacher, two_weight, a file.pt / file.npz (keys inputs, "
-            "targets), or package.module:function / path/to/file.py:function (imported and "
+            "targets; or input_ids for token data: integer inputs stay integer), or "
+            "package.module:function / path/to/file.py:function (imported and "
             "run: it is your code). [default: the checkpoint's; a relative path in it is "
             "read from the checkpoint's folder]",
         ),
@@ -207,9 +208,20 @@ def model_options(f: F) -> F:
             "--loss",
             metavar="NAME",
             default=None,
-            help="cross_entropy, mse, bce or package.module:function (imported and run: "
-            "it is your code). [default: the checkpoint's, else cross_entropy for class "
-            "labels, mse otherwise]",
+            help="cross_entropy, mse, bce, causal_lm (next-token cross-entropy of a "
+            "language model on token ids) or package.module:function / "
+            "path/to/file.py:function taking (outputs, targets) (imported and run: it is "
+            "your code; only the built-in losses have their targets checked). [default: "
+            "the checkpoint's, else cross_entropy for class labels, mse otherwise]",
+        ),
+        click.option(
+            "--batch-loss",
+            metavar="SPEC",
+            default=None,
+            help="Instead of --loss: package.module:function or path/to/file.py:function "
+            "taking (model, batch) and returning the batch's mean loss, for batches that "
+            "are not (inputs, targets) pairs (dicts) or a model that computes its own loss "
+            "(imported and run: it is your code).",
         ),
         click.option(
             "--batch-size",

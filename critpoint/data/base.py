@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from critpoint.errors import InputError
+from critpoint.losses import IGNORE_INDEX
 from critpoint.specs import parse_dtype
 
 __all__ = [
@@ -30,7 +31,10 @@ __all__ = [
 Task = Literal["classification", "regression"]
 
 #: How a data file or a user function should hold its tensors, for messages.
-FORMAT_HINT = "save a dict {'inputs': tensor (N, ...), 'targets': tensor (N, ...)}"
+FORMAT_HINT = (
+    "save a dict {'inputs': tensor (N, ...), 'targets': tensor (N, ...)} (for a "
+    "language model, {'input_ids': int64 tensor (N, T)})"
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,13 +44,16 @@ class Data:
     Attributes
     ----------
     inputs : Tensor, shape (N, ...)
-        Floating point features; the first dimension indexes samples.
+        Floating point features, or ``int64`` ids (token ids of shape
+        ``(N, T)`` for a language model); the first dimension indexes samples.
     targets : Tensor, shape (N,) or (N, ...)
-        ``int64`` class labels of shape ``(N,)`` for classification, floating
-        values for regression.
+        ``int64`` class labels for classification: one per sample ``(N,)``,
+        or one per position ``(N, T)`` (the token ids of a language model;
+        -100 marks positions without a label), floating values for regression.
     task : {"classification", "regression"}
     num_classes : int or None
-        Number of classes for classification (labels are in ``[0, C)``).
+        Number of classes for classification (labels are in ``[0, C)``; for
+        token ids, the largest id + 1).
     name : str
         Where the data came from (a built-in name or a path), for messages.
     """
@@ -101,7 +108,7 @@ class Data:
     ) -> Data:
         """Cast the floating tensors to ``dtype`` and move both to ``device``.
 
-        Integer class labels keep their ``int64`` dtype.
+        Integer class labels and token ids keep their ``int64`` dtype.
         """
         dt = parse_dtype(dtype)
 
@@ -212,7 +219,10 @@ def data_from_arrays(
     ----------
     arrays : mapping
         ``"inputs"`` and ``"targets"`` as tensors or numeric NumPy arrays
-        (other keys are ignored).
+        (other keys are ignored). Token data may use Hugging Face's names
+        instead: ``"input_ids"`` for the inputs, and ``"labels"`` for the
+        targets; without labels the targets are the ids themselves (what a
+        causal language model predicts, see :func:`critpoint.losses.causal_lm`).
     name : str
         Where they came from, for messages.
     dtype, task, num_classes
@@ -220,6 +230,10 @@ def data_from_arrays(
     from_file : bool
         Whether ``arrays`` was read from a data file (says so in messages).
     """
+    if "inputs" not in arrays and "input_ids" in arrays:
+        ids = arrays["input_ids"]
+        labels = arrays.get("labels", arrays.get("targets", ids))
+        arrays = {"inputs": ids, "targets": labels}
     missing = [k for k in ("inputs", "targets") if k not in arrays]
     if missing:
         where = "data file" if from_file else "data"
@@ -251,14 +265,18 @@ def data_from_tensors(
     Parameters
     ----------
     x : Tensor, shape (N, ...)
-        Inputs; integer or bool inputs become float32.
+        Inputs: floating features, or integer ids (kept integer, as
+        ``int64``: token ids go to an embedding, and a float cast would make
+        them features); bool inputs become float32.
     y : Tensor, shape (N,) or (N, ...)
-        Targets: integer class labels (classification) or real values.
+        Targets: integer class labels (classification), one per sample or
+        one per position (``(N, T)`` token ids, -100 where nothing is
+        predicted), or real values.
     name : str
         Where they came from, for messages.
     dtype : torch.dtype or None
-        Floating dtype of the inputs and of regression targets (``None``
-        keeps theirs).
+        Floating dtype of floating inputs and of regression targets (``None``
+        keeps theirs); integer ids stay ``int64``.
     task : {"classification", "regression"} or None
         ``None`` guesses from the targets: integers are class labels.
     num_classes : int or None
@@ -268,7 +286,8 @@ def data_from_tensors(
     ------
     InputError
         No sample dimension, lengths that differ, no samples, complex or
-        non-numeric dtypes, labels that are not ``(N,)`` integers in range.
+        non-numeric dtypes, labels that are not integers in range (-100,
+        no label, is allowed in per-position labels only).
     """
     if x.dim() == 0 or y.dim() == 0:
         msg = (
@@ -291,8 +310,10 @@ def data_from_tensors(
         ):
             msg = f"data {name!r}: {key!r} has dtype {t.dtype}; use real floats (or int64 labels)"
             raise InputError(msg)
-    if x.dtype == torch.bool or _is_int(x):
+    if x.dtype == torch.bool:
         x = x.to(torch.float32)
+    elif _is_int(x):
+        x = x.to(torch.int64)  # ids (nn.Embedding takes int64); the model decides
     if y.dtype == torch.bool:
         y = y.to(torch.float32)
 
@@ -305,16 +326,19 @@ def data_from_tensors(
                 f"{y.dtype}. Convert them with targets.long() or pass task='regression'"
             )
             raise InputError(msg)
-        if y.dim() != 1:
-            msg = (
-                f"data {name!r}: class labels must have shape (N,); got {tuple(y.shape)}. "
-                "Use labels, not one-hot rows (targets.argmax(1))"
-            )
-            raise InputError(msg)
         y = y.to(torch.int64)
-        lo, hi = int(y.min()), int(y.max())
+        labelled = y[y != IGNORE_INDEX] if y.dim() > 1 else y
+        if labelled.numel() == 0:
+            msg = f"data {name!r}: every target is {IGNORE_INDEX} (ignored); there is nothing to predict"
+            raise InputError(msg)
+        lo, hi = int(labelled.min()), int(labelled.max())
         if lo < 0:
-            msg = f"data {name!r}: class labels must be >= 0; found {lo}"
+            also = (
+                f" or {IGNORE_INDEX} (a position without a label)"
+                if y.dim() > 1
+                else ""
+            )
+            msg = f"data {name!r}: class labels must be >= 0{also}; found {lo}"
             raise InputError(msg)
         if num_classes is None:
             num_classes = hi + 1
@@ -330,7 +354,7 @@ def data_from_tensors(
     else:
         msg = f"task must be 'classification' or 'regression'; got {task!r}"
         raise InputError(msg)
-    if dtype is not None:
+    if dtype is not None and x.is_floating_point():
         x = x.to(dtype)
     return Data(x, y, task, num_classes, name)
 

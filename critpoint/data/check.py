@@ -13,7 +13,13 @@ from torch import nn
 from critpoint._model_state import ModelState, set_mode
 from critpoint.data.base import Data, DataSource
 from critpoint.errors import InputError
-from critpoint.losses import LossFn, builtin_loss_name, get_loss
+from critpoint.losses import (
+    IGNORE_INDEX,
+    LossFn,
+    builtin_loss_name,
+    get_loss,
+    logits_of,
+)
 from critpoint.losses import loss_name as loss_name_of
 
 __all__ = ["check_data_against_model"]
@@ -21,7 +27,7 @@ __all__ = ["check_data_against_model"]
 
 def _first_layer(model: nn.Module) -> nn.Module | None:
     for m in model.modules():
-        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)):
             return m
     return None
 
@@ -44,7 +50,10 @@ def check_data_against_model(
         For :class:`Data` and tensor pairs the label range is checked on all
         samples; for a ``DataSource`` on its first samples.
     loss_name : str or callable
-        The loss the objective will use; decides which targets fit.
+        The loss the objective will use. For critpoint's built-in losses the
+        model's outputs (a tensor, or an output object with ``.logits``) and
+        the targets are checked against what the loss needs; a user's loss
+        is only called once on them (it takes what it takes).
 
     Raises
     ------
@@ -71,6 +80,17 @@ def check_data_against_model(
         x = x.to(device=param.device)
     y = y.to(device=x.device)
 
+    first = _first_layer(model)
+    if isinstance(first, nn.Embedding) and _is_integer(x_all) and x_all.numel():
+        lo, hi = int(x_all.min()), int(x_all.max())
+        if lo < 0 or hi >= first.num_embeddings:
+            msg = (
+                f"the model's embedding ({first}) takes token ids in [0, "
+                f"{first.num_embeddings}); data {name!r} has ids in [{lo}, {hi}]. Use the "
+                "tokenizer the model was trained with, or a model with a larger vocabulary"
+            )
+            raise InputError(msg)
+
     state = ModelState(model)  # mode flags and buffers (a forward may write them)
     try:
         set_mode(model, False)
@@ -80,29 +100,28 @@ def check_data_against_model(
         raise InputError(_forward_message(model, x, name, exc)) from exc
     finally:
         state.restore()
-    if not isinstance(outputs, torch.Tensor):
-        msg = (
-            f"model returned {type(outputs).__name__}, not a tensor; wrap it so that it returns "
-            "the outputs the loss takes, or pass batch_loss= to Objective"
-        )
-        raise InputError(msg)
-    if outputs.dim() == 0 or outputs.shape[0] != x.shape[0]:
-        msg = (
-            f"model output has shape {tuple(outputs.shape)} for {x.shape[0]} input samples; "
-            "the first output dimension must index samples"
-        )
-        raise InputError(msg)
-
     key = loss_name_of(loss_name)
-    # Only critpoint's own losses have known target rules (a user's function
-    # that happens to be called "mse" is not checked as if it were ours).
-    _check_targets(builtin_loss_name(loss_name) or "", outputs, y, y_all, name)
+    # Only critpoint's own losses have known output and target rules: a loss
+    # from a file or module is the user's and takes what the model returns (a
+    # user's function that happens to be called "mse" is not checked as ours).
+    builtin = builtin_loss_name(loss_name)
+    if builtin is not None:
+        logits = logits_of(outputs)
+        if logits.dim() == 0 or logits.shape[0] != x.shape[0]:
+            msg = (
+                f"model output has shape {tuple(logits.shape)} for {x.shape[0]} input "
+                "samples; the first output dimension must index samples"
+            )
+            raise InputError(msg)
+        _check_targets(builtin, logits, y, y_all, name)
     loss_fn = loss_name if callable(loss_name) else get_loss(loss_name)
     try:
         value = loss_fn(outputs, y)
+    except InputError:
+        raise
     except Exception as exc:
         msg = (
-            f"loss {key!r} failed on model outputs {tuple(outputs.shape)} {outputs.dtype} and "
+            f"loss {key!r} failed on model outputs {_described(outputs)} and "
             f"targets {tuple(y.shape)} {y.dtype} of data {name!r}: {type(exc).__name__}: {exc}"
         )
         raise InputError(msg) from exc
@@ -116,11 +135,38 @@ def check_data_against_model(
         raise InputError(msg)
 
 
+def _described(outputs: object) -> str:
+    """``(2, 10) torch.float32`` for a tensor, the type (and its logits) otherwise."""
+    if isinstance(outputs, torch.Tensor):
+        return f"{tuple(outputs.shape)} {outputs.dtype}"
+    logits = getattr(outputs, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return (
+            f"{type(outputs).__name__} with logits {tuple(logits.shape)} {logits.dtype}"
+        )
+    return type(outputs).__name__
+
+
 def _forward_message(
     model: nn.Module, x: torch.Tensor, name: str, exc: Exception
 ) -> str:
     first = _first_layer(model)
     got = f"data {name!r} has inputs of shape {tuple(x.shape[1:])} per sample"
+    error = f"({type(exc).__name__}: {exc})"
+    if isinstance(first, nn.Embedding) and x.is_floating_point():
+        return (
+            f"the model starts with an embedding ({first}), which takes integer token ids, "
+            f"but {got} of dtype {x.dtype}; store the ids as int64. {error}"
+        )
+    if isinstance(first, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) and not (
+        x.is_floating_point() or x.is_complex()
+    ):
+        return (
+            f"the model's first layer {first} takes floating inputs, but {got} of dtype "
+            f"{x.dtype}: integer inputs are kept as ids (for an embedding). Store "
+            "features as floats (e.g. x.astype(np.float32) / 255 for 8-bit images). "
+            f"{error}"
+        )
     if isinstance(first, nn.Linear):
         features = int(x[0].numel()) if x.dim() > 1 else 1
         return (
@@ -148,6 +194,21 @@ def _check_targets(
             )
             raise InputError(msg)
         c = outputs.shape[1]
+        if not y.is_floating_point() and y.dim() >= 2:
+            if tuple(y.shape) == out_shape and _is_one_hot(y_all):
+                msg = (
+                    f"cross_entropy needs class labels of shape (N,); data {name!r} has "
+                    f"one-hot rows of width {c}. Store labels (targets.argmax(1)), or "
+                    "float class probabilities"
+                )
+                raise InputError(msg)
+            msg = (
+                f"cross_entropy takes one class label per sample (N,); data {name!r} has "
+                f"integer targets of shape {tuple(y.shape[1:])} per sample and the model "
+                f"returns {out_shape}. Token ids of a language model? Use --loss causal_lm "
+                "(next-token cross-entropy); for anything else give your own --loss"
+            )
+            raise InputError(msg)
         if y.is_floating_point():
             if y.shape == outputs.shape:
                 return  # class probabilities, as F.cross_entropy accepts
@@ -158,6 +219,8 @@ def _check_targets(
             )
             raise InputError(msg)
         _check_labels(y_all, c, key, name, out_shape)
+    elif key == "causal_lm":
+        _check_tokens(outputs, y_all, name)
     elif key in ("mse", "bce"):
         if (
             not y.is_floating_point()
@@ -193,5 +256,51 @@ def _check_labels(
         msg = (
             f"{key} needs class labels in [0, {c}) for model outputs {out_shape}; data {name!r} "
             f"has labels in [{lo}, {hi}]. Use a model with {hi + 1} outputs"
+        )
+        raise InputError(msg)
+
+
+def _is_integer(t: torch.Tensor) -> bool:
+    return not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)
+
+
+def _is_one_hot(y: torch.Tensor) -> bool:
+    """Whether integer rows ``(N, C)`` each hold one 1 and zeros."""
+    return bool(y.dim() == 2 and ((y == 0) | (y == 1)).all() and (y.sum(1) == 1).all())
+
+
+def _check_tokens(logits: torch.Tensor, y: torch.Tensor, name: str) -> None:
+    """Token ids ``(N, T)`` for logits ``(N, T, V)``: shapes, range, something to predict."""
+    if logits.dim() != 3:
+        msg = (
+            f"causal_lm needs logits of shape (N, T, V) (a vocabulary of V at each of T "
+            f"positions); the model returns {tuple(logits.shape)}"
+        )
+        raise InputError(msg)
+    if y.is_floating_point() or y.dim() != 2 or y.shape[1] != logits.shape[1]:
+        msg = (
+            f"causal_lm needs int64 token ids of shape (N, T) = (N, {logits.shape[1]}) as "
+            f"targets (the input ids themselves); data {name!r} has {y.dtype} targets of "
+            f"shape {tuple(y.shape[1:])} per sample"
+        )
+        raise InputError(msg)
+    if y.shape[1] < 2:
+        msg = f"causal_lm predicts each token from the ones before it; data {name!r} has sequences of length {y.shape[1]}, give at least 2 tokens"
+        raise InputError(msg)
+    labelled = y[y != IGNORE_INDEX]
+    vocab = logits.shape[2]
+    if labelled.numel() and (int(labelled.min()) < 0 or int(labelled.max()) >= vocab):
+        msg = (
+            f"causal_lm needs token ids in [0, {vocab}) for the model's vocabulary of {vocab} "
+            f"(or {IGNORE_INDEX} for padding); data {name!r} has ids in "
+            f"[{int(labelled.min())}, {int(labelled.max())}]"
+        )
+        raise InputError(msg)
+    empty = ((y[:, 1:] != IGNORE_INDEX).sum(1) == 0).nonzero().flatten()
+    if empty.numel():
+        msg = (
+            f"causal_lm: {empty.numel()} sequence(s) of data {name!r} (the first is number "
+            f"{int(empty[0])}) have no token to predict (all but the first are {IGNORE_INDEX}); "
+            "drop them"
         )
         raise InputError(msg)

@@ -54,8 +54,9 @@ def load_data(
         ``path/file.py:function`` (imported and run: the caller's code; for a
         spec read from a file use :func:`data_from_spec` with ``trust=False``).
     dtype : torch.dtype or str, optional
-        Floating dtype of the inputs (and of regression targets), float32 by
-        default. ``None`` keeps what a file stores.
+        Floating dtype of floating inputs (and of regression targets),
+        float32 by default. ``None`` keeps what a file stores. Integer inputs
+        (token ids) stay integer, as ``int64``.
     task : {"classification", "regression"}, optional
         For files and tensor pairs: overrides the guess from the target dtype
         (integer → classification, floating → regression).
@@ -210,6 +211,37 @@ def _load_data(
     raise InputError(msg)
 
 
+def _check_loader(loader: torch.utils.data.DataLoader, name: str) -> None:
+    """Refuse a DataLoader that does not give every sample once per pass.
+
+    The objective is the mean loss over *all* samples, read once per
+    Hessian-vector product; ``drop_last=True`` leaves the last partial batch
+    out (other samples on every pass when the loader shuffles, which makes
+    the products disagree).
+    """
+    if getattr(loader, "drop_last", False):
+        try:
+            left_out = len(loader.dataset) % (loader.batch_size or 1)  # type: ignore[arg-type]
+        except TypeError:  # an IterableDataset: its length is unknown
+            left_out = None
+        if left_out == 0:
+            return  # the batches tile the data: nothing is dropped
+        sampler = getattr(loader, "sampler", None)
+        shuffled = isinstance(sampler, torch.utils.data.RandomSampler)
+        what = (
+            "different samples on every pass (it shuffles), so no two Hessian-vector "
+            "products see the same data"
+            if shuffled
+            else "the samples of the last partial batch, so the loss is not over all samples"
+        )
+        msg = (
+            f"data function {name!r} returned a DataLoader with drop_last=True, which leaves "
+            f"out {what}; return it with drop_last=False (critpoint weights a short last "
+            "batch exactly; shuffling is not needed either)"
+        )
+        raise InputError(msg)
+
+
 def _wrap_user_result(
     result: Any,
     name: str,
@@ -228,6 +260,7 @@ def _wrap_user_result(
         )
         return data_from_tensors(x, y, name, dtype, task, num_classes)
     if isinstance(result, torch.utils.data.DataLoader):
+        _check_loader(result, name)
         return DataSource("dataloader", result, name)
     if isinstance(result, torch.utils.data.Dataset) and hasattr(result, "__getitem__"):
         try:

@@ -36,6 +36,7 @@ import torch
 
 from critpoint import _memory
 from critpoint.errors import CheckpointError, InputError, UnsafeCheckpointError
+from critpoint.specs import on_sys_path
 
 __all__ = [
     "RawFile",
@@ -370,7 +371,12 @@ def read_checkpoint_file(path: Path, trust: bool, map_location: Any) -> RawFile:
         if not trust:
             raise _refuse_unsafe(path, unsafe) from None
         try:
-            obj = _torch_load(path, map_location, weights_only=False)
+            # The classes a pickle names live in modules its writer could
+            # import: often files next to the checkpoint.
+            with on_sys_path(path.resolve().parent):
+                obj = _torch_load(path, map_location, weights_only=False)
+        except ModuleNotFoundError as exc2:
+            raise _missing_module(path, exc2) from exc2
         except Exception as exc2:
             msg = f"checkpoint {str(path)!r} could not be loaded even with trust=True: {exc2}"
             raise CheckpointError(msg) from exc2
@@ -381,6 +387,18 @@ def read_checkpoint_file(path: Path, trust: bool, map_location: Any) -> RawFile:
         msg = f"checkpoint {str(path)!r} is damaged or not a checkpoint: {first_line(exc)}"
         raise CheckpointError(msg) from None
     return RawFile("pickle", obj)
+
+
+def _missing_module(path: Path, exc: ModuleNotFoundError) -> CheckpointError:
+    """The error for a trusted pickle whose classes live in a module not found."""
+    name = exc.name or str(exc)
+    msg = (
+        f"checkpoint {str(path)!r} holds objects defined in the module {name!r}, which "
+        "cannot be imported from here nor from the checkpoint's folder; run critpoint "
+        f"from the folder that holds {name.split('.')[0]}.py (or add that folder to "
+        "PYTHONPATH), or save model.state_dict() instead and pass --model"
+    )
+    return CheckpointError(msg)
 
 
 def safetensors_module() -> Any:
@@ -423,7 +441,10 @@ def _load_export(path: Path, trust: bool) -> torch.nn.Module:
         )
         raise UnsafeCheckpointError(msg)
     try:
-        return torch.export.load(str(path)).module()
+        with on_sys_path(path.resolve().parent):
+            return torch.export.load(str(path)).module()
+    except ModuleNotFoundError as exc:
+        raise _missing_module(path, exc) from exc
     except Exception as exc:
         msg = (
             f"torch.export program {str(path)!r} could not be loaded: {first_line(exc)}"

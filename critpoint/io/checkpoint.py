@@ -13,10 +13,17 @@ with everything else as JSON in its metadata under the key ``"critpoint"``.
 
 :func:`load_checkpoint` also reads what others save: a plain state dict (flat,
 or under ``"state_dict"`` / ``"model_state_dict"`` / ``"model"``), a plain
-safetensors file, and — only with ``trust=True``, because they are pickles
-that can run code — whole pickled modules and ``torch.export`` programs
-(``.pt2``). TorchScript is refused: it is deprecated and ``torch.func``
-cannot run it.
+safetensors file, a PyTorch Lightning ``.ckpt``, a Hugging Face
+``save_pretrained`` folder (through ``transformers``, see
+:mod:`critpoint.io.huggingface`), and — only with ``trust=True``, because they
+are pickles that can run code — whole pickled modules and ``torch.export``
+programs (``.pt2``). TorchScript is refused: it is deprecated and
+``torch.func`` cannot run it.
+
+Weights saved from a wrapper (a LightningModule's ``model.``, ``torch.compile``'s
+``_orig_mod.``, ``DataParallel``'s ``module.``) load into the bare model: the
+one common prefix is removed and :attr:`Checkpoint.notes` says so (see
+:mod:`critpoint.io.keys`).
 
 The bytes are read in :mod:`critpoint.io._safe_load` (the one module that
 calls ``torch.load``); this module decides what the objects mean.
@@ -25,6 +32,7 @@ calls ``torch.load``); this module decides what the objects mean.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -39,9 +47,13 @@ from critpoint._version import __version__
 from critpoint.data import data_from_spec
 from critpoint.errors import CheckpointError, InputError
 from critpoint.io._safe_load import RawFile, read_checkpoint_file, safetensors_module
+from critpoint.io.huggingface import is_pretrained_dir, load_pretrained
+from critpoint.io.keys import fit_keys
 from critpoint.losses import builtin_loss_name, get_loss
 from critpoint.models import check_materialised, model_from_spec, probe_builtin
 from critpoint.specs import dtype_name, resolve_relative
+
+logger = logging.getLogger("critpoint")
 
 __all__ = [
     "FORMAT",
@@ -57,7 +69,9 @@ VERSION = 1
 _SAFETENSORS_KEY = "critpoint"
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 
-CheckpointFormat = Literal["critpoint", "state_dict", "safetensors", "module", "export"]
+CheckpointFormat = Literal[
+    "critpoint", "state_dict", "safetensors", "module", "export", "huggingface"
+]
 PathLike = str | os.PathLike[str]
 
 
@@ -82,14 +96,15 @@ class Checkpoint:
         Training curves, e.g. ``{"loss": [...], "lr": [...]}``.
     meta : dict
         Free-form metadata; for a plain state dict, its other primitive entries.
-    format : {"critpoint", "state_dict", "safetensors", "module", "export"}
+    format : {"critpoint", "state_dict", "safetensors", "module", "export", "huggingface"}
         ``"critpoint"``: written by :func:`save_checkpoint` (either file type);
-        ``"state_dict"``: a plain ``torch.save`` of tensors; ``"safetensors"``:
-        a safetensors file without critpoint metadata; ``"module"``: a whole
-        pickled ``nn.Module`` (trusted); ``"export"``: a ``torch.export``
-        program (trusted).
+        ``"state_dict"``: a plain ``torch.save`` of tensors (a Lightning
+        ``.ckpt`` included); ``"safetensors"``: a safetensors file without
+        critpoint metadata; ``"module"``: a whole pickled ``nn.Module``
+        (trusted); ``"export"``: a ``torch.export`` program (trusted);
+        ``"huggingface"``: a ``save_pretrained`` folder, loaded by ``transformers``.
     module : nn.Module or None
-        The unpickled module for ``"module"`` and ``"export"`` files.
+        The model for ``"module"``, ``"export"`` and ``"huggingface"``.
     path : str
         The file read.
     critpoint_version, torch_version : str or None
@@ -100,6 +115,12 @@ class Checkpoint:
         are data read from a file, so :meth:`build_model`, :meth:`load_data`
         and :meth:`get_loss` accept only critpoint's built-in names in them
         (a spec passed as an argument is the caller's and always accepted).
+    notes : list of str
+        What loading adapted or recognised, as sentences for people: the
+        kind of file (a Lightning checkpoint, a Hugging Face model) and a
+        prefix removed from the tensor names. :meth:`build_model` and
+        :meth:`load_into` add the renaming they did (each also logged on the
+        ``critpoint`` logger).
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -114,6 +135,7 @@ class Checkpoint:
     critpoint_version: str | None = None
     torch_version: str | None = None
     trusted: bool = False
+    notes: list[str] = field(default_factory=list)
 
     @property
     def source(self) -> str:
@@ -179,8 +201,7 @@ class Checkpoint:
         params = {p.dtype for p in model.parameters() if p.is_floating_point()}
         if len(dtypes) == 1 and params and params != dtypes:
             model = model.to(dtypes.pop())
-        load_state_dict_strict(model, self.state_dict, source=self.path)
-        return model
+        return self.load_into(model)
 
     def load_data(
         self,
@@ -267,8 +288,13 @@ class Checkpoint:
         return spec
 
     def load_into(self, model: nn.Module) -> nn.Module:
-        """Load the weights into ``model`` strictly (see :func:`load_state_dict_strict`)."""
-        load_state_dict_strict(model, self.state_dict, source=self.path)
+        """Load the weights into ``model`` strictly (see :func:`load_state_dict_strict`).
+
+        A prefix removed from the file's names is added to :attr:`notes`.
+        """
+        note = load_state_dict_strict(model, self.state_dict, source=self.path)
+        if note is not None and note not in self.notes:
+            self.notes.append(note)
         return model
 
     def to_dict(self) -> dict[str, Any]:
@@ -284,6 +310,7 @@ class Checkpoint:
             "critpoint_version": self.critpoint_version,
             "torch_version": self.torch_version,
             "trusted": self.trusted,
+            "notes": list(self.notes),
             "tensors": {
                 k: {
                     "shape": list(v.shape),
@@ -297,81 +324,43 @@ class Checkpoint:
 
 def load_state_dict_strict(
     model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"
-) -> None:
-    """Load ``state_dict`` into ``model``, or explain exactly what does not fit.
+) -> str | None:
+    """Load ``state_dict`` into ``model``, or explain what does not fit.
 
-    A ``module.`` prefix on every key (from ``DataParallel`` /
-    ``DistributedDataParallel``) is removed when the model's keys lack it.
+    When every name of the file carries one prefix the model's names lack
+    (``model.`` from PyTorch Lightning, ``_orig_mod.`` from ``torch.compile``,
+    ``module.`` from ``DataParallel``), or the reverse, the prefix is changed
+    and the change is logged (see :func:`critpoint.io.keys.fit_keys`).
+
+    Returns
+    -------
+    str or None
+        The renaming done, as a sentence, or ``None``.
 
     Raises
     ------
     CheckpointError
-        Listing the missing keys, the extra keys and the keys whose
-        shapes differ (checkpoint shape versus model shape).
+        Showing the first few missing keys, extra keys and keys whose shapes
+        or dtype kinds differ, and the likely cause.
     """
-    sd = _check_fits(model, state_dict, source)
+    sd, note = _check_fits(model, state_dict, source)
     model.load_state_dict(sd, strict=True)
+    if note is not None:
+        logger.info("%s: %s", source, note)
+    return note
 
 
 def _check_fits(
     model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str
-) -> dict[str, torch.Tensor]:
-    """The state dict (``module.`` prefix removed) if it fits ``model``, else raise.
+) -> tuple[dict[str, torch.Tensor], str | None]:
+    """The state dict under the model's names, and the renaming done; raise if it does not fit.
 
     Only names, shapes and dtype kinds are compared, so ``model`` may live on
     the ``meta`` device (built without memory, to check a spec before the
     real model is allocated).
     """
-    expected = model.state_dict()
-    sd = dict(state_dict)
-    prefix = "module."
-    if (
-        sd
-        and all(k.startswith(prefix) for k in sd)
-        and not any(k.startswith(prefix) for k in expected)
-    ):
-        sd = {k[len(prefix) :]: v for k, v in sd.items()}
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    mismatched = sorted(
-        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in set(sd) & set(expected)
-        if tuple(sd[k].shape) != tuple(expected[k].shape)
-    )
-    wrong_kind = sorted(
-        f"{k}: checkpoint {dtype_name(sd[k].dtype)} vs model {dtype_name(expected[k].dtype)}"
-        for k in set(sd) & set(expected)
-        if _dtype_kind(sd[k]) != _dtype_kind(expected[k])
-    )
-    if missing or unexpected or mismatched or wrong_kind:
-        parts = []
-        if missing:
-            parts.append(f"missing keys (in the model, not the file): {missing}")
-        if unexpected:
-            parts.append(f"extra keys (in the file, not the model): {unexpected}")
-        if mismatched:
-            parts.append(f"shape mismatches: {mismatched}")
-        if wrong_kind:
-            parts.append(
-                "dtype mismatches (complex or integer weights are not loaded into "
-                f"floating tensors, nor the reverse): {wrong_kind}"
-            )
-        msg = (
-            f"the weights in {source!r} do not fit the model ({type(model).__name__}): "
-            + "; ".join(parts)
-            + ". Build the model with the spec it was trained with (widths, channels, "
-            "batchnorm...)"
-        )
-        raise CheckpointError(msg)
-    return sd
-
-
-def _dtype_kind(t: torch.Tensor) -> str:
-    if t.is_complex():
-        return "complex"
-    if t.is_floating_point():
-        return "float"
-    return "bool" if t.dtype == torch.bool else "int"
+    fit = fit_keys(model.state_dict(), state_dict, source, type(model).__name__)
+    return fit.state_dict, fit.note
 
 
 # ---------------------------------------------------------------------- saving
@@ -556,8 +545,42 @@ def load_checkpoint(
         checkpoint version, or no state dict inside.
     """
     path = Path(path)
-    ckpt = _interpret_raw(read_checkpoint_file(path, trust, map_location), path)
+    if path.is_dir():
+        ckpt = _interpret_folder(path, trust, map_location)
+    else:
+        ckpt = _interpret_raw(read_checkpoint_file(path, trust, map_location), path)
     return replace(ckpt, trusted=bool(trust))
+
+
+def _interpret_folder(path: Path, trust: bool, map_location: Any) -> Checkpoint:
+    """A Hugging Face ``save_pretrained`` folder, read by ``transformers``."""
+    if not is_pretrained_dir(path):
+        msg = (
+            f"checkpoint {str(path)!r} is a folder without config.json, so it is not a "
+            "Hugging Face model folder; give the checkpoint file inside it"
+        )
+        raise CheckpointError(msg)
+    found = load_pretrained(path, trust=trust, map_location=map_location)
+    notes = [
+        f"a Hugging Face model folder, loaded with transformers "
+        f"{found.meta['transformers_version']} as {found.architecture}"
+    ]
+    loss = None
+    if found.causal_lm:
+        loss = "causal_lm"
+        notes.append(
+            "a causal language model: its default loss is causal_lm (next-token "
+            "cross-entropy)"
+        )
+    return Checkpoint(
+        state_dict=dict(found.model.state_dict()),
+        loss=loss,
+        meta=found.meta,
+        format="huggingface",
+        module=found.model,
+        path=str(path),
+        notes=notes,
+    )
 
 
 def _interpret_raw(raw: RawFile, path: Path) -> Checkpoint:
@@ -583,16 +606,61 @@ def _is_tensor_mapping(obj: Any) -> bool:
     )
 
 
+def _holds_tensor(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` holds a tensor or an array of more than one number (optimizer states...)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() > 1
+    if hasattr(value, "dtype") and getattr(value, "ndim", 0) > 0:
+        return True  # NumPy arrays
+    if depth > 50:
+        return False  # deeper than any metadata: judged by its top only
+    if isinstance(value, Mapping):
+        return any(_holds_tensor(v, depth + 1) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_tensor(v, depth + 1) for v in value)
+    return False
+
+
 def _primitive_meta(obj: Mapping[Any, Any], skip: str) -> dict[str, Any]:
+    """The other entries of a checkpoint dict that are plain data (epoch, step, settings).
+
+    Entries holding tensors (optimizer states, learning-rate schedulers, EMA
+    weights) or objects are left out: they are training state, not metadata,
+    and would be large.
+    """
     meta = {}
     for k, v in obj.items():
-        if k == skip:
+        if k == skip or _holds_tensor(v):
             continue
         try:
             meta[str(k)] = _plain(v, "meta")
         except InputError:
-            continue  # optimizer states, modules...: not metadata
+            continue  # modules, optimizers...: not metadata
     return meta
+
+
+#: Entries by which a dict is a PyTorch Lightning checkpoint.
+_LIGHTNING_KEYS = (
+    "pytorch-lightning_version",
+    "global_step",
+    "optimizer_states",
+    "lr_schedulers",
+    "hyper_parameters",
+    "loops",
+)
+
+
+def _container_notes(obj: Mapping[Any, Any], key: str) -> list[str]:
+    """What kind of file a dict holding a state dict under ``key`` is, for :attr:`Checkpoint.notes`."""
+    if key != "state_dict" or not any(k in obj for k in _LIGHTNING_KEYS):
+        return []
+    where = []
+    for name, label in (("epoch", "epoch"), ("global_step", "global step")):
+        value = obj.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            where.append(f"{label} {value}")
+    detail = f" ({', '.join(where)})" if where else ""
+    return [f"a PyTorch Lightning checkpoint{detail}: the weights under 'state_dict'"]
 
 
 def _interpret(obj: Any, path: Path) -> Checkpoint:
@@ -645,6 +713,7 @@ def _interpret(obj: Any, path: Path) -> Checkpoint:
                     meta=_primitive_meta(obj, key),
                     format="state_dict",
                     path=where,
+                    notes=_container_notes(obj, key),
                 )
         keys = sorted(map(str, obj))
         msg = (

@@ -37,8 +37,10 @@ def test_data_from_tensors_guesses_the_task_and_casts() -> None:
     d = data_from_tensors(x, labels, "t", torch.float64, None, None)
     assert d.task == "classification"
     assert d.num_classes == 3  # the largest label + 1
-    assert d.inputs.dtype == torch.float64
-    assert torch.equal(d.inputs, x.double())
+    # Integer inputs are ids (token ids for an embedding): kept integer, as int64,
+    # whatever floating dtype is asked for.
+    assert d.inputs.dtype == torch.int64
+    assert torch.equal(d.inputs, x.long())
     assert d.targets.dtype == torch.int64
     assert torch.equal(d.targets, labels.long())
     real = torch.tensor([[0.5], [1.5], [-2.0]], dtype=torch.float64)
@@ -82,3 +84,25 @@ def test_data_source_first_batch_of_datasets_and_dict_batches() -> None:
         DataSource("iterable", [], "none").first_batch()
     with pytest.raises(InputError, match=r"an \(inputs, targets\) pair or a dict"):
         DataSource("iterable", [torch.ones(2)], "bad").first_batch()
+
+
+def test_per_position_labels_and_ignored_positions() -> None:
+    ids = torch.tensor([[3, 1, 4, 1], [5, 9, 2, 6]])
+    d = data_from_tensors(ids, ids, "tokens", torch.float32, None, None)
+    assert d.inputs.dtype == torch.int64
+    assert d.task == "classification"
+    assert d.num_classes == 10
+    padded = ids.clone()
+    padded[1, 1:] = -100  # padding, as F.cross_entropy and Hugging Face mark it
+    p = data_from_tensors(ids, padded, "padded", None, None, None)
+    assert p.num_classes == 6  # the largest real label + 1
+    bad = padded.clone()
+    bad[0, 0] = -3
+    with pytest.raises(
+        InputError, match=r">= 0 or -100 \(a position without a label\); found -3"
+    ):
+        data_from_tensors(ids, bad, "bad", None, None, None)
+    with pytest.raises(InputError, match="class labels must be >= 0; found -100"):
+        data_from_tensors(ids, torch.tensor([0, -100]), "flat", None, None, None)
+    with pytest.raises(InputError, match="every target is -100"):
+        data_from_tensors(ids, torch.full((2, 4), -100), "empty", None, None, None)

@@ -97,10 +97,12 @@ def test_wrong_shapes(tmp_path) -> None:
     torch.save(
         {"inputs": torch.ones(3, 2), "targets": torch.eye(3, dtype=torch.long)}, onehot
     )
-    with pytest.raises(
-        InputError, match=r"class labels must have shape \(N,\); got \(3, 3\)"
-    ):
-        load_data(str(onehot))
+    # Integer targets (N, T) are labels per position (token ids), so the file
+    # loads; one-hot rows are refused by the built-in loss that cannot take
+    # them (tests/data/test_check.py), not by the data.
+    rows = load_data(str(onehot))
+    assert rows.targets.shape == (3, 3)
+    assert rows.num_classes == 2
 
 
 def test_wrong_dtypes(tmp_path) -> None:
@@ -192,3 +194,29 @@ def test_read_data_file_directly(tmp_path) -> None:
     assert d.targets.tolist() == [0.0, 1.0, 2.0]
     with pytest.raises(InputError, match=r"takes no options; got \['split'\]"):
         read_data_file(str(path), {"split": "test"}, None, None, None)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".pt"])
+def test_token_ids_stay_integer(tmp_path, suffix) -> None:
+    """int64 token ids of a language model: inputs kept as ids, targets per position."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 50, (8, 12), generator=g)
+    path = tmp_path / f"tokens{suffix}"
+    if suffix == ".npz":
+        np.savez(path, input_ids=ids.numpy().astype(np.int32))  # int32 becomes int64
+    else:
+        torch.save({"input_ids": ids}, path)
+    d = load_data(str(path), dtype=torch.float64)
+    assert d.inputs.dtype == torch.int64  # not cast to the floating dtype
+    assert torch.equal(d.inputs, ids)
+    assert torch.equal(d.targets, ids)  # without labels: the ids themselves
+    assert d.task == "classification"
+    assert d.num_classes == int(ids.max()) + 1
+    # Explicit inputs/targets and Hugging Face's labels (-100: no label) work too.
+    labels = ids.clone()
+    labels[:, :3] = -100
+    torch.save({"input_ids": ids, "labels": labels}, tmp_path / "labelled.pt")
+    lab = load_data(str(tmp_path / "labelled.pt"))
+    assert torch.equal(lab.targets, labels)
+    torch.save({"inputs": ids.int(), "targets": ids}, tmp_path / "pair.pt")
+    assert load_data(str(tmp_path / "pair.pt")).inputs.dtype == torch.int64

@@ -116,3 +116,57 @@ def test_file_function_forms(tmp_path) -> None:
         dl,
         "cross_entropy",
     )
+
+
+def test_dataloader_with_drop_last_is_refused_naming_it(tmp_path) -> None:
+    (tmp_path / "loaders.py").write_text(
+        textwrap.dedent(
+            """
+            import torch
+            from torch.utils.data import DataLoader, TensorDataset
+
+            def make(shuffle=False, batch_size=6, drop_last=True):
+                g = torch.Generator().manual_seed(0)
+                data = TensorDataset(torch.randn(20, 4, generator=g), torch.arange(20) % 3)
+                return DataLoader(data, batch_size=batch_size, shuffle=shuffle,
+                                  drop_last=drop_last)
+            """
+        )
+    )
+    spec = f"{tmp_path / 'loaders.py'}:make"
+    with pytest.raises(
+        InputError,
+        match=r"DataLoader with drop_last=True, which leaves out different samples on "
+        r"every pass \(it shuffles\).*drop_last=False",
+    ):
+        load_data(spec, shuffle=True)
+    with pytest.raises(
+        InputError,
+        match=r"drop_last=True, which leaves out the samples of the last partial batch",
+    ):
+        load_data(spec)
+    # Batches that tile the data drop nothing; drop_last=False is always fine.
+    assert load_data(spec, batch_size=5).kind == "dataloader"
+    assert load_data(spec, drop_last=False, shuffle=True).kind == "dataloader"
+
+
+def test_the_hessian_probe_names_drop_last() -> None:
+    """Given to the library directly, a shuffling drop_last loader is caught by the probe."""
+    import critpoint as cp
+    from critpoint.errors import NonDeterministicError
+
+    g = torch.Generator().manual_seed(0)
+    data = torch.utils.data.TensorDataset(
+        torch.randn(20, 4, generator=g, dtype=torch.float64), torch.arange(20) % 3
+    )
+    loader = torch.utils.data.DataLoader(
+        data,
+        batch_size=6,
+        shuffle=True,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(1),
+    )
+    model = build_model("mlp", in_features=4, widths=[3], out_features=3, seed=0)
+    obj = cp.Objective(model.double(), cp.get_loss("cross_entropy"), loader)
+    with pytest.raises(NonDeterministicError, match=r"drop_last=True.*drop_last=False"):
+        obj.hessian().check_symmetric()

@@ -213,9 +213,10 @@ def test_mismatched_keys_and_shapes_are_listed(tmp_path) -> None:
         match=r"shape mismatches: \['net.0.bias: checkpoint \(32,\) vs model \(16,\)', 'net.0.weight: checkpoint \(32, 64\) vs model \(16, 64\)', 'net.2.weight: checkpoint \(10, 32\) vs model \(10, 16\)'\]",
     ):
         ckpt.build_model({"name": "mlp", "kwargs": {"widths": [16]}})
+    # The first five of each list, how many more, and the likely cause.
     with pytest.raises(
         CheckpointError,
-        match=r"missing keys \(in the model, not the file\): \['net.1.bias', 'net.1.num_batches_tracked', 'net.1.running_mean', 'net.1.running_var', 'net.1.weight', 'net.3.bias', 'net.3.weight'\]; extra keys \(in the file, not the model\): \['net.2.bias', 'net.2.weight'\]",
+        match=r"7 missing keys \(in the model, not the file\): \['net.1.bias', 'net.1.num_batches_tracked', 'net.1.running_mean', 'net.1.running_var', 'net.1.weight', … 2 more\]; 2 extra keys \(in the file, not the model\): \['net.2.bias', 'net.2.weight'\]\. Likely cause: the model has normalisation layers \(BatchNorm\) the file lacks",
     ):
         ckpt.build_model({"name": "mlp", "kwargs": {"batchnorm": True}})
     with pytest.raises(CheckpointError, match="do not fit the model"):
@@ -371,3 +372,52 @@ def test_stored_spec_is_checked_on_the_meta_device_first(tmp_path, monkeypatch) 
     devices.clear()
     load_checkpoint(good).build_model()
     assert devices == ["meta", "cpu"]
+
+
+def _lightning_file(path, model: nn.Module) -> None:
+    """A file laid out as PyTorch Lightning's ``Trainer.save_checkpoint`` writes it."""
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    momentum = {i: {"momentum_buffer": torch.ones(50)} for i in range(len(state))}
+    torch.save(
+        {
+            "epoch": 3,
+            "global_step": 120,
+            "pytorch-lightning_version": "2.4.0",
+            "state_dict": state,
+            "loops": {"fit_loop": {"epoch_progress": {"current": {"completed": 3}}}},
+            "callbacks": {},
+            "optimizer_states": [{"state": momentum, "param_groups": [{"lr": 0.1}]}],
+            "lr_schedulers": [],
+            "hyper_parameters": {"widths": [4], "lr": 0.1},
+        },
+        path,
+    )
+
+
+def test_lightning_checkpoint_loads_with_its_prefix_removed(tmp_path) -> None:
+    model = build_model("mlp", widths=[4], seed=0)
+    path = tmp_path / "epoch=3-step=120.ckpt"
+    _lightning_file(path, model)
+    ckpt = load_checkpoint(path)
+    assert ckpt.format == "state_dict"
+    assert ckpt.meta["epoch"] == 3
+    assert ckpt.meta["global_step"] == 120
+    assert ckpt.meta["hyper_parameters"] == {"widths": [4], "lr": 0.1}
+    assert (
+        "optimizer_states" not in ckpt.meta
+    )  # training state with tensors: not metadata
+    assert ckpt.notes == [
+        "a PyTorch Lightning checkpoint (epoch 3, global step 120): the weights under "
+        "'state_dict'"
+    ]
+    rebuilt = ckpt.build_model({"name": "mlp", "kwargs": {"widths": [4]}})
+    x = torch.randn(3, 64)
+    torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
+    assert len(ckpt.notes) == 2
+    assert ckpt.notes[1].startswith("removed the prefix 'model.'")
+    ckpt.build_model({"name": "mlp", "kwargs": {"widths": [4]}})
+    assert len(ckpt.notes) == 2  # said once, however often it is built
+    assert ckpt.to_dict()["notes"] == ckpt.notes
+    # A plain state dict under "state_dict" is no Lightning file.
+    torch.save({"state_dict": model.state_dict(), "epoch": 1}, tmp_path / "plain.pt")
+    assert load_checkpoint(tmp_path / "plain.pt").notes == []

@@ -95,7 +95,7 @@ def test_export_program_needs_trust(tmp_path) -> None:
 def test_missing_empty_and_garbage_files(tmp_path) -> None:
     with pytest.raises(CheckpointError, match=r"checkpoint '.*nope\.pt' not found"):
         load_checkpoint(tmp_path / "nope.pt")
-    with pytest.raises(CheckpointError, match="is not a file"):
+    with pytest.raises(CheckpointError, match=r"is a folder without config\.json"):
         load_checkpoint(tmp_path)
     empty = tmp_path / "empty.pt"
     empty.write_bytes(b"")
@@ -226,3 +226,49 @@ def test_check_file_raises_the_given_error(tmp_path) -> None:
         check_file(tmp_path / "gone", "data file", InputError)
     (tmp_path / "ok").write_bytes(b"x")
     check_file(tmp_path / "ok", "data file", InputError)
+
+
+def test_trusted_pickle_imports_the_module_next_to_it(tmp_path, monkeypatch) -> None:
+    """A whole pickled module whose class lives in a file beside the checkpoint."""
+    import importlib
+    import shutil
+    import sys
+
+    name = "critpoint_test_pickled_layers"
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / f"{name}.py").write_text(
+        "import torch\n"
+        "class Scaled(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.lin = torch.nn.Linear(3, 2)\n"
+        "    def forward(self, x):\n"
+        "        return 2 * self.lin(x)\n"
+    )
+    sys.path.insert(0, str(folder))
+    try:
+        model = importlib.import_module(name).Scaled()
+        torch.save(model, folder / "whole.pt")
+    finally:
+        sys.path.remove(str(folder))
+        del sys.modules[name]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    path_before = list(sys.path)
+    ckpt = load_checkpoint(folder / "whole.pt", trust=True)
+    assert sys.path == path_before  # the folder was on sys.path only while loading
+    assert ckpt.format == "module"
+    x = torch.randn(4, 3)
+    torch.testing.assert_close(ckpt.module(x), model(x), rtol=0, atol=0)
+    del sys.modules[name]
+    # Moved away from its module: the message names the module and the fixes.
+    shutil.copy(folder / "whole.pt", elsewhere / "whole.pt")
+    with pytest.raises(
+        CheckpointError,
+        match=rf"defined in the module '{name}', which cannot be imported.*"
+        rf"the folder that holds {name}\.py",
+    ):
+        load_checkpoint(elsewhere / "whole.pt", trust=True)
+    assert name not in sys.modules

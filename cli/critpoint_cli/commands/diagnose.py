@@ -61,6 +61,7 @@ def diagnose(
     data: str | None,
     data_kwargs: dict[str, Any] | None,
     loss: str | None,
+    batch_loss: str | None,
     batch_size: int | None,
     max_samples: int | None,
     trust_checkpoint: bool,
@@ -77,8 +78,9 @@ def diagnose(
     """Diagnose the point a checkpoint sits at: minimum, saddle, maximum or degenerate.
 
     CHECKPOINT is a file written by `critpoint train` or critpoint.save_checkpoint
-    (it knows its model, data and loss), or a plain state dict / safetensors
-    file given with --model and --data.
+    (it knows its model, data and loss), a plain state dict / safetensors /
+    Lightning .ckpt file given with --model and --data, or a Hugging Face
+    save_pretrained folder given with --data (read with transformers).
 
     \b
     Examples:
@@ -103,7 +105,7 @@ def diagnose(
     outputs = [("--json", json_path)]
     inputs = [
         ("the checkpoint", checkpoint),
-        *spec_files(model=model, data=data, loss=loss),
+        *spec_files(model=model, data=data, loss=loss, batch_loss=batch_loss),
     ]
     check_paths(outputs, inputs, report_dir)
     setup = loading.load_setup(
@@ -117,6 +119,7 @@ def diagnose(
         batch_size,
         max_samples,
         trust_checkpoint,
+        batch_loss=batch_loss,
     )
     # The checkpoint's own data file is known only now.
     check_paths(outputs, spec_files(data=setup.data_spec["name"]), report_dir)

@@ -75,6 +75,7 @@ def escape(
     data: str | None,
     data_kwargs: dict[str, Any] | None,
     loss: str | None,
+    batch_loss: str | None,
     batch_size: int | None,
     max_samples: int | None,
     trust_checkpoint: bool,
@@ -110,7 +111,7 @@ def escape(
     outputs = [("-o", out_path), ("--json", json_path)]
     inputs = [
         ("the checkpoint", checkpoint),
-        *spec_files(model=model, data=data, loss=loss),
+        *spec_files(model=model, data=data, loss=loss, batch_loss=batch_loss),
     ]
     check_paths(outputs, inputs)
     setup = loading.load_setup(
@@ -124,6 +125,7 @@ def escape(
         batch_size,
         max_samples,
         trust_checkpoint,
+        batch_loss=batch_loss,
     )
     check_paths(outputs, spec_files(data=setup.data_spec["name"]))
     obj = setup.objective(list(params) or None)

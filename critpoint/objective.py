@@ -30,6 +30,7 @@ from critpoint.errors import (
     NonFiniteError,
     SecondDerivativeError,
 )
+from critpoint.specs import parse_dtype
 
 logger = logging.getLogger("critpoint")
 
@@ -259,18 +260,7 @@ class Objective:
         if not cache_ok:
             msg = f"hvp_cache must be 'auto', None or a number of bytes >= 0, got {hvp_cache!r}"
             raise InputError(msg)
-        if dtype is not None and (
-            not isinstance(dtype, torch.dtype) or not dtype.is_floating_point
-        ):
-            msg = f"dtype must be a floating torch.dtype such as torch.float64, got {dtype!r}"
-            raise InputError(msg)
-        if dtype in (torch.float16, torch.bfloat16):
-            msg = (
-                f"dtype {dtype} is too coarse for eigensolvers (rounding swamps small "
-                "eigenvalues); use torch.float32 or torch.float64"
-            )
-            raise InputError(msg)
-
+        dtype = parse_dtype(dtype)  # a torch.dtype or its name ("float64")
         self.reduction = resolve_reduction(loss_fn, reduction)
         self.model = model
         self.train_mode = bool(train_mode)
@@ -287,6 +277,14 @@ class Objective:
         model_dtype = first.dtype if first is not None else torch.get_default_dtype()
         self.device = torch.device(device) if device is not None else model_device
         self.dtype = dtype if dtype is not None else model_dtype
+        if self.dtype in (torch.float16, torch.bfloat16):
+            where = "dtype" if dtype is not None else "the model's parameters"
+            msg = (
+                f"{where} {self.dtype} is too coarse for eigensolvers (rounding swamps "
+                "small eigenvalues); analyse a copy in torch.float32 or torch.float64: "
+                "Objective(..., dtype=torch.float32)"
+            )
+            raise InputError(msg)
         if self.device != model_device or self.dtype != model_dtype:
             # Analyse a copy; the user's model keeps its device and precision.
             self._work = copy.deepcopy(model).to(device=self.device, dtype=self.dtype)

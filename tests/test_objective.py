@@ -504,3 +504,24 @@ def test_theta_is_a_copy_even_of_a_single_parameter():
     theta.add_(1.0)
     assert torch.equal(model.theta.detach(), torch.zeros(3, dtype=torch.float64))
     assert torch.equal(obj.theta, torch.zeros(3, dtype=torch.float64))
+
+
+def test_dtype_by_name_and_half_precision_models_refused():
+    model = nn.Linear(3, 1)
+    x, y = torch.randn(5, 3), torch.randn(5, 1)
+    obj = cp.Objective(model, F.mse_loss, (x, y), dtype="float64")
+    assert obj.dtype == torch.float64
+    assert obj.theta.dtype == torch.float64
+    assert (
+        next(model.parameters()).dtype == torch.float32
+    )  # the user's model is untouched
+    with pytest.raises(cp.InputError, match=r"unknown dtype 'float65'"):
+        cp.Objective(model, F.mse_loss, (x, y), dtype="float65")
+    half = nn.Linear(3, 1).to(torch.bfloat16)
+    with pytest.raises(
+        cp.InputError,
+        match=r"the model's parameters torch.bfloat16 is too coarse.*dtype=torch.float32",
+    ):
+        cp.Objective(half, F.mse_loss, (x.bfloat16(), y.bfloat16()))
+    obj = cp.Objective(half, F.mse_loss, (x, y), dtype=torch.float32)
+    assert obj.dtype == torch.float32

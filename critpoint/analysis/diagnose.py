@@ -32,6 +32,7 @@ from critpoint.errors import InputError
 from critpoint.linalg.slq import spectral_density
 from critpoint.linalg.trace import trace as trace_estimate
 from critpoint.objective import Objective
+from critpoint.specs import dtype_name
 
 __all__ = ["LayerGroup", "diagnose", "diagnose_layers", "layer_groups"]
 
@@ -197,7 +198,7 @@ def diagnose(
         "trace": trace,
         "trace_max_matvecs": trace_max_matvecs,
         "trace_matvecs": trace_max_matvecs,  # the old key
-        "dtype": str(obj.dtype).replace("torch.", ""),
+        "dtype": dtype_name(obj.dtype),
         "device": str(obj.device),
         "train_mode": obj.train_mode,
         "hvp_mode": obj.hvp_mode,

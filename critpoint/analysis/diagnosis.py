@@ -48,16 +48,29 @@ class Verdict:
     kind : {"minimum", "maximum", "saddle", "degenerate"}
     side : {"positive", "negative", "both", "none"}
         Signs of the eigenvalues that are clearly away from zero.
-    threshold : float
-        The tolerance ``τ = eig_rtol · scale`` used on top of the error bounds.
+    zero_tol : float
+        The zero tolerance ``τ = eig_rtol · scale`` used on top of the error
+        bounds (the same name as :attr:`Diagnosis.zero_tol`).
     reason : str
         One sentence giving the numbers that decided.
     """
 
     kind: Kind
     side: str
-    threshold: float
+    zero_tol: float
     reason: str
+
+    @property
+    def threshold(self) -> float:
+        """Deprecated name of :attr:`zero_tol`."""
+        import warnings
+
+        warnings.warn(
+            "Verdict.threshold is deprecated; use Verdict.zero_tol",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.zero_tol
 
 
 @dataclass(frozen=True)

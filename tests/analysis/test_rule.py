@@ -55,7 +55,9 @@ def test_verdict_of_a_curvature_is_classify():
     assert verdict(c) == cp.classify(-3.0, 1e-8, 5.0, 1e-8, eig_rtol=1e-3)
     v = verdict(c)
     assert (v.kind, v.side) == ("saddle", "both")
-    assert v.threshold == pytest.approx(5e-3)
+    assert v.zero_tol == pytest.approx(5e-3)
+    with pytest.warns(DeprecationWarning, match="use Verdict.zero_tol"):
+        assert v.threshold == v.zero_tol
     assert isinstance(v, cp.Verdict)
 
 

@@ -143,12 +143,20 @@ def diagnose(
         "tol": tol,
         "max_matvecs": max_matvecs,
     }
+    groups = cp.layer_groups(setup.model, globs) if per_layer else None
     with stage(state, f"diagnosing {obj.num_params:,} parameters"):
-        dg = cp.diagnose(obj, **options)
+        announce = _announcer(
+            state,
+            obj,
+            options,
+            groups,
+            setup.model,
+            landscape=report_dir is not None and obj.num_params >= 2,
+        )
+        dg = cp.diagnose(obj, **options, on_plan=announce)
 
     layers = None
-    if per_layer:
-        groups = cp.layer_groups(setup.model, globs)
+    if groups is not None:
         with stage(state, f"diagnosing {len(groups)} layers"):
             layers = cp.diagnose_layers(setup.objective, groups, **options)
 
@@ -220,9 +228,16 @@ def diagnose(
     if layers is not None:
         text += "\n\nPer layer (each layer's block of the Hessian on its own):\n"
         text += layer_table(layers)
+    products = dg.num_matvecs + sum(x.diagnosis.num_matvecs for x in layers or [])
+    products += land.num_matvecs if land is not None else 0
     text += (
-        f"\n\n{dg.num_matvecs:,} Hessian-vector products; {elapsed - t_setup:.1f} s "
-        f"(+ {t_setup:.1f} s to load)."
+        f"\n\n{products:,} Hessian-vector products"
+        + (
+            f" ({dg.num_matvecs:,} for the whole model)"
+            if products != dg.num_matvecs
+            else ""
+        )
+        + f"; {elapsed - t_setup:.1f} s (+ {t_setup:.1f} s to load)."
     )
     out.result(text)
     if report_dir is not None:
@@ -240,3 +255,59 @@ def diagnose(
             "Raise --max-matvecs or loosen --tol."
         )
         raise ConvergenceError(msg, partial=document)
+
+
+def _announcer(
+    state: Any,
+    obj: Any,
+    options: dict[str, Any],
+    groups: list[Any] | None,
+    model: Any,
+    *,
+    landscape: bool,
+) -> Any:
+    """The ``on_plan`` callback: the whole command's estimate on standard error, if long.
+
+    The whole model's plan is extended by each layer's (``--per-layer``) and
+    the landscape's loss evaluations (``--report``), priced at the whole
+    model's measured product and gradient (a layer's product costs less:
+    the estimate errs long).
+    """
+    from critpoint.analysis.plan import landscape_phases, layer_phases
+
+    def announce(plan: Any) -> None:
+        if groups:
+            sizes = dict(model.named_parameters())
+            layer_sizes = [
+                (g.name, sum(sizes[p].numel() for p in g.params)) for g in groups
+            ]
+            kept = {
+                k: v for k, v in options.items() if k not in ("seed", "progress", "tol")
+            }
+            plan = plan.extend(layer_phases(layer_sizes, **kept))
+        if landscape:
+            plan = plan.extend(landscape_phases())
+        if state.quiet or not plan.worth_announcing:
+            return
+        click.echo(f"Planned: {plan.summary()}{_shorten(plan, obj, options)}", err=True)
+
+    return announce
+
+
+def _shorten(plan: Any, obj: Any, options: dict[str, Any]) -> str:
+    """``; --no-density or --max-samples 1024 to shorten``: the options that cut the most."""
+    ways = []
+    largest = plan.largest()
+    products = {p.name: p.products for p in plan.phases if not p.spent}
+    if options["density"] and products.get("density", 0) * 3 >= plan.products:
+        ways.append("--no-density")
+    if options["trace"] and products.get("trace", 0) * 3 >= plan.products:
+        ways.append("--no-trace")
+    if largest is not None and largest.name.startswith("layer "):
+        ways.append("without --per-layer")
+    samples = obj.num_samples
+    if samples > 1024:
+        ways.append("--max-samples 1024")
+    elif samples >= 64:
+        ways.append(f"--max-samples {samples // 2}")
+    return f"; {' or '.join(ways)} to shorten" if ways else ""

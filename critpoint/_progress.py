@@ -64,6 +64,7 @@ class Progress:
         self.done = 0
         self._callback: Callable[[int, int], object] | None = None
         self._bar: Any = None
+        self._closed = False
         if callable(progress):
             self._callback = progress
         elif progress:
@@ -143,7 +144,14 @@ class Progress:
         return report
 
     def close(self) -> None:
-        """Close the bar, if any."""
+        """Close the bar, if any, at what was done: work that ended early ends the plan.
+
+        A callback sees ``(done, done)`` then, unless that was its last report.
+        """
+        if not self._closed:
+            self._closed = True
+            if self.done != self.total:
+                self.finish()
         if self._bar is not None:
             self._bar.close()
             self._bar = None

@@ -24,6 +24,7 @@ import torch
 from critpoint._checks import positive_int
 from critpoint._deprecation import UNSET, renamed
 from critpoint._json import clean, header
+from critpoint._progress import Progress, ProgressArg, check_progress
 from critpoint.analysis.rule import measure_extremes
 from critpoint.analysis.step import (
     QuadraticStep,
@@ -129,6 +130,7 @@ def escape_saddle(
     max_backtracks: int = 30,
     max_matvecs: int | None = None,
     maxiter: Any = UNSET,
+    progress: ProgressArg = None,
 ) -> EscapeStep:
     """Take one step along the most negative curvature direction, in place.
 
@@ -168,6 +170,10 @@ def escape_saddle(
         HVP budget of the eigensolver.
     maxiter
         Old name of ``max_matvecs`` (a ``DeprecationWarning``; one release).
+    progress : bool or callable, optional
+        ``True`` shows a bar for the eigensolver (products) and one for the
+        line search (loss evaluations: one planned, one more per halving); a
+        callable is called as ``progress(done, total)`` by each in turn.
 
     Returns
     -------
@@ -185,6 +191,7 @@ def escape_saddle(
     if not isinstance(k, int) or k < 2:
         msg = f"k must be an int >= 2 (eigenpairs from both ends), got {k!r}"
         raise InputError(msg)
+    check_progress(progress)
     theta = obj.theta
     loss0, g = obj.loss_and_grad(theta)
     H = obj.hessian(theta)
@@ -196,6 +203,7 @@ def escape_saddle(
         seed=seed,
         eig_rtol=eig_rtol,
         delta=None,
+        progress=progress,
     )
     c = ext.curvature
     lam, err = c.lambda_min, c.lambda_min_error
@@ -222,16 +230,22 @@ def escape_saddle(
     best: tuple[float, float, float] | None = None  # (change, alpha, predicted)
     backtracks = 0
     accepted = False
-    for backtracks in range(max_backtracks + 1):  # noqa: B007 (the count is reported)
-        predicted = predicted_change(slope, lam, alpha)
-        change = obj.loss(theta + alpha * u) - loss0
-        if best is None or change < best[0]:
-            best = (change, alpha, predicted)
-        if change <= accept * predicted:
-            accepted = True
-            best = (change, alpha, predicted)
-            break
-        alpha /= 2
+    # The line search plans one loss evaluation; each halving plans one more.
+    with Progress(progress, 1, "escape line search", unit="loss") as bar:
+        for backtracks in range(max_backtracks + 1):  # noqa: B007 (the count is reported)
+            predicted = predicted_change(slope, lam, alpha)
+            change = obj.loss(theta + alpha * u) - loss0
+            if best is None or change < best[0]:
+                best = (change, alpha, predicted)
+            if change <= accept * predicted:
+                accepted = True
+                best = (change, alpha, predicted)
+                bar.update(backtracks + 1)
+                break
+            if backtracks < max_backtracks:
+                bar.set_total(backtracks + 2)
+            bar.update(backtracks + 1)
+            alpha /= 2
     assert best is not None
     change, alpha, predicted = best
     if not accepted and change >= 0:
@@ -334,6 +348,7 @@ def escape_until(
     accept: float = 0.5,
     max_backtracks: int = 30,
     max_matvecs: int | None = None,
+    progress: ProgressArg = None,
 ) -> EscapeRun:
     """Step along negative curvature, in place, while there is some.
 
@@ -355,29 +370,39 @@ def escape_until(
         int, so every step sees fresh start vectors; a generator is drawn on.
     k, tol, eig_rtol, accept, max_backtracks, max_matvecs
         As for :func:`escape_saddle`.
+    progress : bool or callable, optional
+        ``True`` shows a bar of the steps (``max_steps`` planned; the run
+        stops at the first step not taken) above each step's own bars; a
+        callable is called as ``progress(steps done, max_steps)``.
 
     Returns
     -------
     EscapeRun
     """
     max_steps = positive_int(max_steps, "max_steps")
+    check_progress(progress)
     steps: list[EscapeStep] = []
-    for i in range(max_steps):
-        step_seed = seed + i if isinstance(seed, int) else seed
-        step = escape_saddle(
-            obj,
-            max_step=max_step,
-            seed=step_seed,
-            k=k,
-            tol=tol,
-            eig_rtol=eig_rtol,
-            accept=accept,
-            max_backtracks=max_backtracks,
-            max_matvecs=max_matvecs,
-        )
-        steps.append(step)
-        if not step.taken:
-            break
+    with Progress(progress, max_steps, "escape steps", unit="step") as bar:
+        for i in range(max_steps):
+            step_seed = seed + i if isinstance(seed, int) else seed
+            step = escape_saddle(
+                obj,
+                max_step=max_step,
+                seed=step_seed,
+                k=k,
+                tol=tol,
+                eig_rtol=eig_rtol,
+                accept=accept,
+                max_backtracks=max_backtracks,
+                max_matvecs=max_matvecs,
+                # A callback counts the steps; a bar shows each step's work too.
+                progress=progress is True,
+            )
+            steps.append(step)
+            bar.update(i + 1)
+            if not step.taken:
+                break
+        bar.finish()
     return EscapeRun(
         steps=steps,
         loss_before=steps[0].loss_before,

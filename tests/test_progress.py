@@ -62,3 +62,15 @@ def test_bar_label_and_note(capsys):
     silent.note("nothing shown")
     silent.finish()
     assert (silent.done, silent.total) == (0, 0)
+
+
+def test_work_that_ends_early_closes_the_plan_at_what_was_done():
+    seen = []
+    with Progress(lambda d, t: seen.append((d, t)), 10, "work") as bar:
+        bar.update(4)
+    bar.close()  # twice: nothing more
+    assert seen == [(4, 10), (4, 4)]
+    seen.clear()
+    with Progress(lambda d, t: seen.append((d, t)), 2, "work") as bar:
+        bar.update(2)
+    assert seen == [(2, 2)]  # already at the plan: no second report

@@ -232,7 +232,7 @@ def escape_saddle(
     accepted = False
     # The line search plans one loss evaluation; each halving plans one more.
     with Progress(progress, 1, "escape line search", unit="loss") as bar:
-        for backtracks in range(max_backtracks + 1):  # noqa: B007 (the count is reported)
+        for backtracks in range(max_backtracks + 1):
             predicted = predicted_change(slope, lam, alpha)
             change = obj.loss(theta + alpha * u) - loss0
             if best is None or change < best[0]:

@@ -43,6 +43,7 @@ REPORT_FILES = (
     "landscape.png",
     "per_layer.png",
     "training.png",
+    "trend.png",
 )
 
 
@@ -280,6 +281,24 @@ def _render(doc: ReportDocument, dpi: int) -> dict[str, bytes]:
     sections: list[str] = []
     entries = doc.entries
     many = len(entries) > 1
+
+    if many:
+        from critpoint.report.comparison import checkpoint_axis, plot_trend
+
+        fig = plot_trend(entries)
+        pngs["trend.png"] = figures.figure_to_png(fig, dpi)
+        along = checkpoint_axis(entries)[1]
+        sections.append(
+            "<h2>Across the points</h2>"
+            + _img(
+                pngs["trend.png"],
+                "loss, λ_min, λ_max and minimum ratio of each point",
+                f"The loss, the minimum ratio and the extreme eigenvalues (with their "
+                f"error bounds as bars) of each point, against the {html.escape(along)}. "
+                "The dashed line is λ = 0: λ_min below it is negative curvature.",
+                "trend.png",
+            )
+        )
 
     fig = figures.plot_spectra([(e.label, e.diagnosis) for e in entries])
     pngs["spectrum.png"] = figures.figure_to_png(fig, dpi)

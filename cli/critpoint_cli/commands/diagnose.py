@@ -26,7 +26,7 @@ from critpoint_cli.options import (
 
 
 @click.command()
-@click.argument("checkpoint", metavar="CHECKPOINT")
+@click.argument("checkpoints", metavar="CHECKPOINT...", nargs=-1, required=True)
 @model_options
 @click.option(
     "--params",
@@ -53,7 +53,37 @@ from critpoint_cli.options import (
 )
 @global_options
 @click.pass_context
-def diagnose(
+def diagnose(ctx: click.Context, checkpoints: tuple[str, ...], **options: Any) -> None:
+    """Diagnose the point a checkpoint sits at: minimum, saddle, maximum or degenerate.
+
+    CHECKPOINT is a file written by `critpoint train` or critpoint.save_checkpoint
+    (it knows its model, data and loss), a plain state dict / safetensors /
+    Lightning .ckpt file given with --model and --data, or a Hugging Face
+    save_pretrained folder given with --data (read with transformers).
+
+    Several checkpoints (a training run's folder: run/*.pt) are diagnosed one
+    by one with the same options and compared: a table with a row each, and
+    with --report DIR one report of them all (the loss, λ_min, λ_max and the
+    minimum ratio against the step stored in each checkpoint, or their
+    order); --json writes that comparison's document.
+
+    \b
+    Examples:
+      critpoint diagnose critpoint-demo/model.ckpt
+      critpoint diagnose weights.pt --model my_model.py:make --data data.npz --loss mse
+      critpoint diagnose model.ckpt --per-layer --report report/
+      critpoint diagnose model.ckpt --json - | jq .kind
+      critpoint diagnose run/step-*.pt --report run-report/
+    """  # noqa: D301 (click's \b marks a verbatim block)
+    if len(checkpoints) == 1:
+        diagnose_one(ctx, checkpoints[0], **options)
+        return
+    from critpoint_cli.commands.compare import compare_checkpoints
+
+    compare_checkpoints(ctx, checkpoints, diagnose_one, **options)
+
+
+def diagnose_one(
     ctx: click.Context,
     checkpoint: str,
     model: str | None,
@@ -74,21 +104,23 @@ def diagnose(
     trace: bool,
     json_path: str | None,
     report_dir: str | None,
-) -> None:
-    """Diagnose the point a checkpoint sits at: minimum, saddle, maximum or degenerate.
+    *,
+    comparing: bool = False,
+    repeats: int = 1,
+) -> tuple[dict[str, Any], Any, list[str]] | None:
+    """One checkpoint's diagnosis: computed, printed, written.
 
-    CHECKPOINT is a file written by `critpoint train` or critpoint.save_checkpoint
-    (it knows its model, data and loss), a plain state dict / safetensors /
-    Lightning .ckpt file given with --model and --data, or a Hugging Face
-    save_pretrained folder given with --data (read with transformers).
+    ``comparing``: one of several (:mod:`critpoint_cli.commands.compare`):
+    nothing is written (``json_path`` and ``report_dir`` are ``None``) and an
+    unconverged solve is returned, not raised. ``repeats``: the estimate said
+    up front is for this many checkpoints (``0``: said already).
 
-    \b
-    Examples:
-      critpoint diagnose critpoint-demo/model.ckpt
-      critpoint diagnose weights.pt --model my_model.py:make --data data.npz --loss mse
-      critpoint diagnose model.ckpt --per-layer --report report/
-      critpoint diagnose model.ckpt --json - | jq .kind
-    """  # noqa: D301 (click's \b marks a verbatim block)
+    Returns
+    -------
+    (dict, Setup, list of str) or None
+        The ``diagnose --json`` document, what was loaded, and what did not
+        converge; ``None`` on a rank other than 0.
+    """
     from critpoint_cli.render import Output
 
     state = get_state(ctx)
@@ -152,6 +184,7 @@ def diagnose(
             groups,
             setup.model,
             landscape=report_dir is not None and obj.num_params >= 2,
+            repeats=repeats,
         )
         dg = cp.diagnose(obj, **options, on_plan=announce)
 
@@ -181,6 +214,7 @@ def diagnose(
     }
     label = Path(checkpoint).name
     history = setup.checkpoint.history if setup.checkpoint is not None else None
+    step = setup.checkpoint.step if setup.checkpoint is not None else None
     from critpoint.distributed import is_main, launched_by_torchrun
 
     if launched_by_torchrun():
@@ -188,7 +222,9 @@ def diagnose(
 
         settings["world_size"] = dist.get_world_size()
         if not is_main():
-            return  # every rank holds the same numbers; only rank 0 prints and writes
+            return (
+                None  # every rank holds the same numbers; only rank 0 prints and writes
+            )
 
     if report_dir is not None:
         from critpoint.report import ReportEntry, build_report
@@ -211,6 +247,9 @@ def diagnose(
         per_layer=layers,
         history=history,
         elapsed_seconds=round(elapsed, 3),
+        # The training step stored in the checkpoint: where it sits in a comparison.
+        step=step[1] if step is not None else None,
+        step_key=step[0] if step is not None else None,
     )
     out.json(document)
 
@@ -246,7 +285,7 @@ def diagnose(
 
     unconverged = [] if dg.converged else ["the whole model"]
     unconverged += [x.name for x in layers or [] if not x.diagnosis.converged]
-    if unconverged:
+    if unconverged and not comparing:
         # Exit code 3: everything above was written; the error carries it.
         msg = (
             "the eigensolver did not converge for "
@@ -255,6 +294,7 @@ def diagnose(
             "Raise --max-matvecs or loosen --tol."
         )
         raise ConvergenceError(msg, partial=document)
+    return document, setup, unconverged
 
 
 def _announcer(
@@ -265,13 +305,15 @@ def _announcer(
     model: Any,
     *,
     landscape: bool,
+    repeats: int = 1,
 ) -> Any:
     """The ``on_plan`` callback: the whole command's estimate on standard error, if long.
 
     The whole model's plan is extended by each layer's (``--per-layer``) and
     the landscape's loss evaluations (``--report``), priced at the whole
     model's measured product and gradient (a layer's product costs less:
-    the estimate errs long).
+    the estimate errs long); for ``repeats`` checkpoints alike (``0``: say
+    nothing).
     """
     from critpoint.analysis.plan import landscape_phases, layer_phases
 
@@ -287,7 +329,9 @@ def _announcer(
             plan = plan.extend(layer_phases(layer_sizes, **kept))
         if landscape:
             plan = plan.extend(landscape_phases())
-        if state.quiet or not plan.worth_announcing:
+        if repeats > 1:
+            plan = plan.repeated(repeats, "checkpoints")
+        if repeats < 1 or state.quiet or not plan.worth_announcing:
             return
         click.echo(f"Planned: {plan.summary()}{_shorten(plan, obj, options)}", err=True)
 

@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from critpoint._files import write_folder
 from critpoint._text import printable
 from critpoint.errors import InputError
@@ -34,6 +36,9 @@ if TYPE_CHECKING:
     from critpoint.analysis.diagnosis import Diagnosis
 
 __all__ = ["REPORT_FILES", "build_report", "fmt", "render_report"]
+
+#: Most spectra drawn in one report (the others are in the table and the trends).
+MAX_SPECTRA = 8
 
 #: Names of the files a report directory may hold.
 REPORT_FILES = (
@@ -300,14 +305,23 @@ def _render(doc: ReportDocument, dpi: int) -> dict[str, bytes]:
             )
         )
 
-    fig = figures.plot_spectra([(e.label, e.diagnosis) for e in entries])
+    # Many points (a run's checkpoints): the spectra of a few spread evenly.
+    picked = np.linspace(0, len(entries) - 1, min(len(entries), MAX_SPECTRA))
+    shown = [entries[i] for i in sorted({round(float(x)) for x in picked})]
+    fig = figures.plot_spectra([(e.label, e.diagnosis) for e in shown])
     pngs["spectrum.png"] = figures.figure_to_png(fig, dpi)
+    some = (
+        f"The spectra of {len(shown)} of the {len(entries)} points, spread evenly. "
+        if len(shown) < len(entries)
+        else ""
+    )
     sections.append(
         "<h2>Eigenvalue spectrum</h2>"
         + _img(
             pngs["spectrum.png"],
             "eigenvalue density of the Hessian",
-            "Density of the Hessian's eigenvalues (stochastic Lanczos quadrature, "
+            some
+            + "Density of the Hessian's eigenvalues (stochastic Lanczos quadrature, "
             "Gaussian-smoothed, log scale); triangles are the extreme eigenvalues found by "
             "Lanczos with their rigorous error bounds as horizontal bars; the hatched mass is "
             "clearly negative (descent directions); the dashed line is λ = 0. The minimum ratio "

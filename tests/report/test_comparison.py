@@ -104,3 +104,15 @@ def test_merge_keeps_every_entry_the_last_history_and_the_sources(
 def test_unique_labels() -> None:
     assert unique_labels(["run/a.pt", "run/b.pt"]) == ["a.pt", "b.pt"]
     assert unique_labels(["x/a.pt", "y/a.pt"]) == ["x/a.pt", "y/a.pt"]
+
+
+def test_a_report_of_many_points_draws_a_few_spectra(material: dict, tmp_path) -> None:
+    from critpoint.report import build_report
+    from critpoint.report.html import MAX_SPECTRA
+
+    first, last = material["entries"]
+    many = [replace(first if i % 2 else last, label=f"p{i}", step=i) for i in range(11)]
+    page = build_report(many, tmp_path, dpi=30).read_text()
+    assert f"The spectra of {MAX_SPECTRA} of the 11 points" in page
+    # every point in the summary table
+    assert all(f"<td class='text'>p{i}</td>" in page for i in range(11))

@@ -167,7 +167,9 @@ def escape_saddle(
     max_backtracks : int
         Most halvings of the step.
     max_matvecs : int, optional
-        HVP budget of the eigensolver.
+        Most Hessian-vector products of the step, every one counted: the
+        symmetry probe's are taken from it and the eigensolver gets the rest
+        (at least 2 must be left, or an ``InputError`` says so).
     maxiter
         Old name of ``max_matvecs`` (a ``DeprecationWarning``; one release).
     progress : bool or callable, optional
@@ -195,6 +197,16 @@ def escape_saddle(
     theta = obj.theta
     loss0, g = obj.loss_and_grad(theta)
     H = obj.hessian(theta)
+    if max_matvecs is not None:
+        left = max_matvecs - H.num_matvecs
+        if left < min(2, obj.num_params):
+            msg = (
+                f"max_matvecs={max_matvecs} counts every Hessian-vector product and "
+                f"leaves the eigensolver {max(left, 0)} after the symmetry probe's "
+                f"{H.num_matvecs}; give at least {H.num_matvecs + 2}"
+            )
+            raise InputError(msg)
+        max_matvecs = left
     ext = measure_extremes(
         H,
         k=min(k, obj.num_params),

@@ -54,6 +54,7 @@ def test_per_layer_and_report_work_are_planned_and_counted(
     layers = sum(x["diagnosis"]["num_matvecs"] for x in doc["per_layer"])
     assert layers > 0
     total = doc["num_matvecs"] + layers
+    assert doc["total_matvecs"] == total
     assert (
         f"{total:,} Hessian-vector products ({doc['num_matvecs']:,} for the whole model)"
         in r.stdout

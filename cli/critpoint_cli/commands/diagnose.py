@@ -239,6 +239,9 @@ def diagnose_one(
                 settings=settings,
             )
 
+    # Every product the command spent: the whole model's, each layer's, the landscape's.
+    products = dg.num_matvecs + sum(x.diagnosis.num_matvecs for x in layers or [])
+    products += land.num_matvecs if land is not None else 0
     document = diagnosis_document(
         dg,
         label=label,
@@ -247,6 +250,7 @@ def diagnose_one(
         per_layer=layers,
         history=history,
         elapsed_seconds=round(elapsed, 3),
+        total_matvecs=products,
         # The training step stored in the checkpoint: where it sits in a comparison.
         step=step[1] if step is not None else None,
         step_key=step[0] if step is not None else None,
@@ -267,8 +271,6 @@ def diagnose_one(
     if layers is not None:
         text += "\n\nPer layer (each layer's block of the Hessian on its own):\n"
         text += layer_table(layers)
-    products = dg.num_matvecs + sum(x.diagnosis.num_matvecs for x in layers or [])
-    products += land.num_matvecs if land is not None else 0
     text += (
         f"\n\n{products:,} Hessian-vector products"
         + (

@@ -243,21 +243,20 @@ def escape_saddle(
     backtracks = 0
     accepted = False
     # The line search plans one loss evaluation; each halving plans one more.
-    with Progress(progress, 1, "escape line search", unit="loss") as bar:
-        for backtracks in range(max_backtracks + 1):
-            predicted = predicted_change(slope, lam, alpha)
-            change = obj.loss(theta + alpha * u) - loss0
-            if best is None or change < best[0]:
-                best = (change, alpha, predicted)
-            if change <= accept * predicted:
-                accepted = True
-                best = (change, alpha, predicted)
-                bar.update(backtracks + 1)
-                break
-            if backtracks < max_backtracks:
-                bar.set_total(backtracks + 2)
-            bar.update(backtracks + 1)
-            alpha /= 2
+    bar = Progress(progress, 1, "escape line search", unit="loss")
+    for backtracks in range(max_backtracks + 1):
+        predicted = predicted_change(slope, lam, alpha)
+        change = obj.loss(theta + alpha * u) - loss0
+        bar.set_total(backtracks + 1)
+        bar.update(backtracks + 1)
+        if best is None or change < best[0]:
+            best = (change, alpha, predicted)
+        if change <= accept * predicted:
+            accepted = True
+            best = (change, alpha, predicted)
+            break
+        alpha /= 2
+    bar.close()
     assert best is not None
     change, alpha, predicted = best
     if not accepted and change >= 0:
@@ -394,27 +393,27 @@ def escape_until(
     max_steps = positive_int(max_steps, "max_steps")
     check_progress(progress)
     steps: list[EscapeStep] = []
-    with Progress(progress, max_steps, "escape steps", unit="step") as bar:
-        for i in range(max_steps):
-            step_seed = seed + i if isinstance(seed, int) else seed
-            step = escape_saddle(
-                obj,
-                max_step=max_step,
-                seed=step_seed,
-                k=k,
-                tol=tol,
-                eig_rtol=eig_rtol,
-                accept=accept,
-                max_backtracks=max_backtracks,
-                max_matvecs=max_matvecs,
-                # A callback counts the steps; a bar shows each step's work too.
-                progress=progress is True,
-            )
-            steps.append(step)
-            bar.update(i + 1)
-            if not step.taken:
-                break
-        bar.finish()
+    bar = Progress(progress, max_steps, "escape steps", unit="step")
+    for i in range(max_steps):
+        step_seed = seed + i if isinstance(seed, int) else seed
+        step = escape_saddle(
+            obj,
+            max_step=max_step,
+            seed=step_seed,
+            k=k,
+            tol=tol,
+            eig_rtol=eig_rtol,
+            accept=accept,
+            max_backtracks=max_backtracks,
+            max_matvecs=max_matvecs,
+            # A callback counts the steps; a bar shows each step's work too.
+            progress=progress is True,
+        )
+        steps.append(step)
+        bar.update(i + 1)
+        if not step.taken:
+            break
+    bar.close()  # at the steps made: the run stops at the first not taken
     return EscapeRun(
         steps=steps,
         loss_before=steps[0].loss_before,

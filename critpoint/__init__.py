@@ -8,6 +8,7 @@ error bounds.
 
 from critpoint._version import __version__
 from critpoint.analysis import (
+    CostPlan,
     Curvature,
     Diagnosis,
     LayerDiagnosis,
@@ -17,6 +18,7 @@ from critpoint.analysis import (
     diagnose,
     diagnose_layers,
     layer_groups,
+    plan_diagnosis,
     zero_tolerance,
 )
 from critpoint.data import Data, load_data
@@ -64,6 +66,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "ConvergenceError",
+    "CostPlan",
     "CritpointError",
     "Curvature",
     "Data",
@@ -108,6 +111,7 @@ __all__ = [
     "load_report",
     "loss_plane",
     "loss_slice",
+    "plan_diagnosis",
     "quadratic_step",
     "render_report",
     "save_checkpoint",

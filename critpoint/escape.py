@@ -24,6 +24,7 @@ import torch
 from critpoint._checks import positive_int
 from critpoint._deprecation import UNSET, renamed
 from critpoint._json import clean, header
+from critpoint._progress import Progress, ProgressArg, check_progress
 from critpoint.analysis.rule import measure_extremes
 from critpoint.analysis.step import (
     QuadraticStep,
@@ -129,6 +130,7 @@ def escape_saddle(
     max_backtracks: int = 30,
     max_matvecs: int | None = None,
     maxiter: Any = UNSET,
+    progress: ProgressArg = None,
 ) -> EscapeStep:
     """Take one step along the most negative curvature direction, in place.
 
@@ -165,9 +167,15 @@ def escape_saddle(
     max_backtracks : int
         Most halvings of the step.
     max_matvecs : int, optional
-        HVP budget of the eigensolver.
+        Most Hessian-vector products of the step, every one counted: the
+        symmetry probe's are taken from it and the eigensolver gets the rest
+        (at least 2 must be left, or an ``InputError`` says so).
     maxiter
         Old name of ``max_matvecs`` (a ``DeprecationWarning``; one release).
+    progress : bool or callable, optional
+        ``True`` shows a bar for the eigensolver (products) and one for the
+        line search (loss evaluations: one planned, one more per halving); a
+        callable is called as ``progress(done, total)`` by each in turn.
 
     Returns
     -------
@@ -185,9 +193,20 @@ def escape_saddle(
     if not isinstance(k, int) or k < 2:
         msg = f"k must be an int >= 2 (eigenpairs from both ends), got {k!r}"
         raise InputError(msg)
+    check_progress(progress)
     theta = obj.theta
     loss0, g = obj.loss_and_grad(theta)
     H = obj.hessian(theta)
+    if max_matvecs is not None:
+        left = max_matvecs - H.num_matvecs
+        if left < min(2, obj.num_params):
+            msg = (
+                f"max_matvecs={max_matvecs} counts every Hessian-vector product and "
+                f"leaves the eigensolver {max(left, 0)} after the symmetry probe's "
+                f"{H.num_matvecs}; give at least {H.num_matvecs + 2}"
+            )
+            raise InputError(msg)
+        max_matvecs = left
     ext = measure_extremes(
         H,
         k=min(k, obj.num_params),
@@ -196,6 +215,7 @@ def escape_saddle(
         seed=seed,
         eig_rtol=eig_rtol,
         delta=None,
+        progress=progress,
     )
     c = ext.curvature
     lam, err = c.lambda_min, c.lambda_min_error
@@ -222,9 +242,13 @@ def escape_saddle(
     best: tuple[float, float, float] | None = None  # (change, alpha, predicted)
     backtracks = 0
     accepted = False
-    for backtracks in range(max_backtracks + 1):  # noqa: B007 (the count is reported)
+    # The line search plans one loss evaluation; each halving plans one more.
+    bar = Progress(progress, 1, "escape line search", unit="loss")
+    for backtracks in range(max_backtracks + 1):
         predicted = predicted_change(slope, lam, alpha)
         change = obj.loss(theta + alpha * u) - loss0
+        bar.set_total(backtracks + 1)
+        bar.update(backtracks + 1)
         if best is None or change < best[0]:
             best = (change, alpha, predicted)
         if change <= accept * predicted:
@@ -232,6 +256,7 @@ def escape_saddle(
             best = (change, alpha, predicted)
             break
         alpha /= 2
+    bar.close()
     assert best is not None
     change, alpha, predicted = best
     if not accepted and change >= 0:
@@ -334,6 +359,7 @@ def escape_until(
     accept: float = 0.5,
     max_backtracks: int = 30,
     max_matvecs: int | None = None,
+    progress: ProgressArg = None,
 ) -> EscapeRun:
     """Step along negative curvature, in place, while there is some.
 
@@ -355,13 +381,19 @@ def escape_until(
         int, so every step sees fresh start vectors; a generator is drawn on.
     k, tol, eig_rtol, accept, max_backtracks, max_matvecs
         As for :func:`escape_saddle`.
+    progress : bool or callable, optional
+        ``True`` shows a bar of the steps (``max_steps`` planned; the run
+        stops at the first step not taken) above each step's own bars; a
+        callable is called as ``progress(steps done, max_steps)``.
 
     Returns
     -------
     EscapeRun
     """
     max_steps = positive_int(max_steps, "max_steps")
+    check_progress(progress)
     steps: list[EscapeStep] = []
+    bar = Progress(progress, max_steps, "escape steps", unit="step")
     for i in range(max_steps):
         step_seed = seed + i if isinstance(seed, int) else seed
         step = escape_saddle(
@@ -374,10 +406,14 @@ def escape_until(
             accept=accept,
             max_backtracks=max_backtracks,
             max_matvecs=max_matvecs,
+            # A callback counts the steps; a bar shows each step's work too.
+            progress=progress is True,
         )
         steps.append(step)
+        bar.update(i + 1)
         if not step.taken:
             break
+    bar.close()  # at the steps made: the run stops at the first not taken
     return EscapeRun(
         steps=steps,
         loss_before=steps[0].loss_before,

@@ -525,7 +525,8 @@ def landscape(
             tol,
             None,
             seed,
-            progress=bool(progress) and not callable(progress),
+            # A callback sees the eigensolver's products, then the losses.
+            progress=progress,
         )
         assert r.eigenvectors is not None
         pairs = (

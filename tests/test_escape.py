@@ -239,6 +239,15 @@ def test_escape_hvp_budget_is_max_matvecs():
     obj = cp.Objective(TwoWeight(), F.mse_loss, (ONE, ONE))
     new = cp.escape_saddle(obj, max_matvecs=40)
     assert (old.step_size, old.loss_after) == (new.step_size, new.loss_after)
+    # every product counted: the probe's 3 and the eigensolver's 2 make 5
+    obj = cp.Objective(TwoWeight(), F.mse_loss, (ONE, ONE))
+    tight = cp.escape_saddle(obj, max_matvecs=5)
+    assert tight.taken
+    assert tight.num_matvecs == 5
+    with pytest.raises(
+        cp.InputError, match=r"max_matvecs=4 counts every .* at least 5"
+    ):
+        cp.escape_saddle(obj, max_matvecs=4)
 
 
 def test_escape_until_leaves_the_two_weight_saddle_and_stops():
@@ -291,3 +300,28 @@ def test_escape_until_at_a_minimum_takes_no_step_and_checks_its_arguments():
     assert run.loss_after == run.loss_before == pytest.approx(0.0, abs=1e-30)
     with pytest.raises(cp.InputError, match="max_steps must be a positive integer"):
         cp.escape_until(obj, max_steps=0)
+
+
+def test_escape_reports_the_eigensolver_and_the_line_search():
+    obj = cp.Objective(TwoWeight(), F.mse_loss, (ONE, ONE))
+    seen = []
+    s = cp.escape_saddle(obj, progress=lambda d, t: seen.append((d, t)))
+    assert s.taken
+    # the eigensolver's products (the last report is what it spent) ...
+    eig = [x for x in seen if x[1] > 1 + s.backtracks]
+    assert eig
+    assert all(done <= total for done, total in seen)
+    # ... then the line search: its loss evaluations, one per trial
+    trials = s.backtracks + 1
+    assert seen[-1] == (trials, trials)
+    with pytest.raises(cp.InputError, match="progress must be True"):
+        cp.escape_saddle(obj, progress="yes")
+
+
+def test_escape_until_counts_its_steps():
+    obj = cp.Objective(TwoWeight(), F.mse_loss, (ONE, ONE))
+    seen = []
+    run = cp.escape_until(obj, max_steps=5, progress=lambda d, t: seen.append((d, t)))
+    n = len(run.steps)
+    assert seen[:n] == [(i + 1, 5) for i in range(n)]
+    assert seen[-1] == (n, n)  # the plan closes at the steps made

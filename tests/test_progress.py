@@ -34,3 +34,43 @@ def test_silent_and_refused():
         InputError, match="progress must be True, False, None or a callable"
     ):
         check_progress("yes")
+
+
+def test_parts_make_one_count_whose_total_each_part_revises():
+    seen = []
+    with Progress(lambda d, t: seen.append((d, t)), 10, "two parts") as bar:
+        first = bar.part(after=4)
+        first(3, 8)  # the first part plans 8 (the whole: 8 + 4), not 6
+        first(5, 5)  # and finishes at 5
+        second = bar.part()
+        second(2, 4)
+        bar.finish(8)  # the second stopped early, at 3 of its 4
+    assert seen == [(3, 12), (5, 9), (7, 9), (8, 8)]
+
+
+def test_bar_label_and_note(capsys):
+    bar = Progress(True, 4, "work")
+    bar.describe("work: phase 2")
+    bar.note("loss 0.5")
+    assert bar._bar.desc.startswith("work: phase 2")
+    assert "loss 0.5" in bar._bar.postfix
+    bar.finish(3)
+    assert (bar._bar.n, bar._bar.total) == (3, 3)
+    bar.close()
+    silent = Progress(None, 2, "work")
+    silent.describe("nothing shown")
+    silent.note("nothing shown")
+    silent.finish()
+    assert (silent.done, silent.total) == (0, 0)
+
+
+def test_work_that_ends_early_closes_the_plan_at_what_was_done():
+    seen = []
+    with Progress(lambda d, t: seen.append((d, t)), 10, "work") as bar:
+        bar.update(4)
+    bar.close()  # twice: nothing more
+    assert seen == [(4, 10), (4, 4)]
+    seen.clear()
+    with Progress(lambda d, t: seen.append((d, t)), 2, "work") as bar:
+        bar.update(2)
+    assert seen == [(2, 2)]  # already at the plan: no second report

@@ -22,6 +22,8 @@ def test_every_public_name_is_there():
         ("diagnose", "critpoint.analysis.diagnose"),
         ("diagnose_layers", "critpoint.analysis.diagnose"),
         ("layer_groups", "critpoint.analysis.diagnose"),
+        ("CostPlan", "critpoint.analysis.plan"),
+        ("plan_diagnosis", "critpoint.analysis.plan"),
         ("classify", "critpoint.analysis.rule"),
         ("curvature", "critpoint.analysis.rule"),
         ("zero_tolerance", "critpoint.analysis.rule"),

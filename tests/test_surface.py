@@ -161,8 +161,19 @@ def test_landscape_takes_the_diagnosis_eigenpairs_and_spends_no_product() -> Non
     assert seen[-1] == (2 * 5 + 3 * 3, 2 * 5 + 3 * 3)
     # a diagnosis read from JSON has no vectors: one eigen-solve, the same slices
     back = cp.Diagnosis.from_dict(dg.to_dict())
-    again = landscape(obj, back, num=5, plane_num=3, tol=1e-10)
+    seen = []
+    again = landscape(
+        obj,
+        back,
+        num=5,
+        plane_num=3,
+        tol=1e-10,
+        progress=lambda d, t: seen.append((d, t)),
+    )
     assert again.settings["eigenpairs"] == "eigsh"
+    # the callback sees the eigensolver's products, then the loss evaluations
+    assert (again.num_matvecs, again.num_matvecs) in seen
+    assert seen[-1] == (2 * 5 + 3 * 3, 2 * 5 + 3 * 3)
     assert again.num_matvecs > 0
     assert again.lambda_max == pytest.approx(land.lambda_max, rel=1e-9)
     np.testing.assert_allclose(again.slice_max.losses, land.slice_max.losses, rtol=1e-9)

@@ -272,7 +272,10 @@ def solver_options(f: F) -> F:
             "--max-matvecs",
             type=click.IntRange(min=1),
             default=None,
-            help="Hessian-vector product budget of the eigensolver (exit code 3 if it runs out).",
+            help="The most Hessian-vector products a diagnosis spends, every one counted "
+            "(symmetry probe, density and trace first, the eigensolver the rest; "
+            "exit code 3 if the eigensolver runs out; each layer of --per-layer "
+            "has its own).",
         ),
         click.option(
             "--density/--no-density",

@@ -8,7 +8,10 @@
   its JSON document;
 * :mod:`critpoint.analysis.diagnose` — :func:`diagnose`, which gathers the
   evidence through the objective's Hessian operator, and
-  :func:`diagnose_layers`, the same for each layer's block.
+  :func:`diagnose_layers`, the same for each layer's block;
+* :mod:`critpoint.analysis.plan` — :class:`CostPlan`, what a diagnosis will
+  cost (each phase's products, the time from measured ones), said before
+  the work; :func:`plan_diagnosis` makes one alone.
 """
 
 from critpoint.analysis.diagnose import (
@@ -25,6 +28,7 @@ from critpoint.analysis.diagnosis import (
     LayerDiagnosis,
     Verdict,
 )
+from critpoint.analysis.plan import CostPlan, plan_diagnosis
 from critpoint.analysis.rule import (
     Curvature,
     Extremes,
@@ -46,6 +50,7 @@ from critpoint.analysis.step import (
 __all__ = [
     "DIAGNOSIS_SCHEMA",
     "DIAGNOSIS_SCHEMA_VERSION",
+    "CostPlan",
     "Curvature",
     "Diagnosis",
     "Extremes",
@@ -63,6 +68,7 @@ __all__ = [
     "layer_groups",
     "measure_extremes",
     "minimum_ratio",
+    "plan_diagnosis",
     "predicted_change",
     "quadratic_step",
     "verdict",

@@ -11,16 +11,28 @@ block of the Hessian, the layers found by :func:`layer_groups`.
 from __future__ import annotations
 
 import fnmatch
+import logging
 import math
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from critpoint._deprecation import UNSET, renamed
-from critpoint._progress import ProgressArg, check_progress
+from critpoint._progress import Progress, ProgressArg, check_progress
 from critpoint.analysis.diagnosis import Diagnosis, LayerDiagnosis
+from critpoint.analysis.plan import (
+    CostPlan,
+    Costs,
+    diagnosis_phases,
+    eigensolver_budget,
+    layer_phases,
+    loss_seconds,
+    measure_costs,
+)
 from critpoint.analysis.rule import (
     default_grad_tol,
     measure_extremes,
@@ -35,6 +47,19 @@ from critpoint.objective import Objective
 from critpoint.specs import dtype_name
 
 __all__ = ["LayerGroup", "diagnose", "diagnose_layers", "layer_groups"]
+
+logger = logging.getLogger("critpoint")
+
+
+def _per_step(
+    report: Callable[[int, int], None], width: int
+) -> Callable[[int, int], None]:
+    """A callback of steps (``done``, ``total`` steps) reporting products, ``width`` a step."""
+
+    def callback(done: int, total: int) -> None:
+        report(done * width, total * width)
+
+    return callback
 
 
 def diagnose(
@@ -54,6 +79,7 @@ def diagnose(
     trace_max_matvecs: int = 60,
     check: bool = True,
     delta: float = 0.01,
+    on_plan: Callable[[CostPlan], object] | None = None,
     maxiter: Any = UNSET,
     trace_matvecs: Any = UNSET,
 ) -> Diagnosis:
@@ -63,7 +89,10 @@ def diagnose(
     one Lanczos run for both ends of the spectrum (typically 30–150 HVPs; about
     ``k`` when the Hessian is zero, ``rank + k`` when it has low rank), and,
     if asked, ``num_probes × num_steps`` HVPs in ``num_steps`` batched passes
-    for the density and ``trace_max_matvecs`` for the trace.
+    for the density and ``trace_max_matvecs`` for the trace. After the
+    gradient and the probe, which are timed, it knows what the rest will cost
+    (a :class:`~critpoint.analysis.plan.CostPlan`, given to ``on_plan`` and
+    logged) before spending it.
 
     The verdict is :func:`critpoint.classify` on the extreme eigenvalues, their error
     bounds and the bound on the whole spectrum
@@ -90,14 +119,22 @@ def diagnose(
     eig_rtol : float
         Relative zero tolerance of :func:`critpoint.classify`.
     progress : bool or callable
-        ``True`` shows a progress bar per solver; a callable is called as
-        ``progress(done, total)`` by each solver in turn (its own products).
+        ``True`` shows one progress bar (``tqdm.auto``: a widget in a
+        notebook) labelled with the phase; a callable is called as
+        ``progress(done, total)``. Both count the Hessian-vector products of
+        the whole diagnosis, ``total`` being the plan: the fixed phases
+        exactly, the eigensolver's expected count, revised as it converges.
     tol : float
         Relative residual tolerance of the eigensolver.
     max_matvecs : int, optional
-        HVP budget of the eigensolver (``eigsh``'s default when ``None``); a
-        run that spends it unconverged gives a verdict with its looser bounds
-        and ``converged=False``.
+        The most Hessian-vector products the diagnosis spends, every one
+        counted: the symmetry probe's, the density's and the trace's (both
+        fixed in advance) are taken from it and the eigensolver gets the
+        rest; a budget that leaves it less than one block is refused with an
+        ``InputError`` before anything is computed. ``None``: the
+        eigensolver's own default budget. An eigensolver that spends its
+        share unconverged gives a verdict with its looser bounds and
+        ``converged=False``.
     num_probes, num_steps : int
         SLQ probes and Lanczos steps per probe.
     trace_max_matvecs : int
@@ -106,6 +143,13 @@ def diagnose(
         Run the symmetry/determinism probe first.
     delta : float
         Failure probability of the bound on the whole spectrum, in ``(0, 1)``.
+    on_plan : callable, optional
+        Called once, after the gradient and the symmetry probe and before the
+        eigensolver, with the :class:`~critpoint.analysis.plan.CostPlan` of
+        the rest: its phases, their products and the estimated seconds from
+        the measured ones (``plan.summary()``: "≈ 623 HVPs × 2.6 s ≈ 27 min
+        ..."). Without the probe (``check=False``) one product more is
+        computed to time it.
     maxiter, trace_matvecs
         Old names of ``max_matvecs`` and ``trace_max_matvecs``, accepted with
         a ``DeprecationWarning`` for one release.
@@ -137,41 +181,112 @@ def diagnose(
         raise InputError(msg)
     n = obj.num_params
     k = min(k, n)
+    fixed = {
+        "density": density,
+        "num_probes": num_probes,
+        "num_steps": num_steps,
+        "trace": trace,
+        "trace_max_matvecs": trace_max_matvecs,
+    }
+    # A budget too small for the fixed phases is refused before anything is spent.
+    eigensolver_budget(n, max_matvecs, spent=0, **fixed)
+    t0 = time.perf_counter()
     loss, g = obj.loss_and_grad()
     grad_norm = float(torch.linalg.vector_norm(g.double()))
+    t_grad = time.perf_counter() - t0
+    t0 = time.perf_counter()
     H = obj.hessian(check=check)
-    ext = measure_extremes(
-        H,
-        k=k,
-        tol=tol,
-        max_matvecs=max_matvecs,
-        seed=seed,
-        eig_rtol=eig_rtol,
-        delta=delta,
-        progress=progress,
-    )
-    c = ext.curvature
-    values, errors, conv = ext.eigenvalues, ext.errors, ext.converged
-    result = verdict(c)
-    scale = max(abs(c.lambda_min), abs(c.lambda_max))
-    if grad_tol is None:
-        grad_tol = default_grad_tol(loss, scale, obj.dtype)
-
-    dens = None
-    ratio = negative_fraction = flat_fraction = None
-    if density:
-        dens = spectral_density(
-            H,
-            num_probes=num_probes,
-            num_steps=min(num_steps, n),
-            seed=seed,
-            progress=progress,
+    t_probe = time.perf_counter() - t0
+    spent = {"symmetry probe": H.num_matvecs} if check else {}
+    costs = None
+    if H.num_matvecs:
+        costs = Costs(
+            t_probe / H.num_matvecs, t_grad, loss_seconds(t_grad), H.num_matvecs
         )
-        ratio, negative_fraction, flat_fraction = minimum_ratio(dens, c.zero_tol)
-    tr = None
-    if trace:
-        # Positional: the budget's keyword is being renamed in the trace estimator.
-        tr = trace_estimate(H, trace_max_matvecs, "auto", seed, progress)
+    elif on_plan is not None:
+        # Nothing timed yet: one product, counted, says what a product costs.
+        costs = measure_costs(obj, H, seconds_per_gradient=t_grad, seed=seed)
+        spent["timing product"] = H.num_matvecs
+    eig_budget = eigensolver_budget(n, max_matvecs, spent=H.num_matvecs, **fixed)
+    phases = diagnosis_phases(
+        n, k=k, max_matvecs=max_matvecs, probe=H.num_matvecs, **fixed
+    )
+    # The gradient and the probe (or the timing product) are spent already.
+    plan = CostPlan(
+        tuple(
+            replace(p, spent=True, name=next(iter(spent), p.name))
+            if p.name == "symmetry probe"
+            else replace(p, spent=p.name == "gradient")
+            for p in phases
+        ),
+        costs,
+    )
+    logger.log(
+        logging.INFO if plan.worth_announcing else logging.DEBUG,
+        "diagnose: %s",
+        plan.summary(),
+    )
+    if on_plan is not None:
+        on_plan(plan)
+
+    with Progress(
+        progress, H.num_matvecs + plan.products, "diagnose: eigenvalues"
+    ) as bar:
+        bar.update(H.num_matvecs)
+        dens_planned = plan.product_count("density")
+        trace_planned = plan.product_count("trace")
+        before = H.num_matvecs
+        ext = measure_extremes(
+            H,
+            k=k,
+            tol=tol,
+            max_matvecs=eig_budget,
+            seed=seed,
+            eig_rtol=eig_rtol,
+            delta=delta,
+            progress=bar.part(after=dens_planned + trace_planned) if progress else None,
+        )
+        spent["eigenvalues"] = H.num_matvecs - before
+        bar.update(H.num_matvecs)
+        c = ext.curvature
+        values, errors, conv = ext.eigenvalues, ext.errors, ext.converged
+        result = verdict(c)
+        scale = max(abs(c.lambda_min), abs(c.lambda_max))
+        if grad_tol is None:
+            grad_tol = default_grad_tol(loss, scale, obj.dtype)
+
+        dens = None
+        ratio = negative_fraction = flat_fraction = None
+        if density:
+            bar.describe("diagnose: density")
+            before = H.num_matvecs
+            dens = spectral_density(
+                H,
+                num_probes=num_probes,
+                num_steps=min(num_steps, n),
+                seed=seed,
+                # SLQ counts its steps: each is a block of num_probes products.
+                progress=_per_step(bar.part(after=trace_planned), num_probes)
+                if progress
+                else None,
+            )
+            spent["density"] = H.num_matvecs - before
+            bar.update(H.num_matvecs)
+            ratio, negative_fraction, flat_fraction = minimum_ratio(dens, c.zero_tol)
+        tr = None
+        if trace:
+            bar.describe("diagnose: trace")
+            before = H.num_matvecs
+            # Positional: the budget's keyword is being renamed in the trace estimator.
+            tr = trace_estimate(
+                H,
+                trace_max_matvecs,
+                "auto",
+                seed,
+                bar.part() if progress else None,
+            )
+            spent["trace"] = H.num_matvecs - before
+        bar.finish(H.num_matvecs)
 
     u_min, slope = downhill(ext.vectors[:, 0].clone(), g)
     u_max, _ = downhill(ext.vectors[:, -1].clone(), g)
@@ -235,6 +350,8 @@ def diagnose(
         escape_prediction=prediction,
         num_params=n,
         num_matvecs=H.num_matvecs,
+        num_matvecs_by_phase=spent,
+        cost_plan=plan.to_dict(),
         settings=settings,
         lambda_lower=c.lower,
         lambda_upper=c.upper,
@@ -350,13 +467,43 @@ def diagnose_layers(
             f"got {type(objective).__name__}"
         )
         raise InputError(msg)
+    progress = options.pop("progress", False)
+    on_plan = options.pop("on_plan", None)
+    check_progress(progress)
+    layers = [LayerGroup(*group) for group in groups]
+    objectives = [build(list(layer.params)) for layer in layers]
+    phases = layer_phases(
+        [
+            (layer.name, o.num_params)
+            for layer, o in zip(layers, objectives, strict=True)
+        ],
+        **options,
+    )
+    plan = CostPlan(tuple(phases))
     results = []
-    for group in groups:
-        name, module_type, names = LayerGroup(*group)
-        names = list(names)
-        results.append(
-            LayerDiagnosis(name, module_type, names, diagnose(build(names), **options))
-        )
+    with Progress(progress, plan.products, "per layer") as bar:
+        for i, (layer, obj) in enumerate(zip(layers, objectives, strict=True)):
+            bar.describe(f"per layer: {layer.name}")
+            after = sum(p.products for p in phases[i + 1 :])
+
+            def announce(first: CostPlan, name: str = layer.name) -> None:
+                # The first layer's measured costs price every layer's phases.
+                assert on_plan is not None
+                own = tuple(
+                    replace(p, name=f"layer {name}: {p.name}") for p in first.phases
+                )
+                on_plan(CostPlan(own, first.costs).extend(phases[1:]))
+
+            dg = diagnose(
+                obj,
+                **options,
+                progress=bar.part(after=after) if progress else None,
+                on_plan=announce if i == 0 and on_plan is not None else None,
+            )
+            bar.update(sum(r.diagnosis.num_matvecs for r in results) + dg.num_matvecs)
+            results.append(
+                LayerDiagnosis(layer.name, layer.module_type, list(layer.params), dg)
+            )
     return results
 
 

@@ -129,7 +129,16 @@ class Diagnosis:
         :func:`critpoint.quadratic_step` (``α = √(2·L/|λ_min|)``) along it.
     num_params : int
     num_matvecs : int
-        Hessian-vector products spent.
+        Hessian-vector products spent, every one counted (the symmetry probe
+        included).
+    num_matvecs_by_phase : dict
+        The same products by phase (``"symmetry probe"``, ``"eigenvalues"``,
+        ``"density"``, ``"trace"``); they sum to :attr:`num_matvecs`.
+    cost_plan : dict or None
+        The plan said before the work (:meth:`CostPlan.to_dict
+        <critpoint.analysis.plan.CostPlan.to_dict>`): the products each phase
+        planned, the measured seconds of a product and a gradient, the
+        estimated total (``"seconds"``) and its one-line ``"summary"``.
     settings : dict
         Every setting, seed included.
     lambda_lower, lambda_upper : float or None
@@ -177,6 +186,8 @@ class Diagnosis:
     lambda_lower: float | None = None
     lambda_upper: float | None = None
     bound_probability: float | None = None
+    num_matvecs_by_phase: dict[str, int] = field(default_factory=dict)
+    cost_plan: dict[str, Any] | None = field(default=None, compare=False)
     eigenvector_min: torch.Tensor | None = field(
         default=None, repr=False, compare=False
     )
@@ -316,6 +327,8 @@ class Diagnosis:
                 "advice": self.advice(),
                 "num_params": self.num_params,
                 "num_matvecs": self.num_matvecs,
+                "num_matvecs_by_phase": self.num_matvecs_by_phase,
+                "cost_plan": self.cost_plan,
                 "settings": self.settings,
                 "lambda_lower": self.lambda_lower,
                 "lambda_upper": self.lambda_upper,
@@ -395,6 +408,11 @@ class Diagnosis:
             lambda_lower=data.get("lambda_lower"),
             lambda_upper=data.get("lambda_upper"),
             bound_probability=data.get("bound_probability"),
+            num_matvecs_by_phase={
+                str(key): int(value)
+                for key, value in (data.get("num_matvecs_by_phase") or {}).items()
+            },
+            cost_plan=data.get("cost_plan"),
         )
 
     def _repr_png_(self) -> bytes:

@@ -56,6 +56,7 @@ logger = logging.getLogger("critpoint")
 
 __all__ = [
     "FORMAT",
+    "STEP_KEYS",
     "VERSION",
     "Checkpoint",
     "load_checkpoint",
@@ -75,6 +76,10 @@ PathLike = str | os.PathLike[str]
 
 
 # ------------------------------------------------------------------ the result
+
+
+#: Keys under which checkpoints commonly store their training step, first found wins.
+STEP_KEYS = ("step", "global_step", "iteration", "epoch")
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,6 +145,24 @@ class Checkpoint:
     def source(self) -> str:
         """``"checkpoint 'path'"``, for messages."""
         return f"checkpoint {self.path!r}"
+
+    @property
+    def step(self) -> tuple[str, int] | None:
+        """The training step the file stores, as ``(key, value)``; ``None`` if none.
+
+        The first whole number found under :data:`STEP_KEYS` (``step``,
+        ``global_step``, ``iteration``, ``epoch``) in :attr:`meta` (a plain
+        or Lightning file's other entries; a critpoint file's ``meta``), else
+        the last ``step`` of a critpoint file's training history.
+        """
+        for key in STEP_KEYS:
+            value = self.meta.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return key, value
+        steps = (self.history or {}).get("step")
+        if isinstance(steps, list) and steps and isinstance(steps[-1], int):
+            return "step", steps[-1]
+        return None
 
     def build_model(
         self, model_spec: Mapping[str, Any] | str | None = None, *, trust: bool = False

@@ -72,6 +72,7 @@ from critpoint.linalg._bounds import (
     polynomial_top,
     start_rules,
 )
+from critpoint.linalg._convergence import ConvergencePlan, expected_products
 from critpoint.linalg._operator import as_operator
 from critpoint.linalg._random import make_generator, randn
 from critpoint.linalg._tridiag import BlockLanczos, projected_eigh
@@ -648,10 +649,14 @@ def eigsh(
     S = np.zeros((0, 0))
     residuals = reducible = np.zeros(0)
     bar = Progress(progress, max_matvecs, f"Lanczos ({which})")
+    # The bar counts the products planned, revised as the residuals fall.
+    plan = ConvergencePlan(bar, expected_products(n, k, p, max_matvecs), max_matvecs)
     try:
         while True:
             # ---- a new Krylov space from fresh random vectors ⊥ all found
             starts += 1
+            if starts > 1:
+                plan.new_space(kry.num_matvecs)
             kry.reset()
             Z = randn((n, p), gen, dtype, device)
             random_cols = list(range(p))
@@ -697,6 +702,9 @@ def eigsh(
                 # Convergence is judged on what more steps can reduce; the
                 # reported bound (``residuals``) keeps the locked coupling too.
                 target = lock_tol if tight else tol_abs
+                plan.observe(
+                    kry.num_matvecs, kry.width, _worst(needs, reducible, target)
+                )
                 if not (
                     needs.complete and bool((reducible[needs.wanted] <= target).all())
                 ):
@@ -832,6 +840,13 @@ def eigsh(
         ritz_max=ritz_hi if math.isfinite(ritz_hi) else 0.0,
         certificate=certificate,
     )
+
+
+def _worst(needs: _Needs, reducible: np.ndarray, target: float) -> float | None:
+    """The largest residual of the wanted Ritz pairs over ``target`` (for the plan)."""
+    if not needs.complete or needs.wanted.size == 0:
+        return None
+    return float(reducible[needs.wanted].max()) / target
 
 
 #: Pairs are locked once their residual is below this share of the tolerance

@@ -175,10 +175,11 @@ class ReportDocument:
                         "diagnosis": {
                             k: v
                             for k, v in data.items()
-                            if k not in ("landscape", "per_layer", "history")
+                            if k not in ("landscape", "per_layer", "history", "step")
                         },
                         "landscape": data.get("landscape"),
-                        "step": None,
+                        # the training step its checkpoint stored, if any
+                        "step": data.get("step"),
                         "summary": data.get("summary"),
                     }
                 )

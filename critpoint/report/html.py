@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from critpoint._files import write_folder
 from critpoint._text import printable
 from critpoint.errors import InputError
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
 
 __all__ = ["REPORT_FILES", "build_report", "fmt", "render_report"]
 
+#: Most spectra drawn in one report (the others are in the table and the trends).
+MAX_SPECTRA = 8
+
 #: Names of the files a report directory may hold.
 REPORT_FILES = (
     "report.html",
@@ -43,6 +48,7 @@ REPORT_FILES = (
     "landscape.png",
     "per_layer.png",
     "training.png",
+    "trend.png",
 )
 
 
@@ -281,14 +287,41 @@ def _render(doc: ReportDocument, dpi: int) -> dict[str, bytes]:
     entries = doc.entries
     many = len(entries) > 1
 
-    fig = figures.plot_spectra([(e.label, e.diagnosis) for e in entries])
+    if many:
+        from critpoint.report.comparison import checkpoint_axis, plot_trend
+
+        fig = plot_trend(entries)
+        pngs["trend.png"] = figures.figure_to_png(fig, dpi)
+        along = checkpoint_axis(entries)[1]
+        sections.append(
+            "<h2>Across the points</h2>"
+            + _img(
+                pngs["trend.png"],
+                "loss, λ_min, λ_max and minimum ratio of each point",
+                f"The loss, the minimum ratio and the extreme eigenvalues (with their "
+                f"error bounds as bars) of each point, against the {html.escape(along)}. "
+                "The dashed line is λ = 0: λ_min below it is negative curvature.",
+                "trend.png",
+            )
+        )
+
+    # Many points (a run's checkpoints): the spectra of a few spread evenly.
+    picked = np.linspace(0, len(entries) - 1, min(len(entries), MAX_SPECTRA))
+    shown = [entries[i] for i in sorted({round(float(x)) for x in picked})]
+    fig = figures.plot_spectra([(e.label, e.diagnosis) for e in shown])
     pngs["spectrum.png"] = figures.figure_to_png(fig, dpi)
+    some = (
+        f"The spectra of {len(shown)} of the {len(entries)} points, spread evenly. "
+        if len(shown) < len(entries)
+        else ""
+    )
     sections.append(
         "<h2>Eigenvalue spectrum</h2>"
         + _img(
             pngs["spectrum.png"],
             "eigenvalue density of the Hessian",
-            "Density of the Hessian's eigenvalues (stochastic Lanczos quadrature, "
+            some
+            + "Density of the Hessian's eigenvalues (stochastic Lanczos quadrature, "
             "Gaussian-smoothed, log scale); triangles are the extreme eigenvalues found by "
             "Lanczos with their rigorous error bounds as horizontal bars; the hatched mass is "
             "clearly negative (descent directions); the dashed line is λ = 0. The minimum ratio "

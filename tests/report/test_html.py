@@ -50,7 +50,14 @@ def test_report_is_self_contained_and_lists_the_numbers(
     assert page == tmp_path / "report.html"
     html = page.read_text(encoding="utf-8")
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert pngs == ["landscape.png", "per_layer.png", "spectrum.png", "training.png"]
+    # two points: their trends too
+    assert pngs == [
+        "landscape.png",
+        "per_layer.png",
+        "spectrum.png",
+        "training.png",
+        "trend.png",
+    ]
     embedded = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
     assert len(embedded) == len(pngs)
     files = {(tmp_path / name).read_bytes() for name in pngs}

@@ -26,7 +26,7 @@ from critpoint_cli.options import (
 
 
 @click.command()
-@click.argument("checkpoint", metavar="CHECKPOINT")
+@click.argument("checkpoints", metavar="CHECKPOINT...", nargs=-1, required=True)
 @model_options
 @click.option(
     "--params",
@@ -53,7 +53,37 @@ from critpoint_cli.options import (
 )
 @global_options
 @click.pass_context
-def diagnose(
+def diagnose(ctx: click.Context, checkpoints: tuple[str, ...], **options: Any) -> None:
+    """Diagnose the point a checkpoint sits at: minimum, saddle, maximum or degenerate.
+
+    CHECKPOINT is a file written by `critpoint train` or critpoint.save_checkpoint
+    (it knows its model, data and loss), a plain state dict / safetensors /
+    Lightning .ckpt file given with --model and --data, or a Hugging Face
+    save_pretrained folder given with --data (read with transformers).
+
+    Several checkpoints (a training run's folder: run/*.pt) are diagnosed one
+    by one with the same options and compared: a table with a row each, and
+    with --report DIR one report of them all (the loss, λ_min, λ_max and the
+    minimum ratio against the step stored in each checkpoint, or their
+    order); --json writes that comparison's document.
+
+    \b
+    Examples:
+      critpoint diagnose critpoint-demo/model.ckpt
+      critpoint diagnose weights.pt --model my_model.py:make --data data.npz --loss mse
+      critpoint diagnose model.ckpt --per-layer --report report/
+      critpoint diagnose model.ckpt --json - | jq .kind
+      critpoint diagnose run/step-*.pt --report run-report/
+    """  # noqa: D301 (click's \b marks a verbatim block)
+    if len(checkpoints) == 1:
+        diagnose_one(ctx, checkpoints[0], **options)
+        return
+    from critpoint_cli.commands.compare import compare_checkpoints
+
+    compare_checkpoints(ctx, checkpoints, diagnose_one, **options)
+
+
+def diagnose_one(
     ctx: click.Context,
     checkpoint: str,
     model: str | None,
@@ -74,21 +104,23 @@ def diagnose(
     trace: bool,
     json_path: str | None,
     report_dir: str | None,
-) -> None:
-    """Diagnose the point a checkpoint sits at: minimum, saddle, maximum or degenerate.
+    *,
+    comparing: bool = False,
+    repeats: int = 1,
+) -> tuple[dict[str, Any], Any, list[str]] | None:
+    """One checkpoint's diagnosis: computed, printed, written.
 
-    CHECKPOINT is a file written by `critpoint train` or critpoint.save_checkpoint
-    (it knows its model, data and loss), a plain state dict / safetensors /
-    Lightning .ckpt file given with --model and --data, or a Hugging Face
-    save_pretrained folder given with --data (read with transformers).
+    ``comparing``: one of several (:mod:`critpoint_cli.commands.compare`):
+    nothing is written (``json_path`` and ``report_dir`` are ``None``) and an
+    unconverged solve is returned, not raised. ``repeats``: the estimate said
+    up front is for this many checkpoints (``0``: said already).
 
-    \b
-    Examples:
-      critpoint diagnose critpoint-demo/model.ckpt
-      critpoint diagnose weights.pt --model my_model.py:make --data data.npz --loss mse
-      critpoint diagnose model.ckpt --per-layer --report report/
-      critpoint diagnose model.ckpt --json - | jq .kind
-    """  # noqa: D301 (click's \b marks a verbatim block)
+    Returns
+    -------
+    (dict, Setup, list of str) or None
+        The ``diagnose --json`` document, what was loaded, and what did not
+        converge; ``None`` on a rank other than 0.
+    """
     from critpoint_cli.render import Output
 
     state = get_state(ctx)
@@ -143,12 +175,21 @@ def diagnose(
         "tol": tol,
         "max_matvecs": max_matvecs,
     }
+    groups = cp.layer_groups(setup.model, globs) if per_layer else None
     with stage(state, f"diagnosing {obj.num_params:,} parameters"):
-        dg = cp.diagnose(obj, **options)
+        announce = _announcer(
+            state,
+            obj,
+            options,
+            groups,
+            setup.model,
+            landscape=report_dir is not None and obj.num_params >= 2,
+            repeats=repeats,
+        )
+        dg = cp.diagnose(obj, **options, on_plan=announce)
 
     layers = None
-    if per_layer:
-        groups = cp.layer_groups(setup.model, globs)
+    if groups is not None:
         with stage(state, f"diagnosing {len(groups)} layers"):
             layers = cp.diagnose_layers(setup.objective, groups, **options)
 
@@ -173,6 +214,7 @@ def diagnose(
     }
     label = Path(checkpoint).name
     history = setup.checkpoint.history if setup.checkpoint is not None else None
+    step = setup.checkpoint.step if setup.checkpoint is not None else None
     from critpoint.distributed import is_main, launched_by_torchrun
 
     if launched_by_torchrun():
@@ -180,7 +222,9 @@ def diagnose(
 
         settings["world_size"] = dist.get_world_size()
         if not is_main():
-            return  # every rank holds the same numbers; only rank 0 prints and writes
+            return (
+                None  # every rank holds the same numbers; only rank 0 prints and writes
+            )
 
     if report_dir is not None:
         from critpoint.report import ReportEntry, build_report
@@ -195,6 +239,9 @@ def diagnose(
                 settings=settings,
             )
 
+    # Every product the command spent: the whole model's, each layer's, the landscape's.
+    products = dg.num_matvecs + sum(x.diagnosis.num_matvecs for x in layers or [])
+    products += land.num_matvecs if land is not None else 0
     document = diagnosis_document(
         dg,
         label=label,
@@ -203,6 +250,10 @@ def diagnose(
         per_layer=layers,
         history=history,
         elapsed_seconds=round(elapsed, 3),
+        total_matvecs=products,
+        # The training step stored in the checkpoint: where it sits in a comparison.
+        step=step[1] if step is not None else None,
+        step_key=step[0] if step is not None else None,
     )
     out.json(document)
 
@@ -221,8 +272,13 @@ def diagnose(
         text += "\n\nPer layer (each layer's block of the Hessian on its own):\n"
         text += layer_table(layers)
     text += (
-        f"\n\n{dg.num_matvecs:,} Hessian-vector products; {elapsed - t_setup:.1f} s "
-        f"(+ {t_setup:.1f} s to load)."
+        f"\n\n{products:,} Hessian-vector products"
+        + (
+            f" ({dg.num_matvecs:,} for the whole model)"
+            if products != dg.num_matvecs
+            else ""
+        )
+        + f"; {elapsed - t_setup:.1f} s (+ {t_setup:.1f} s to load)."
     )
     out.result(text)
     if report_dir is not None:
@@ -231,7 +287,7 @@ def diagnose(
 
     unconverged = [] if dg.converged else ["the whole model"]
     unconverged += [x.name for x in layers or [] if not x.diagnosis.converged]
-    if unconverged:
+    if unconverged and not comparing:
         # Exit code 3: everything above was written; the error carries it.
         msg = (
             "the eigensolver did not converge for "
@@ -240,3 +296,64 @@ def diagnose(
             "Raise --max-matvecs or loosen --tol."
         )
         raise ConvergenceError(msg, partial=document)
+    return document, setup, unconverged
+
+
+def _announcer(
+    state: Any,
+    obj: Any,
+    options: dict[str, Any],
+    groups: list[Any] | None,
+    model: Any,
+    *,
+    landscape: bool,
+    repeats: int = 1,
+) -> Any:
+    """The ``on_plan`` callback: the whole command's estimate on standard error, if long.
+
+    The whole model's plan is extended by each layer's (``--per-layer``) and
+    the landscape's loss evaluations (``--report``), priced at the whole
+    model's measured product and gradient (a layer's product costs less:
+    the estimate errs long); for ``repeats`` checkpoints alike (``0``: say
+    nothing).
+    """
+    from critpoint.analysis.plan import landscape_phases, layer_phases
+
+    def announce(plan: Any) -> None:
+        if groups:
+            sizes = dict(model.named_parameters())
+            layer_sizes = [
+                (g.name, sum(sizes[p].numel() for p in g.params)) for g in groups
+            ]
+            kept = {
+                k: v for k, v in options.items() if k not in ("seed", "progress", "tol")
+            }
+            plan = plan.extend(layer_phases(layer_sizes, **kept))
+        if landscape:
+            plan = plan.extend(landscape_phases())
+        if repeats > 1:
+            plan = plan.repeated(repeats, "checkpoints")
+        if repeats < 1 or state.quiet or not plan.worth_announcing:
+            return
+        click.echo(f"Planned: {plan.summary()}{_shorten(plan, obj, options)}", err=True)
+
+    return announce
+
+
+def _shorten(plan: Any, obj: Any, options: dict[str, Any]) -> str:
+    """``; --no-density or --max-samples 1024 to shorten``: the options that cut the most."""
+    ways = []
+    largest = plan.largest()
+    products = {p.name: p.products for p in plan.phases if not p.spent}
+    if options["density"] and products.get("density", 0) * 3 >= plan.products:
+        ways.append("--no-density")
+    if options["trace"] and products.get("trace", 0) * 3 >= plan.products:
+        ways.append("--no-trace")
+    if largest is not None and largest.name.startswith("layer "):
+        ways.append("without --per-layer")
+    samples = obj.num_samples
+    if samples > 1024:
+        ways.append("--max-samples 1024")
+    elif samples >= 64:
+        ways.append(f"--max-samples {samples // 2}")
+    return f"; {' or '.join(ways)} to shorten" if ways else ""

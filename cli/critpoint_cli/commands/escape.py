@@ -130,7 +130,15 @@ def escape(
     check_paths(outputs, spec_files(data=setup.data_spec["name"]))
     obj = setup.objective(list(params) or None)
     with stage(state, "escape steps"):
-        run = cp.escape_until(obj, max_steps, max_step, state.seed, k=k, tol=tol)
+        run = cp.escape_until(
+            obj,
+            max_steps,
+            max_step,
+            state.seed,
+            k=k,
+            tol=tol,
+            progress=state.show_progress(),
+        )
 
     ckpt = setup.checkpoint
     meta = dict(ckpt.meta) if ckpt is not None else {}

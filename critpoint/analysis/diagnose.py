@@ -371,7 +371,7 @@ def _objective_over(obj: Objective, names: list[str]) -> Objective:
         loss_module._loss_fn,
         obj._batches,
         params=names,
-        train_mode=obj.train_mode,
+        bn=obj.bn,
         device=obj.device,
         dtype=obj._cast_inputs,
         batch_loss=loss_module._batch_loss,

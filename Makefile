@@ -32,6 +32,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 test: lint
 	OMP_NUM_THREADS=1 MPLBACKEND=Agg CRITPOINT_SMOKE=1 $(BIN)/python -m pytest

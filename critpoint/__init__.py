@@ -28,6 +28,7 @@ from critpoint.errors import (
     InputError,
     NonDeterministicError,
     NonFiniteError,
+    OutputError,
     SecondDerivativeError,
     UnsafeCheckpointError,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "NonDeterministicError",
     "NonFiniteError",
     "Objective",
+    "OutputError",
     "QuadraticStep",
     "SaddleEscape",
     "SecondDerivativeError",

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from critpoint.data import data_from_spec
+from critpoint.data import checkpoint_data, data_from_spec
 from critpoint.errors import InputError, UnsafeCheckpointError
 from critpoint.io.checkpoint import load_checkpoint, save_checkpoint
 from critpoint.losses import get_loss
@@ -90,7 +90,7 @@ def use(ckpt_path: Path, field: str, trust: bool = False) -> object:
     if field == "model_spec":
         return ckpt.build_model()
     if field == "data_spec":
-        return ckpt.load_data()
+        return checkpoint_data(ckpt)
     return ckpt.get_loss()
 
 
@@ -157,7 +157,7 @@ def test_builtins_from_a_file_still_load(tmp_path: Path) -> None:
     model = ckpt.build_model()
     assert model.w1.item() == 0.5
     assert model.w2.item() == -1.0
-    data = ckpt.load_data(dtype=torch.float64)
+    data = checkpoint_data(ckpt, dtype=torch.float64)
     assert data.inputs.dtype == torch.float64
     assert len(data) == 1
     assert ckpt.get_loss().__name__ == "mse"
@@ -213,13 +213,13 @@ def test_relative_data_paths_resolve_against_the_file(
     save_checkpoint(
         folder / "m.ckpt", build_model("two_weight"), data_spec="d.pt", loss="mse"
     )
-    data = load_checkpoint(folder / "m.ckpt").load_data()
+    data = checkpoint_data(load_checkpoint(folder / "m.ckpt"))
     assert len(data) == 3
     save_checkpoint(
         folder / "n.ckpt", build_model("two_weight"), data_spec="gone.pt", loss="mse"
     )
     with pytest.raises(InputError, match=r"relative to its own folder.*gone\.pt"):
-        load_checkpoint(folder / "n.ckpt").load_data()
+        checkpoint_data(load_checkpoint(folder / "n.ckpt"))
 
 
 # ---------------------------------------------------------------------- dtypes

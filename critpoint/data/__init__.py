@@ -35,13 +35,14 @@ tensors to Data), :mod:`~critpoint.data.builtin` (the built-in sets),
 from critpoint.data.base import Data, DataSource
 from critpoint.data.builtin import DATASETS
 from critpoint.data.check import check_data_against_model
-from critpoint.data.load import data_from_spec, load_data
+from critpoint.data.load import checkpoint_data, data_from_spec, load_data
 
 __all__ = [
     "DATASETS",
     "Data",
     "DataSource",
     "check_data_against_model",
+    "checkpoint_data",
     "data_from_spec",
     "load_data",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -25,7 +25,7 @@ from critpoint.data.base import (
 )
 from critpoint.data.builtin import DATASETS
 from critpoint.data.files import is_data_file, read_data_file
-from critpoint.errors import InputError
+from critpoint.errors import CheckpointError, InputError
 from critpoint.specs import (
     load_object,
     normalise_data_spec,
@@ -34,6 +34,10 @@ from critpoint.specs import (
 )
 
 __all__ = ["data_from_spec", "load_data"]
+
+
+if TYPE_CHECKING:
+    from critpoint.io.checkpoint import Checkpoint
 
 
 def load_data(
@@ -140,6 +144,51 @@ def data_from_spec(
             raise InputError(msg)
         data = data.subset(max_samples, seed=normal["subset_seed"])
     return data
+
+
+def checkpoint_data(
+    checkpoint: Checkpoint,
+    data_spec: Any = None,
+    *,
+    trust: bool = False,
+    dtype: torch.dtype | str | None = torch.float32,
+) -> Data | DataSource:
+    """Load the data a checkpoint was trained on (or ``data_spec``).
+
+    Parameters
+    ----------
+    checkpoint : Checkpoint
+        From :func:`critpoint.load_checkpoint`; its ``data_spec`` is file data.
+    data_spec : str or dict, optional
+        Overrides the stored spec; the caller's, so a function it names runs.
+    trust : bool
+        Let the stored spec name code (``module:function``). Without it (and
+        unless the checkpoint was loaded with ``trust=True``) a stored spec may
+        name only built-in sets and data files.
+    dtype : torch.dtype or str, optional
+        Floating dtype of the inputs.
+
+    Returns
+    -------
+    Data or DataSource
+
+    Notes
+    -----
+    A relative data path in the stored spec is read from the checkpoint's
+    folder, not the current one; it must exist there.
+    """
+    if data_spec is not None:
+        return data_from_spec(data_spec, dtype=dtype, trust=True)
+    if checkpoint.data_spec is None:
+        msg = f"{checkpoint.source} does not say which data it was trained on; pass a data spec (--data)"
+        raise CheckpointError(msg)
+    return data_from_spec(
+        checkpoint.data_spec,
+        dtype=dtype,
+        trust=trust or checkpoint.trusted,
+        source=checkpoint.source,
+        base_dir=Path(checkpoint.path).parent,
+    )
 
 
 def _load_data(

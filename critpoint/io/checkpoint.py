@@ -44,7 +44,6 @@ from torch import nn
 
 from critpoint._files import write_with_atomic
 from critpoint._version import __version__
-from critpoint.data import data_from_spec
 from critpoint.errors import CheckpointError, InputError
 from critpoint.io._safe_load import RawFile, read_checkpoint_file, safetensors_module
 from critpoint.io.huggingface import is_pretrained_dir, load_pretrained
@@ -112,7 +111,7 @@ class Checkpoint:
     trusted : bool
         Whether the specs it stores may name code. ``False`` unless it was
         loaded with ``trust=True``: ``model_spec``, ``data_spec`` and ``loss``
-        are data read from a file, so :meth:`build_model`, :meth:`load_data`
+        are data read from a file, so :meth:`build_model`, :func:`critpoint.data.checkpoint_data`
         and :meth:`get_loss` accept only critpoint's built-in names in them
         (a spec passed as an argument is the caller's and always accepted).
     notes : list of str
@@ -202,47 +201,6 @@ class Checkpoint:
         if len(dtypes) == 1 and params and params != dtypes:
             model = model.to(dtypes.pop())
         return self.load_into(model)
-
-    def load_data(
-        self,
-        data_spec: Any = None,
-        *,
-        trust: bool = False,
-        dtype: torch.dtype | str | None = torch.float32,
-    ) -> Any:
-        """Load the data the checkpoint was trained on (or ``data_spec``).
-
-        Parameters
-        ----------
-        data_spec : str or dict, optional
-            Overrides the stored spec; the caller's, so a function it names runs.
-        trust : bool
-            Let the stored spec name code (``module:function``). Without it a
-            stored spec may name only built-in sets and data files.
-        dtype : torch.dtype or str, optional
-            Floating dtype of the inputs.
-
-        Returns
-        -------
-        Data or DataSource
-
-        Notes
-        -----
-        A relative data path in the stored spec is read from the checkpoint's
-        folder, not the current one; it must exist there.
-        """
-        if data_spec is not None:
-            return data_from_spec(data_spec, dtype=dtype, trust=True)
-        if self.data_spec is None:
-            msg = f"{self.source} does not say which data it was trained on; pass a data spec (--data)"
-            raise CheckpointError(msg)
-        return data_from_spec(
-            self.data_spec,
-            dtype=dtype,
-            trust=trust or self.trusted,
-            source=self.source,
-            base_dir=Path(self.path).parent,
-        )
 
     def get_loss(
         self, *, trust: bool = False, num_classes: int | None = None

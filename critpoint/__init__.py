@@ -8,9 +8,11 @@ error bounds.
 
 from critpoint._version import __version__
 from critpoint.analysis import (
+    BatchNormCheck,
     Curvature,
     Diagnosis,
     LayerDiagnosis,
+    LineSearch,
     Verdict,
     classify,
     curvature,
@@ -61,6 +63,7 @@ from critpoint.surface import (
 from critpoint.training import History, train
 
 __all__ = [
+    "BatchNormCheck",
     "Checkpoint",
     "CheckpointError",
     "ConvergenceError",
@@ -77,6 +80,7 @@ __all__ = [
     "InputError",
     "Landscape",
     "LayerDiagnosis",
+    "LineSearch",
     "LossPlane",
     "LossSlice",
     "NonDeterministicError",

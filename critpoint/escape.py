@@ -28,6 +28,7 @@ from critpoint.analysis.rule import measure_extremes
 from critpoint.analysis.step import (
     QuadraticStep,
     downhill,
+    line_search,
     predicted_change,
     quadratic_step,
 )
@@ -218,23 +219,21 @@ def escape_saddle(
             num_matvecs=H.num_matvecs,
         )
     u, slope = downhill(ext.vectors[:, 0].clone(), g)
-    alpha = quadratic_step(loss0, slope, lam, max_step, dtype=obj.dtype).step_size
-    best: tuple[float, float, float] | None = None  # (change, alpha, predicted)
-    backtracks = 0
-    accepted = False
-    for backtracks in range(max_backtracks + 1):  # noqa: B007 (the count is reported)
-        predicted = predicted_change(slope, lam, alpha)
-        change = obj.loss(theta + alpha * u) - loss0
-        if best is None or change < best[0]:
-            best = (change, alpha, predicted)
-        if change <= accept * predicted:
-            accepted = True
-            best = (change, alpha, predicted)
-            break
-        alpha /= 2
-    assert best is not None
-    change, alpha, predicted = best
-    if not accepted and change >= 0:
+    search = line_search(
+        lambda a: obj.loss(theta + a * u) - loss0,
+        loss0,
+        slope,
+        lam,
+        max_step,
+        accept=accept,
+        max_backtracks=max_backtracks,
+        dtype=obj.dtype,
+    )
+    accepted = search.accepted
+    alpha, change = search.step_size, search.actual_change
+    predicted = search.predicted_change
+    backtracks = search.backtracks if accepted else len(search.trials) - 1
+    if not search.lowers_loss:
         return EscapeStep(
             taken=False,
             reason=(

@@ -10,7 +10,9 @@ block of the Hessian, the layers found by :func:`layer_groups`.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
+import logging
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -20,6 +22,7 @@ from torch import nn
 
 from critpoint._deprecation import UNSET, renamed
 from critpoint._progress import ProgressArg, check_progress
+from critpoint.analysis.batchnorm import check_batchnorm
 from critpoint.analysis.diagnosis import Diagnosis, LayerDiagnosis
 from critpoint.analysis.rule import (
     default_grad_tol,
@@ -27,7 +30,7 @@ from critpoint.analysis.rule import (
     minimum_ratio,
     verdict,
 )
-from critpoint.analysis.step import downhill, quadratic_step
+from critpoint.analysis.step import LineSearch, downhill, line_search
 from critpoint.errors import InputError
 from critpoint.linalg.slq import spectral_density
 from critpoint.linalg.trace import trace as trace_estimate
@@ -35,6 +38,8 @@ from critpoint.objective import Objective
 from critpoint.specs import dtype_name
 
 __all__ = ["LayerGroup", "diagnose", "diagnose_layers", "layer_groups"]
+
+logger = logging.getLogger("critpoint")
 
 
 def diagnose(
@@ -139,6 +144,9 @@ def diagnose(
     k = min(k, n)
     loss, g = obj.loss_and_grad()
     grad_norm = float(torch.linalg.vector_norm(g.double()))
+    bn_check = check_batchnorm(obj, loss)  # one forward more with BatchNorm layers
+    if bn_check is not None and bn_check.warning():
+        logger.warning("%s", bn_check.warning())
     H = obj.hessian(check=check)
     ext = measure_extremes(
         H,
@@ -158,7 +166,7 @@ def diagnose(
         grad_tol = default_grad_tol(loss, scale, obj.dtype)
 
     dens = None
-    ratio = negative_fraction = flat_fraction = None
+    ratio = negative_fraction = flat_fraction = ratio_stderr = None
     if density:
         dens = spectral_density(
             H,
@@ -167,7 +175,10 @@ def diagnose(
             seed=seed,
             progress=progress,
         )
+        # The density's fractions default to the verdict's zero tolerance.
+        dens = dataclasses.replace(dens, zero_tol=c.zero_tol)
         ratio, negative_fraction, flat_fraction = minimum_ratio(dens, c.zero_tol)
+        ratio_stderr = dens.fraction_stderr("negative", c.zero_tol)
     tr = None
     if trace:
         # Positional: the budget's keyword is being renamed in the trace estimator.
@@ -177,11 +188,11 @@ def diagnose(
     u_max, _ = downhill(ext.vectors[:, -1].clone(), g)
     direction = None
     prediction = None
+    step = None
     if c.negative:
         direction = u_min
-        prediction = quadratic_step(
-            loss, slope, c.lambda_min, dtype=obj.dtype
-        ).predicted_change
+        step = _escape_step(obj, loss, u_min, slope, c.lambda_min)
+        prediction = step.predicted_change
 
     settings = {
         "k": k,
@@ -201,6 +212,8 @@ def diagnose(
         "dtype": dtype_name(obj.dtype),
         "device": str(obj.device),
         "train_mode": obj.train_mode,
+        "bn": obj.bn,
+        "bn_layers": len(obj.batchnorm_layers),
         "hvp_mode": obj.hvp_mode,
         "hvp_fallback": obj.hvp_fallback,
         "reduction": obj.reduction,
@@ -241,6 +254,29 @@ def diagnose(
         bound_probability=c.probability,
         eigenvector_min=u_min,
         eigenvector_max=u_max,
+        escape_step=step,
+        batchnorm=bn_check,
+        minimum_ratio_stderr=ratio_stderr,
+        negative_fraction_stderr=ratio_stderr,
+    )
+
+
+def _escape_step(
+    obj: Objective, loss: float, u: torch.Tensor, slope: float, curvature: float
+) -> LineSearch:
+    """The step :func:`critpoint.escape_saddle` would take along ``u``, measured on the loss.
+
+    The same line search with its defaults (first trial
+    :func:`critpoint.quadratic_step`, halving until the loss falls by half
+    the prediction): a few loss evaluations, no Hessian-vector product.
+    """
+    theta = obj.theta
+    return line_search(
+        lambda a: obj.loss(theta + a * u) - loss,
+        loss,
+        slope,
+        curvature,
+        dtype=obj.dtype,
     )
 
 

@@ -343,8 +343,8 @@ class Diagnosis:
         if not self.critical:
             return (
                 f"keep training: the gradient norm {self.grad_norm:.3g} is above "
-                f"{self.grad_tol:.3g}, so a gradient step still lowers the loss "
-                f"({self.curvature_text()} here)."
+                f"{self.grad_tol:.3g}, the critical threshold, so a gradient step still "
+                "lowers the loss."
             )
         step = self.escape_step
         if step is not None and step.lowers_loss:

@@ -6,13 +6,17 @@ where the gradient vanishes. :func:`quadratic_step` is the one place where
 that step is sized and its change predicted: the diagnosis's escape
 prediction, :func:`critpoint.escape_saddle`'s first trial step and the
 escape drawn on :func:`critpoint.landscape`'s plane all call it.
+:func:`line_search` is the one backtracking from it on the real loss: the
+step :func:`critpoint.escape_saddle` takes and the diagnosis's advice quotes
+(:attr:`critpoint.Diagnosis.escape_step`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -160,7 +164,7 @@ class LineSearch:
         """``L(θ + αu)``."""
         return self.loss_before + self.actual_change
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dictionary."""
         return {
             "step_size": self.step_size,
@@ -174,20 +178,20 @@ class LineSearch:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> LineSearch:
+    def from_dict(cls, data: Mapping[str, Any]) -> LineSearch:
         """Rebuild from :meth:`to_dict` (``None`` numbers, cleaned from JSON, become NaN)."""
 
-        def num(x: object) -> float:
-            return float("nan") if x is None else float(x)  # type: ignore[arg-type]
+        def num(x: Any) -> float:
+            return float("nan") if x is None else float(x)
 
         return cls(
             step_size=num(data["step_size"]),
             predicted_change=num(data["predicted_change"]),
             actual_change=num(data["actual_change"]),
             loss_before=num(data["loss_before"]),
-            backtracks=int(data["backtracks"]),  # type: ignore[call-overload]
+            backtracks=int(data["backtracks"]),
             accepted=bool(data["accepted"]),
-            trials=[(num(a), num(c)) for a, c in data.get("trials", [])],  # type: ignore[union-attr]
+            trials=[(num(a), num(c)) for a, c in data.get("trials", [])],
         )
 
 

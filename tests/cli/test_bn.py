@@ -113,3 +113,8 @@ def test_escape_takes_the_bn_mode(bn_ckpt: Path, tmp_path: Path) -> None:
     assert doc["loss_before"] == pytest.approx(
         library_losses("train")["loss"], rel=1e-6
     )
+    text = invoke(
+        "escape", str(bn_ckpt), "--bn", "train", "-o", str(tmp_path / "b.ckpt")
+    )
+    assert text.exit_code == 0, text.stderr
+    assert "BatchNorm in train mode" in text.stdout.splitlines()[0]

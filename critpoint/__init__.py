@@ -8,10 +8,12 @@ error bounds.
 
 from critpoint._version import __version__
 from critpoint.analysis import (
+    BatchNormCheck,
     CostPlan,
     Curvature,
     Diagnosis,
     LayerDiagnosis,
+    LineSearch,
     Verdict,
     classify,
     curvature,
@@ -63,6 +65,7 @@ from critpoint.surface import (
 from critpoint.training import History, train
 
 __all__ = [
+    "BatchNormCheck",
     "Checkpoint",
     "CheckpointError",
     "ConvergenceError",
@@ -80,6 +83,7 @@ __all__ = [
     "InputError",
     "Landscape",
     "LayerDiagnosis",
+    "LineSearch",
     "LossPlane",
     "LossSlice",
     "NonDeterministicError",

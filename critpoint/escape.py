@@ -29,6 +29,7 @@ from critpoint.analysis.rule import measure_extremes
 from critpoint.analysis.step import (
     QuadraticStep,
     downhill,
+    line_search,
     predicted_change,
     quadratic_step,
 )
@@ -238,28 +239,34 @@ def escape_saddle(
             num_matvecs=H.num_matvecs,
         )
     u, slope = downhill(ext.vectors[:, 0].clone(), g)
-    alpha = quadratic_step(loss0, slope, lam, max_step, dtype=obj.dtype).step_size
-    best: tuple[float, float, float] | None = None  # (change, alpha, predicted)
-    backtracks = 0
-    accepted = False
     # The line search plans one loss evaluation; each halving plans one more.
     bar = Progress(progress, 1, "escape line search", unit="loss")
-    for backtracks in range(max_backtracks + 1):
-        predicted = predicted_change(slope, lam, alpha)
-        change = obj.loss(theta + alpha * u) - loss0
-        bar.set_total(backtracks + 1)
-        bar.update(backtracks + 1)
-        if best is None or change < best[0]:
-            best = (change, alpha, predicted)
-        if change <= accept * predicted:
-            accepted = True
-            best = (change, alpha, predicted)
-            break
-        alpha /= 2
+    evaluations = 0
+
+    def change_at(a: float) -> float:
+        nonlocal evaluations
+        change = obj.loss(theta + a * u) - loss0
+        evaluations += 1
+        bar.set_total(evaluations)
+        bar.update(evaluations)
+        return change
+
+    search = line_search(
+        change_at,
+        loss0,
+        slope,
+        lam,
+        max_step,
+        accept=accept,
+        max_backtracks=max_backtracks,
+        dtype=obj.dtype,
+    )
     bar.close()
-    assert best is not None
-    change, alpha, predicted = best
-    if not accepted and change >= 0:
+    accepted = search.accepted
+    alpha, change = search.step_size, search.actual_change
+    predicted = search.predicted_change
+    backtracks = search.backtracks if accepted else len(search.trials) - 1
+    if not search.lowers_loss:
         return EscapeStep(
             taken=False,
             reason=(

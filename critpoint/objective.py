@@ -38,6 +38,9 @@ LossFn = Callable[[Any, Any], torch.Tensor]
 BatchLossFn = Callable[[nn.Module, Any], torch.Tensor]
 ParamSelector = str | Sequence[str] | Callable[[str], bool] | None
 
+#: The functions a model with BatchNorm layers can be analysed as (``Objective(bn=...)``).
+BN_MODES = ("eval", "train", "recalibrate")
+
 #: What a batch's loss is over its samples, as torch's losses name it. KLDivLoss's
 #: ``"batchmean"`` divides by the batch size: a mean over samples.
 _MEANS = frozenset({"mean", "batchmean", "elementwise_mean"})
@@ -113,6 +116,56 @@ def resolve_reduction(loss_fn: Any, reduction: str | None) -> str:
     return own
 
 
+def resolve_bn(bn: str | None, train_mode: bool = False) -> str:
+    """The BatchNorm mode of an analysis from ``bn=`` and the older ``train_mode=``.
+
+    Parameters
+    ----------
+    bn : {"eval", "train", "recalibrate"} or None
+        The mode asked for; ``None`` takes it from ``train_mode``.
+    train_mode : bool
+        The older spelling: ``True`` is ``bn="train"``.
+
+    Returns
+    -------
+    str
+        One of :data:`BN_MODES`.
+
+    Raises
+    ------
+    InputError
+        An unknown mode, or ``train_mode=True`` with another ``bn``.
+    """
+    if bn is None:
+        return "train" if train_mode else "eval"
+    if bn not in BN_MODES:
+        msg = f"bn must be one of {', '.join(map(repr, BN_MODES))}, got {bn!r}"
+        raise InputError(msg)
+    if train_mode and bn != "train":
+        msg = (
+            f"train_mode=True (the older spelling of bn='train') contradicts bn={bn!r}; "
+            "give bn= alone"
+        )
+        raise InputError(msg)
+    return bn
+
+
+def batchnorm_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of every BatchNorm layer that keeps running statistics.
+
+    Only these compute another function in eval mode than in train mode (a
+    layer built with ``track_running_stats=False`` normalises by batch
+    statistics in both).
+    """
+    return [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and m.track_running_stats
+        and m.running_mean is not None
+    ]
+
+
 def _first_line(exc: BaseException | None) -> str:
     """The first line of an error's message, for a short quote."""
     text = str(exc).strip() if exc is not None else ""
@@ -144,10 +197,8 @@ class Objective:
         (``"layers.0.*"``) or a predicate on the parameter name select a
         subset, e.g. one layer for a per-layer Hessian.
     train_mode : bool
-        ``False`` (default): evaluate in eval mode (BatchNorm running
-        statistics, no dropout), so the Hessian is a fixed symmetric matrix.
-        ``True``: BatchNorm uses batch statistics with the running-statistic
-        updates frozen; the result then depends on the batching.
+        The older spelling of ``bn="train"`` (``True``); kept working. With
+        another ``bn`` it is an error.
     device : str or torch.device, optional
         Where to compute. Defaults to the device of the model's parameters. A
         different device analyses a copy of the model.
@@ -168,6 +219,31 @@ class Objective:
         number of processes). Default: the loss's own ``reduction`` for an
         ``nn`` loss (or a ``functools.partial`` that sets it), else
         ``"mean"``. Losses with ``reduction="none"`` are refused.
+    bn : {"eval", "train", "recalibrate"}, optional
+        Which function a model with BatchNorm layers is analysed as (default
+        ``"eval"``, or ``"train"`` when ``train_mode=True``):
+
+        * ``"eval"``: eval mode, BatchNorm normalises by the model's running
+          statistics (and dropout is off), so the Hessian is a fixed
+          symmetric matrix and the loss a sum over samples. After short
+          training the running statistics lag behind the weights, and this
+          function can be far from the one training minimised.
+        * ``"train"``: BatchNorm normalises each batch by its own statistics,
+          the running statistics neither used nor updated: the function
+          training sees; it depends on the batching (``batch_size``).
+        * ``"recalibrate"``: the running statistics are first re-estimated
+          over the analysis data as ``torch.optim.swa_utils.update_bn`` does
+          (every BatchNorm layer in train mode with ``momentum=None``: the
+          cumulative average of the batches' means and unbiased variances),
+          then the model is analysed in eval mode: the fixed function a
+          deployed model computes, without the lag. The estimate is written
+          to new tensors (a copy of the BatchNorm state; the model's own
+          buffers are never written), costs one forward pass over the data,
+          and is made again whenever the parameters change (``set_theta``,
+          or an optimizer moving them in place). Unlike ``update_bn`` the
+          other layers stay in eval mode (dropout off), so the estimate is
+          deterministic and made on the activations of the deployed network.
+          Under ``process_group`` the batches of every rank are averaged.
     batch_size : int, optional
         Split ``(inputs, targets)`` tensors (default 4096 samples a batch) or
         build the ``DataLoader`` around a ``Dataset`` (default 256).
@@ -207,6 +283,10 @@ class Objective:
         The mode products run in (``"rev-rev"`` after a fallback).
     hvp_fallback : str or None
         Why forward-over-reverse was given up, or ``None``.
+    bn : {"eval", "train", "recalibrate"}
+        The BatchNorm mode of the analysis.
+    train_mode : bool
+        ``bn == "train"``.
 
     Notes
     -----
@@ -235,6 +315,7 @@ class Objective:
         chunk_size: int | None = None,
         hvp_cache: int | str | None = "auto",
         reduction: str | None = None,
+        bn: str | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             msg = f"model must be a torch.nn.Module, got {type(model).__name__}"
@@ -263,7 +344,7 @@ class Objective:
         dtype = parse_dtype(dtype)  # a torch.dtype or its name ("float64")
         self.reduction = resolve_reduction(loss_fn, reduction)
         self.model = model
-        self.train_mode = bool(train_mode)
+        self.bn = resolve_bn(bn, bool(train_mode))
         self.hvp_mode: _autodiff.HVPMode = hvp_mode
         self.hvp_fallback: str | None = None
         self.chunk_size = chunk_size
@@ -301,7 +382,22 @@ class Objective:
         self.num_params = sum(self._numels)
         self._wrapper = _LossModule(self._work, loss_fn, batch_loss)
         self._num_samples: int | None = None
+        # Recalibrated BatchNorm statistics, and the parameter versions they belong to.
+        self._bn_stats: dict[str, tuple[torch.Tensor, ...]] | None = None
+        self._bn_stats_key: tuple[tuple[int, int], ...] | None = None
         self._validate_first_batch()
+        if self.bn == "recalibrate":
+            self._recalibrated_statistics()  # now: its failures surface here
+
+    @property
+    def train_mode(self) -> bool:
+        """Whether BatchNorm uses batch statistics (``bn == "train"``)."""
+        return self.bn == "train"
+
+    @property
+    def batchnorm_layers(self) -> list[str]:
+        """Names of the BatchNorm layers with running statistics (empty: every mode agrees)."""
+        return [name for name, _ in batchnorm_modules(self._work)]
 
     # ----------------------------------------------------------------- set-up
     def _select(self, params: ParamSelector) -> list[str]:
@@ -351,7 +447,9 @@ class Objective:
             raise InputError(msg)
         batch_count(batch)
         batch = move(batch, self.device, self._cast_inputs)
-        with self._session(), _autodiff.kernels(), torch.no_grad():
+        # Before any recalibration (that needs a model that runs).
+        mode = "eval" if self.bn == "recalibrate" else self.bn
+        with self._session(mode), _autodiff.kernels(), torch.no_grad():
             try:
                 value = _autodiff.functional_call(
                     self._wrapper, self._param_dict(self.theta), (batch,)
@@ -378,7 +476,7 @@ class Objective:
             raise InputError(msg)
 
     @contextlib.contextmanager
-    def _session(self) -> Iterator[None]:
+    def _session(self, bn: str | None = None) -> Iterator[None]:
         """Set the mode the analysis needs; restore the model's own state after.
 
         Every buffer, ``requires_grad`` flag and mode flag is captured first
@@ -386,15 +484,18 @@ class Objective:
         a forward that writes to buffers (a counter, spectral norm's ``_u``
         under ``train_mode=True``) or a ``train()`` override that freezes
         parameters leaves no trace, and every pass starts from the same buffers.
+        ``bn`` overrides the objective's BatchNorm mode for this session.
         """
+        mode = self.bn if bn is None else bn
+        stats = self._recalibrated_statistics() if mode == "recalibrate" else None
         state = ModelState(self._work)
         selected = set(self._names)
         try:
-            set_mode(self._work, self.train_mode)
+            set_mode(self._work, mode == "train")
             for name, p in self._work.named_parameters():
                 if name not in selected and p.requires_grad:
                     p.requires_grad_(False)  # no graph for parameters outside θ
-            if self.train_mode:
+            if mode == "train":
                 for m in self._work.modules():
                     if isinstance(m, nn.modules.batchnorm._BatchNorm):
                         # Batch statistics without updating the running ones
@@ -402,6 +503,11 @@ class Objective:
                         m.running_mean = None
                         m.running_var = None
                         m.num_batches_tracked = None
+            elif stats is not None:
+                # The recalibrated statistics in place of the model's own, for
+                # this session only (the captured state puts the originals back).
+                for name, m in batchnorm_modules(self._work):
+                    m.running_mean, m.running_var, m.num_batches_tracked = stats[name]
             yield
         except (RuntimeError, AssertionError) as exc:
             message = explain_mutation(exc, self._work)
@@ -410,6 +516,87 @@ class Objective:
             raise InputError(message) from exc
         finally:
             state.restore()
+
+    def _parameters_key(self) -> tuple[tuple[int, int], ...]:
+        """Identity and version of every parameter: changes when any is written."""
+        return tuple((id(p), p._version) for p in self._work.parameters())
+
+    def _recalibrated_statistics(self) -> dict[str, tuple[torch.Tensor, ...]]:
+        """The BatchNorm statistics re-estimated at the current parameters (``bn="recalibrate"``).
+
+        Cached until a parameter is written (``set_theta``, an optimizer step).
+        One forward pass over the data, as ``torch.optim.swa_utils.update_bn``:
+        each BatchNorm layer in train mode with ``momentum=None`` on fresh
+        buffers (zero mean, unit variance, no batch counted), so its running
+        statistics become the cumulative average over the batches; the other
+        layers stay in eval mode. The model's own buffers are never written.
+
+        Returns
+        -------
+        dict
+            ``{layer name: (running_mean, running_var, num_batches_tracked)}``.
+        """
+        key = self._parameters_key()
+        if self._bn_stats is not None and self._bn_stats_key == key:
+            return self._bn_stats
+        layers = batchnorm_modules(self._work)
+        state = ModelState(self._work)
+        momenta = [(m, m.momentum) for _, m in layers]
+        try:
+            set_mode(self._work, False)
+            for _, m in layers:
+                m.train()
+                m.momentum = None  # cumulative average, as update_bn
+                m.running_mean = torch.zeros_like(m.running_mean)
+                m.running_var = torch.ones_like(m.running_var)
+                m.num_batches_tracked = torch.zeros_like(m.num_batches_tracked)
+            with torch.no_grad(), _autodiff.kernels():
+                for _, batch in self._batches.placed(self.device, self._cast_inputs):
+                    try:
+                        self._wrapper(batch)
+                    except (RuntimeError, ValueError) as exc:
+                        msg = (
+                            "bn='recalibrate' could not re-estimate the BatchNorm statistics "
+                            f"(a forward pass in train mode failed: {_first_line(exc)}); use "
+                            "larger batches (batch_size=) or bn='eval'"
+                        )
+                        raise InputError(msg) from exc
+            stats = {
+                name: (m.running_mean, m.running_var, m.num_batches_tracked)
+                for name, m in layers
+            }
+        finally:
+            for m, momentum in momenta:
+                m.momentum = momentum
+            state.restore()
+        if self.process_group is not None:
+            stats = self._average_over_ranks(stats)
+        self._bn_stats, self._bn_stats_key = stats, key
+        logger.debug(
+            "re-estimated the statistics of %d BatchNorm layers over the data",
+            len(stats),
+        )
+        return stats
+
+    def _average_over_ranks(
+        self, stats: dict[str, tuple[torch.Tensor, ...]]
+    ) -> dict[str, tuple[torch.Tensor, ...]]:
+        """Every rank's cumulative averages merged: weighted by the batches each counted."""
+        import torch.distributed as dist
+
+        out = {}
+        for name, (mean, var, count) in stats.items():
+            n = count.to(mean.dtype)
+            parts = torch.cat([mean * n, var * n, n.reshape(1)])
+            dist.all_reduce(parts, op=dist.ReduceOp.SUM, group=self.process_group)
+            total = parts[-1]
+            size = mean.numel()
+            out[name] = (
+                parts[:size] / total,
+                parts[size : 2 * size] / total,
+                total.round().to(count.dtype).reshape(count.shape),
+            )
+        return out
 
     # -------------------------------------------------------------- θ <-> model
     @property
@@ -500,6 +687,7 @@ class Objective:
         self,
         compute: Callable[[Callable[[torch.Tensor], torch.Tensor]], torch.Tensor],
         what: str,
+        bn: str | None = None,
     ) -> torch.Tensor:
         """Sum ``compute(f_batch)`` over all batches (divided by the sample count for a mean)."""
 
@@ -507,7 +695,7 @@ class Objective:
             for count, batch in self._batches.placed(self.device, self._cast_inputs):
                 yield count, compute(self._batch_fn(batch))
 
-        with self._session(), _autodiff.kernels():
+        with self._session(bn), _autodiff.kernels():
             return self._sum(parts(), what)
 
     def _sum(
@@ -582,14 +770,28 @@ class Objective:
         assert self._num_samples is not None
         return self._num_samples
 
-    def loss(self, theta: torch.Tensor | None = None) -> float:
+    def loss(
+        self, theta: torch.Tensor | None = None, *, bn: str | None = None
+    ) -> float:
         """Loss over all samples at θ (default: the model's current parameters).
 
         The mean over the samples, or their sum when :attr:`reduction` is ``"sum"``.
+
+        Parameters
+        ----------
+        theta : torch.Tensor, optional
+            Point of shape ``(n,)``.
+        bn : {"eval", "train", "recalibrate"}, optional
+            Evaluate with another BatchNorm mode than the objective's own
+            (:attr:`bn`), e.g. ``bn="train"`` for the batch-statistics loss
+            of an eval-mode objective; ``"eval"`` always uses the model's own
+            running statistics. One pass (``"recalibrate"`` adds the
+            estimate's pass when it is not at hand).
         """
         theta = self._check_vector(theta, "theta")
+        mode = None if bn is None else resolve_bn(bn)
         with torch.no_grad():
-            value = self._reduce(lambda f: f(theta).detach(), "loss")
+            value = self._reduce(lambda f: f(theta).detach(), "loss", mode)
         return float(value.item())
 
     def grad(self, theta: torch.Tensor | None = None) -> torch.Tensor:
@@ -885,7 +1087,7 @@ class Objective:
             mode += " (forward-over-reverse fell back)"
         return (
             f"Objective(model={type(self.model).__name__}, num_params={self.num_params}, "
-            f"dtype={self.dtype}, device={self.device}, train_mode={self.train_mode}, "
+            f"dtype={self.dtype}, device={self.device}, bn={self.bn!r}, "
             f"reduction={self.reduction!r}, hvp_mode={mode})"
         )
 

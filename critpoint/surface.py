@@ -193,10 +193,14 @@ class Landscape:
         The loss on the plane they span (``a`` along ``λ_min``'s vector,
         ``b`` along ``λ_max``'s).
     escape : dict or None
-        ``{"a": ..., "b": ..., "step": α, "predicted_change": ...}``: the
-        end point of an escape step of length ``α`` along the diagnosis's
-        escape direction, in plane coordinates; ``None`` without negative
-        curvature.
+        ``{"a": ..., "b": ..., "step": α, "predicted_change": ...,
+        "loss_after": ..., "line_search": bool}``: the end point of an escape
+        step of length ``α`` along the diagnosis's escape direction, in plane
+        coordinates, and the loss measured there; the step is the
+        diagnosis's :attr:`~critpoint.Diagnosis.escape_step` (the one
+        :func:`critpoint.escape_saddle` takes, ``line_search`` true) when it
+        lowers the loss and fits the radius, else :func:`critpoint.quadratic_step`'s;
+        ``None`` without negative curvature.
     num_matvecs : int
         Hessian-vector products spent on the eigenvectors.
     num_loss_evals : int
@@ -555,18 +559,32 @@ def landscape(
         d = diagnosis.escape_direction.detach().to(device=obj.device, dtype=obj.dtype)
         d = d / torch.linalg.vector_norm(d)
         slope = float(g.double() @ d.double())
+        # The step the diagnosis measured (escape_saddle's), when made here and in range.
+        found_step = diagnosis.escape_step if found == "diagnosis" else None
+        if found_step is not None and not (
+            found_step.lowers_loss and (radius is None or found_step.step_size <= ra)
+        ):
+            found_step = None
         full = quadratic_step(loss0, slope, diagnosis.lambda_min, dtype=obj.dtype)
+        alpha = full.step_size if found_step is None else found_step.step_size
         if radius is None:
-            ra = max(ra, 1.2 * full.step_size)  # show the whole escape step
-        step = quadratic_step(
-            loss0, slope, diagnosis.lambda_min, max_step=ra, dtype=obj.dtype
-        )
+            ra = max(ra, 1.2 * alpha)  # show the whole escape step
+        if found_step is not None:
+            step_size, predicted = found_step.step_size, found_step.predicted_change
+            after, source = found_step.loss_after, "line search"
+        else:
+            step = quadratic_step(
+                loss0, slope, diagnosis.lambda_min, max_step=ra, dtype=obj.dtype
+            )
+            step_size, predicted = step.step_size, step.predicted_change
+            after, source = obj.loss(theta + step_size * d), "quadratic model"
         escape = {
-            "a": float(d.double() @ u_min.double()) * step.step_size,
-            "b": float(d.double() @ u_max.double()) * step.step_size,
-            "step": step.step_size,
-            "predicted_change": step.predicted_change,
-            "loss_after": obj.loss(theta + step.step_size * d),
+            "a": float(d.double() @ u_min.double()) * step_size,
+            "b": float(d.double() @ u_max.double()) * step_size,
+            "step": step_size,
+            "predicted_change": predicted,
+            "loss_after": after,
+            "line_search": source == "line search",
         }
 
     total = 2 * num + (plane_num * plane_num if plane else 0)
@@ -613,7 +631,8 @@ def landscape(
         plane=pl,
         escape=escape,
         num_matvecs=num_matvecs,
-        num_loss_evals=total + (1 if escape is not None else 0),
+        num_loss_evals=total
+        + (1 if escape is not None and not escape["line_search"] else 0),
         settings={
             "num": num,
             "plane_num": plane_num if plane else None,

@@ -24,6 +24,7 @@ EXPECTED = [
     "03_minimum_ratio.ipynb",
     "04_optimizers_and_batchnorm.ipynb",
     "05_large_models.ipynb",
+    "06_real_models.ipynb",
 ]
 KERNEL = "python3"
 CELL_TIMEOUT_S = 600

@@ -26,7 +26,7 @@ from critpoint.errors import InputError
 from critpoint.io.checkpoint import Checkpoint, load_checkpoint
 from critpoint.losses import get_batch_loss, get_loss
 from critpoint.models import build_model, count_parameters
-from critpoint.objective import Objective
+from critpoint.objective import Objective, batchnorm_modules
 from critpoint.specs import dtype_name, parse_dtype
 from critpoint_cli.options import State
 
@@ -135,6 +135,7 @@ class Setup:
     settings: dict[str, Any] = field(default_factory=dict)
     batch_loss: str | None = None
     batch_loss_fn: Any = None
+    bn: str = "eval"
 
     @property
     def data_input(self) -> Any:
@@ -161,6 +162,7 @@ class Setup:
             batch_size=self.batch_size,
             process_group=part.process_group,
             batch_loss=self.batch_loss_fn,
+            bn=self.bn,
         )
 
     def describe(self) -> str:
@@ -186,6 +188,8 @@ class Setup:
             f"{model} ({n:,} parameters) on {data}{samples}, {loss}, "
             f"{dtype_name(self.dtype)} on {self.device}"
         )
+        if batchnorm_modules(self.model):
+            line += f", BatchNorm in {self.bn} mode"
         notes = self.checkpoint.notes if self.checkpoint is not None else []
         return "\n".join([line, *(f"  note: {note}" for note in notes)])
 
@@ -342,6 +346,7 @@ def load_setup(
         data_spec=data_spec,
         batch_loss=batch_loss,
         batch_loss_fn=batch_loss_fn,
+        bn=state.bn or "eval",
     )
     setup.settings = {
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
@@ -359,5 +364,6 @@ def load_setup(
         "device": str(device),
         "dtype": dtype_name(analysis_dtype),
         "seed": state.seed,
+        "bn": setup.bn,
     }
     return setup

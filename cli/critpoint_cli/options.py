@@ -20,6 +20,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
+#: ``Objective(bn=...)``: the functions a model with BatchNorm layers can be analysed as.
+BN_MODES = ("eval", "train", "recalibrate")
 
 
 @dataclass
@@ -41,6 +43,8 @@ class State:
     progress : bool or None
         Force progress bars on or off; ``None`` shows them when standard
         error is a terminal.
+    bn : {"eval", "train", "recalibrate"} or None
+        The BatchNorm mode of the analysis (``--bn``); ``None`` is ``eval``.
     """
 
     device: str = "auto"
@@ -49,6 +53,7 @@ class State:
     debug: bool = False
     quiet: bool = False
     progress: bool | None = None
+    bn: str | None = None
 
     def show_progress(self) -> bool:
         """Whether to draw progress bars (always on standard error)."""
@@ -234,6 +239,18 @@ def model_options(f: F) -> F:
             type=click.IntRange(min=1),
             default=None,
             help="Use a random subset of this many samples (drawn with --seed).",
+        ),
+        click.option(
+            "--bn",
+            type=click.Choice(BN_MODES),
+            default=None,
+            expose_value=False,
+            callback=_store("bn"),
+            help="BatchNorm: eval (the running statistics, as deployed), train (each "
+            "batch's own statistics, as training sees; depends on --batch-size) or "
+            "recalibrate (eval mode with the statistics re-estimated over the data on a "
+            "copy, as torch.optim.swa_utils.update_bn does). The diagnosis warns when the "
+            "eval-mode and batch-statistics losses differ by more than 5 %.  [default: eval]",
         ),
         click.option(
             "--trust-checkpoint",

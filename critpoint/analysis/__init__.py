@@ -3,7 +3,9 @@
 * :mod:`critpoint.analysis.rule` — THE rule for the sign of curvature, its
   zero tolerance, and the one eigen-solve behind every verdict;
 * :mod:`critpoint.analysis.step` — the one quadratic step along negative
-  curvature and its predicted change;
+  curvature, its predicted change, and the line search that measures it;
+* :mod:`critpoint.analysis.batchnorm` — which function a model with
+  BatchNorm layers is analysed as, and whether its statistics lag;
 * :mod:`critpoint.analysis.diagnosis` — :class:`Diagnosis`, the result, and
   its JSON document;
 * :mod:`critpoint.analysis.diagnose` — :func:`diagnose`, which gathers the
@@ -14,6 +16,7 @@
   the work; :func:`plan_diagnosis` makes one alone.
 """
 
+from critpoint.analysis.batchnorm import BN_GAP_RTOL, BatchNormCheck, check_batchnorm
 from critpoint.analysis.diagnose import (
     LayerGroup,
     diagnose,
@@ -27,6 +30,7 @@ from critpoint.analysis.diagnosis import (
     Kind,
     LayerDiagnosis,
     Verdict,
+    with_error,
 )
 from critpoint.analysis.plan import CostPlan, plan_diagnosis
 from critpoint.analysis.rule import (
@@ -41,15 +45,19 @@ from critpoint.analysis.rule import (
     zero_tolerance,
 )
 from critpoint.analysis.step import (
+    LineSearch,
     QuadraticStep,
     downhill,
+    line_search,
     predicted_change,
     quadratic_step,
 )
 
 __all__ = [
+    "BN_GAP_RTOL",
     "DIAGNOSIS_SCHEMA",
     "DIAGNOSIS_SCHEMA_VERSION",
+    "BatchNormCheck",
     "CostPlan",
     "Curvature",
     "Diagnosis",
@@ -57,8 +65,10 @@ __all__ = [
     "Kind",
     "LayerDiagnosis",
     "LayerGroup",
+    "LineSearch",
     "QuadraticStep",
     "Verdict",
+    "check_batchnorm",
     "classify",
     "curvature",
     "default_grad_tol",
@@ -66,11 +76,13 @@ __all__ = [
     "diagnose_layers",
     "downhill",
     "layer_groups",
+    "line_search",
     "measure_extremes",
     "minimum_ratio",
     "plan_diagnosis",
     "predicted_change",
     "quadratic_step",
     "verdict",
+    "with_error",
     "zero_tolerance",
 ]

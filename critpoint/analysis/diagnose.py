@@ -10,6 +10,7 @@ block of the Hessian, the layers found by :func:`layer_groups`.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import logging
 import math
@@ -23,6 +24,7 @@ from torch import nn
 
 from critpoint._deprecation import UNSET, renamed
 from critpoint._progress import Progress, ProgressArg, check_progress
+from critpoint.analysis.batchnorm import check_batchnorm
 from critpoint.analysis.diagnosis import Diagnosis, LayerDiagnosis
 from critpoint.analysis.plan import (
     CostPlan,
@@ -39,7 +41,7 @@ from critpoint.analysis.rule import (
     minimum_ratio,
     verdict,
 )
-from critpoint.analysis.step import downhill, quadratic_step
+from critpoint.analysis.step import LineSearch, downhill, line_search
 from critpoint.errors import InputError
 from critpoint.linalg.slq import spectral_density
 from critpoint.linalg.trace import trace as trace_estimate
@@ -194,6 +196,9 @@ def diagnose(
     loss, g = obj.loss_and_grad()
     grad_norm = float(torch.linalg.vector_norm(g.double()))
     t_grad = time.perf_counter() - t0
+    bn_check = check_batchnorm(obj, loss)  # one forward more with BatchNorm layers
+    if bn_check is not None and bn_check.warning():
+        logger.warning("%s", bn_check.warning())
     t0 = time.perf_counter()
     H = obj.hessian(check=check)
     t_probe = time.perf_counter() - t0
@@ -256,7 +261,7 @@ def diagnose(
             grad_tol = default_grad_tol(loss, scale, obj.dtype)
 
         dens = None
-        ratio = negative_fraction = flat_fraction = None
+        ratio = negative_fraction = flat_fraction = ratio_stderr = None
         if density:
             bar.describe("diagnose: density")
             before = H.num_matvecs
@@ -272,7 +277,10 @@ def diagnose(
             )
             spent["density"] = H.num_matvecs - before
             bar.update(H.num_matvecs)
+            # The density's fractions default to the verdict's zero tolerance.
+            dens = dataclasses.replace(dens, zero_tol=c.zero_tol)
             ratio, negative_fraction, flat_fraction = minimum_ratio(dens, c.zero_tol)
+            ratio_stderr = dens.fraction_stderr("negative", c.zero_tol)
         tr = None
         if trace:
             bar.describe("diagnose: trace")
@@ -292,11 +300,11 @@ def diagnose(
     u_max, _ = downhill(ext.vectors[:, -1].clone(), g)
     direction = None
     prediction = None
+    step = None
     if c.negative:
         direction = u_min
-        prediction = quadratic_step(
-            loss, slope, c.lambda_min, dtype=obj.dtype
-        ).predicted_change
+        step = _escape_step(obj, loss, u_min, slope, c.lambda_min)
+        prediction = step.predicted_change
 
     settings = {
         "k": k,
@@ -316,6 +324,8 @@ def diagnose(
         "dtype": dtype_name(obj.dtype),
         "device": str(obj.device),
         "train_mode": obj.train_mode,
+        "bn": obj.bn,
+        "bn_layers": len(obj.batchnorm_layers),
         "hvp_mode": obj.hvp_mode,
         "hvp_fallback": obj.hvp_fallback,
         "reduction": obj.reduction,
@@ -358,6 +368,29 @@ def diagnose(
         bound_probability=c.probability,
         eigenvector_min=u_min,
         eigenvector_max=u_max,
+        escape_step=step,
+        batchnorm=bn_check,
+        minimum_ratio_stderr=ratio_stderr,
+        negative_fraction_stderr=ratio_stderr,
+    )
+
+
+def _escape_step(
+    obj: Objective, loss: float, u: torch.Tensor, slope: float, curvature: float
+) -> LineSearch:
+    """The step :func:`critpoint.escape_saddle` would take along ``u``, measured on the loss.
+
+    The same line search with its defaults (first trial
+    :func:`critpoint.quadratic_step`, halving until the loss falls by half
+    the prediction): a few loss evaluations, no Hessian-vector product.
+    """
+    theta = obj.theta
+    return line_search(
+        lambda a: obj.loss(theta + a * u) - loss,
+        loss,
+        slope,
+        curvature,
+        dtype=obj.dtype,
     )
 
 
@@ -518,7 +551,7 @@ def _objective_over(obj: Objective, names: list[str]) -> Objective:
         loss_module._loss_fn,
         obj._batches,
         params=names,
-        train_mode=obj.train_mode,
+        bn=obj.bn,
         device=obj.device,
         dtype=obj._cast_inputs,
         batch_loss=loss_module._batch_loss,

@@ -9,6 +9,7 @@ be drawn from it without the model.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -17,6 +18,8 @@ import torch
 
 from critpoint._files import write_text_atomic
 from critpoint._json import check_header, clean, dumps, header
+from critpoint.analysis.batchnorm import BatchNormCheck, bn_mode_text
+from critpoint.analysis.step import LineSearch
 from critpoint.linalg.slq import SpectralDensity
 from critpoint.linalg.trace import TraceEstimate
 
@@ -31,12 +34,42 @@ __all__ = [
     "Kind",
     "LayerDiagnosis",
     "Verdict",
+    "with_error",
 ]
 
 DIAGNOSIS_SCHEMA = "critpoint.diagnosis"
 DIAGNOSIS_SCHEMA_VERSION = 1
 
 Kind = Literal["minimum", "maximum", "saddle", "degenerate"]
+
+
+def with_error(value: float, error: float | None, scale: float = 1.0) -> str:
+    """``value ± error`` with only the digits the error leaves.
+
+    The error is rounded to one significant digit (two when it starts with
+    a 1) and the value to the same decimal place: ``0.8312 ± 0.0437`` reads
+    ``0.83 ± 0.04``. Without a finite positive error the value has 4 digits.
+
+    Parameters
+    ----------
+    value : float
+    error : float or None
+        Standard error (same units as ``value``).
+    scale : float
+        Multiplies both (100 for percent).
+
+    Returns
+    -------
+    str
+    """
+    v = value * scale
+    if error is None or not math.isfinite(error) or error <= 0:
+        return f"{v:.4g}"
+    e = error * scale
+    exponent = math.floor(math.log10(e))
+    digits = 2 if e / 10**exponent < 2 else 1
+    decimals = max(0, digits - 1 - exponent)
+    return f"{v:.{decimals}f} ± {e:.{decimals}f}"
 
 
 @dataclass(frozen=True)
@@ -125,8 +158,8 @@ class Diagnosis:
         Unit eigenvector of ``λ_min`` oriented downhill (``gᵀu ≤ 0``), shape
         ``(n,)``, when ``λ_min`` is clearly negative.
     escape_prediction : float or None
-        Predicted loss change ``gᵀu·α + ½ λ_min α²`` of the step of
-        :func:`critpoint.quadratic_step` (``α = √(2·L/|λ_min|)``) along it.
+        Predicted loss change ``gᵀu·α + ½ λ_min α²`` of the step
+        :attr:`escape_step` chose along it.
     num_params : int
     num_matvecs : int
         Hessian-vector products spent, every one counted (the symmetry probe
@@ -148,6 +181,20 @@ class Diagnosis:
         needs ``lambda_lower > zero_tol``.
     bound_probability : float or None
         ``1 − delta`` (1 when the bounds are exact).
+    escape_step : LineSearch or None
+        The step :func:`critpoint.escape_saddle` would take along
+        :attr:`escape_direction`: backtracking from
+        :func:`critpoint.quadratic_step` on the real loss, with the measured
+        change (a few loss evaluations, no Hessian-vector product). The
+        advice quotes it.
+    batchnorm : BatchNormCheck or None
+        For a model with BatchNorm layers: the eval-mode and the
+        batch-statistics losses, and the warning when they differ by more
+        than :data:`critpoint.analysis.batchnorm.BN_GAP_RTOL`.
+    minimum_ratio_stderr, negative_fraction_stderr : float or None
+        Standard errors of the minimum ratio and the negative fraction from
+        the spread over the SLQ probes (the same number: the ratio is one
+        minus the fraction); NaN with one probe.
     eigenvector_min, eigenvector_max : torch.Tensor or None
         Unit eigenvectors (Ritz vectors) of ``λ_min`` and ``λ_max``, shape
         ``(n,)``, each oriented downhill (``gᵀu ≤ 0``), on the objective's
@@ -194,6 +241,40 @@ class Diagnosis:
     eigenvector_max: torch.Tensor | None = field(
         default=None, repr=False, compare=False
     )
+    escape_step: LineSearch | None = None
+    batchnorm: BatchNormCheck | None = None
+    minimum_ratio_stderr: float | None = None
+    negative_fraction_stderr: float | None = None
+
+    @property
+    def bn_mode(self) -> str:
+        """The BatchNorm mode analysed: ``"eval"``, ``"train"`` or ``"recalibrate"``."""
+        mode = self.settings.get("bn")
+        if mode is None:  # documents from before the bn setting
+            return "train" if self.settings.get("train_mode") else "eval"
+        return str(mode)
+
+    def bn_text(self) -> str:
+        """The BatchNorm mode in words, with both losses when the model has BatchNorm layers."""
+        if self.batchnorm is not None:
+            return self.batchnorm.describe()
+        return bn_mode_text(self.bn_mode, self.settings.get("bn_layers"))
+
+    def curvature_text(self) -> str:
+        """The Hessian's curvature in words (what the verdict is, away from a critical point)."""
+        if self.kind == "minimum":
+            return "positive definite curvature"
+        if self.kind == "maximum":
+            return "negative definite curvature"
+        if self.kind == "saddle":
+            return "indefinite curvature"
+        return {
+            "positive": "degenerate curvature (no clearly negative eigenvalue; "
+            "not certified positive definite)",
+            "negative": "degenerate curvature (no clearly positive eigenvalue; "
+            "not certified negative definite)",
+            "none": "degenerate curvature (the Hessian is zero here)",
+        }.get(self.side, "degenerate curvature")
 
     @property
     def uncertified(self) -> bool:
@@ -209,11 +290,10 @@ class Diagnosis:
     # ------------------------------------------------------------------ text
     def headline(self) -> str:
         """One line: the verdict and whether the point is critical."""
-        where = (
-            "a critical point"
-            if self.critical
-            else "not a critical point (the gradient is not small)"
-        )
+        flag = "" if self.converged else " [unconverged: bounds are loose]"
+        if not self.critical:
+            # "saddle; not a critical point" would contradict itself: name the curvature.
+            return f"{self.curvature_text()}; not a critical point (the gradient is not small){flag}"
         if self.uncertified:
             what = (
                 "degenerate: no negative curvature found, but a minimum is not certified"
@@ -228,8 +308,7 @@ class Diagnosis:
             }.get(self.side, "degenerate")
         else:
             what = self.kind
-        flag = "" if self.converged else " [unconverged: bounds are loose]"
-        return f"{what}; {where}{flag}"
+        return f"{what}; a critical point{flag}"
 
     def summary(self) -> str:
         """A short paragraph with the verdict, the numbers and what to do next."""
@@ -248,11 +327,16 @@ class Diagnosis:
             )
         if self.minimum_ratio is not None:
             lines.append(
-                f"Minimum ratio {self.minimum_ratio:.3f} (fraction of eigenvalues not clearly negative); "
-                f"{self.negative_fraction:.3f} clearly negative, {self.flat_fraction:.3f} flat."
+                f"Minimum ratio {with_error(self.minimum_ratio, self.minimum_ratio_stderr)} "
+                "(fraction of eigenvalues not clearly negative; ± the standard error over "
+                f"probes); {with_error(self.negative_fraction or 0.0, self.negative_fraction_stderr)} "
+                f"clearly negative, {self.flat_fraction:.2g} flat."
             )
         if self.trace is not None:
             lines.append(f"Trace {self.trace.value:.6g} ± {self.trace.stderr:.2g}.")
+        lines.append(f"BatchNorm: {self.bn_text()}.")
+        if self.batchnorm is not None and self.batchnorm.warning():
+            lines.append(f"Warning: {self.batchnorm.warning()}.")
         lines.append(f"Why: {self.reason}.")
         lines.append(
             f"Cost: {self.num_matvecs} Hessian-vector products on {self.num_params} parameters."
@@ -266,15 +350,33 @@ class Diagnosis:
         return f" ({reduction} over samples)" if reduction in ("mean", "sum") else ""
 
     def advice(self) -> str:
-        """What to do next, in one sentence."""
-        if self.escape_direction is not None and self.escape_prediction is not None:
-            return (
-                f"step along the escape direction (eigenvalue {self.lambda_min:.3g}): the quadratic "
-                f"model predicts a loss change of {self.escape_prediction:.3g}; "
-                "use critpoint.escape_saddle or `critpoint escape`."
-            )
+        """What to do next, in one sentence, from the measured loss (the same after a JSON round trip)."""
         if not self.critical:
-            return "keep training: the gradient still points downhill."
+            return (
+                f"keep training: the gradient norm {self.grad_norm:.3g} is above "
+                f"{self.grad_tol:.3g}, the critical threshold, so a gradient step still "
+                "lowers the loss."
+            )
+        step = self.escape_step
+        if step is not None and step.lowers_loss:
+            return (
+                f"step {step.step_size:.3g} along the escape direction (eigenvalue "
+                f"{self.lambda_min:.3g}): measured, the loss goes {step.loss_before:.6g} → "
+                f"{step.loss_after:.6g} (change {step.actual_change:.3g}; the quadratic model "
+                f"predicts {step.predicted_change:.3g}); critpoint.escape_saddle or "
+                "`critpoint escape` takes it."
+            )
+        if step is not None:
+            return (
+                f"negative curvature (eigenvalue {self.lambda_min:.3g}), but no step along its "
+                f"eigenvector lowered the loss in {len(step.trials)} trials (higher-order terms "
+                "dominate): perturb the point slightly and diagnose again."
+            )
+        if self.kind == "saddle":
+            return (
+                "step along the eigenvector of λ_min with critpoint.escape_saddle or "
+                "`critpoint escape`, whose line search measures the change."
+            )
         if self.kind == "minimum":
             return "this is a local minimum; lower the loss only by changing the model, data or regulariser."
         if self.uncertified:
@@ -324,7 +426,16 @@ class Diagnosis:
                 "density": self.density.to_dict() if self.density is not None else None,
                 "has_escape_direction": self.escape_direction is not None,
                 "escape_prediction": self.escape_prediction,
+                "escape_step": self.escape_step.to_dict()
+                if self.escape_step is not None
+                else None,
                 "advice": self.advice(),
+                "bn_mode": self.bn_mode,
+                "batchnorm": self.batchnorm.to_dict()
+                if self.batchnorm is not None
+                else None,
+                "minimum_ratio_stderr": self.minimum_ratio_stderr,
+                "negative_fraction_stderr": self.negative_fraction_stderr,
                 "num_params": self.num_params,
                 "num_matvecs": self.num_matvecs,
                 "num_matvecs_by_phase": self.num_matvecs_by_phase,
@@ -367,6 +478,8 @@ class Diagnosis:
                 seed=tr.get("seed"),
             )
         dens = data.get("density")
+        step = data.get("escape_step")
+        bn = data.get("batchnorm")
 
         def num(key: str) -> float:
             value = data.get(key)
@@ -413,6 +526,10 @@ class Diagnosis:
                 for key, value in (data.get("num_matvecs_by_phase") or {}).items()
             },
             cost_plan=data.get("cost_plan"),
+            escape_step=LineSearch.from_dict(step) if step is not None else None,
+            batchnorm=BatchNormCheck.from_dict(bn) if bn is not None else None,
+            minimum_ratio_stderr=_maybe_float(data.get("minimum_ratio_stderr")),
+            negative_fraction_stderr=_maybe_float(data.get("negative_fraction_stderr")),
         )
 
     def _repr_png_(self) -> bytes:
@@ -439,6 +556,11 @@ class Diagnosis:
         from critpoint.report.figures import plot_spectrum
 
         return plot_spectrum(self, ax=ax)
+
+
+def _maybe_float(x: Any) -> float | None:
+    """A stored standard error: ``None`` stays ``None`` (NaN was cleaned to ``None`` too)."""
+    return None if x is None else float(x)
 
 
 @dataclass(frozen=True)

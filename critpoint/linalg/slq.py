@@ -30,6 +30,10 @@ from critpoint.linalg._operator import as_operator
 from critpoint.linalg._random import make_generator, rademacher, seed_record
 from critpoint.linalg._tridiag import BlockLanczos
 
+#: Relative zero tolerance of a density's fractions when no ``zero_tol`` is
+#: given: the default ``eig_rtol`` of :func:`critpoint.diagnose`.
+DENSITY_RTOL = 1e-3
+
 
 @dataclass(frozen=True, eq=False)
 class SpectralDensity:
@@ -48,12 +52,19 @@ class SpectralDensity:
         Hessian-vector products spent (columns passed to ``matmat``).
     seed : int or None
         The seed of the probes (``None`` if a generator or no seed was given).
+    zero_tol : float or None
+        The zero tolerance ``τ`` the fractions use by default: eigenvalues
+        within ``τ`` of zero are flat, neither positive nor negative.
+        :func:`critpoint.diagnose` sets it to its verdict's ``τ``; a density
+        alone (``None``) uses :data:`DENSITY_RTOL` times the larger end of its
+        support (:attr:`tolerance`).
     """
 
     nodes: torch.Tensor
     weights: torch.Tensor
     num_matvecs: int
     seed: int | None
+    zero_tol: float | None = None
 
     def __post_init__(self) -> None:
         nodes = torch.as_tensor(self.nodes, dtype=torch.float64).cpu()
@@ -66,6 +77,9 @@ class SpectralDensity:
             raise InputError(msg)
         object.__setattr__(self, "nodes", nodes)
         object.__setattr__(self, "weights", weights)
+        if self.zero_tol is not None:
+            tol = _checks.finite_float(self.zero_tol, "zero_tol", minimum=0.0)
+            object.__setattr__(self, "zero_tol", tol)
 
     @property
     def num_probes(self) -> int:
@@ -134,37 +148,108 @@ class SpectralDensity:
             out[start : start + chunk] = norm * (np.exp(-0.5 * z * z) @ weights)
         return out
 
-    def fraction_positive(self, tol: float = 0.0) -> float:
+    @property
+    def tolerance(self) -> float:
+        """The zero tolerance of the fractions: :attr:`zero_tol`, else relative to the support.
+
+        ``DENSITY_RTOL · max(|lo|, |hi|)`` of :attr:`support` when no
+        ``zero_tol`` was given: the rule of :func:`critpoint.zero_tolerance`
+        with the ends of the density for the extreme eigenvalues (the
+        extreme Ritz values of SLQ are the first to converge).
+        """
+        if self.zero_tol is not None:
+            return float(self.zero_tol)
+        lo, hi = self.support
+        return DENSITY_RTOL * max(abs(lo), abs(hi))
+
+    def _tol(self, tol: float | None) -> float:
+        if tol is None:
+            return self.tolerance
+        return _checks.finite_float(tol, "tol", minimum=0.0)
+
+    def probe_fractions(self, side: str, tol: float | None = None) -> torch.Tensor:
+        """Each probe's mass on one side of the zero band, shape ``(num_probes,)``.
+
+        Parameters
+        ----------
+        side : {"negative", "positive", "flat"}
+            Below ``−tol``, above ``tol``, or within ``[−tol, tol]``.
+        tol : float, optional
+            Non-negative threshold in eigenvalue units; default :attr:`tolerance`.
+
+        Returns
+        -------
+        torch.Tensor
+            float64; their mean is the fraction, their spread its error.
+        """
+        tol = self._tol(tol)
+        if side == "negative":
+            mask = self.nodes < -tol
+        elif side == "positive":
+            mask = self.nodes > tol
+        elif side == "flat":
+            mask = (self.nodes >= -tol) & (self.nodes <= tol)
+        else:
+            msg = f"side must be 'negative', 'positive' or 'flat', got {side!r}"
+            raise InputError(msg)
+        return (self.weights * mask).sum(dim=1)
+
+    def fraction_stderr(self, side: str, tol: float | None = None) -> float:
+        """Standard error of a fraction from the spread over probes.
+
+        ``std(f_k) / √p`` of the probes' fractions ``f_k``
+        (:meth:`probe_fractions`, sample standard deviation): each probe's
+        quadrature is an unbiased estimate of the fraction (Rademacher
+        probes), so their mean has this error. NaN with a single probe.
+
+        Parameters
+        ----------
+        side : {"negative", "positive", "flat"}
+        tol : float, optional
+            Default :attr:`tolerance`.
+
+        Returns
+        -------
+        float
+        """
+        f = self.probe_fractions(side, tol)
+        if f.numel() < 2:
+            return float("nan")
+        return float(f.std(correction=1) / math.sqrt(f.numel()))
+
+    def fraction_positive(self, tol: float | None = None) -> float:
         """Mass of the density strictly above ``tol`` (mean over probes).
 
         Parameters
         ----------
-        tol : float
-            Non-negative threshold, in eigenvalue units.
+        tol : float, optional
+            Non-negative threshold, in eigenvalue units. Default
+            :attr:`tolerance` (the diagnosis's zero tolerance for a density of
+            :func:`critpoint.diagnose`), so that a flat bulk whose sign is
+            rounding is not split; ``0.0`` counts every node above zero.
 
         Returns
         -------
         float
             In ``[0, 1]``.
         """
-        tol = _checks.finite_float(tol, "tol", minimum=0.0)
-        return float((self.weights * (self.nodes > tol)).sum(dim=1).mean())
+        return float(self.probe_fractions("positive", tol).mean())
 
-    def fraction_negative(self, tol: float = 0.0) -> float:
+    def fraction_negative(self, tol: float | None = None) -> float:
         """Mass of the density strictly below ``-tol`` (mean over probes).
 
         Parameters
         ----------
-        tol : float
-            Non-negative threshold, in eigenvalue units.
+        tol : float, optional
+            Non-negative threshold, in eigenvalue units; default
+            :attr:`tolerance` (see :meth:`fraction_positive`).
 
         Returns
         -------
         float
             In ``[0, 1]``.
         """
-        tol = _checks.finite_float(tol, "tol", minimum=0.0)
-        return float((self.weights * (self.nodes < -tol)).sum(dim=1).mean())
+        return float(self.probe_fractions("negative", tol).mean())
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dictionary (nested lists of floats)."""
@@ -173,6 +258,7 @@ class SpectralDensity:
             "weights": self.weights.tolist(),
             "num_matvecs": int(self.num_matvecs),
             "seed": self.seed,
+            "zero_tol": self.zero_tol,
         }
 
     @classmethod
@@ -184,6 +270,9 @@ class SpectralDensity:
                 weights=torch.tensor(data["weights"], dtype=torch.float64),
                 num_matvecs=int(data["num_matvecs"]),
                 seed=data.get("seed"),
+                zero_tol=None
+                if data.get("zero_tol") is None
+                else float(data["zero_tol"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             msg = f"not a SpectralDensity dictionary ({exc}); it needs 'nodes', 'weights' and 'num_matvecs'"
@@ -363,4 +452,4 @@ def _gauss_rules(
     return nodes, weights
 
 
-__all__ = ["SpectralDensity", "spectral_density"]
+__all__ = ["DENSITY_RTOL", "SpectralDensity", "spectral_density"]

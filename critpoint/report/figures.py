@@ -337,7 +337,13 @@ def plot_slice(
             "s",
             color=_INK,
             ms=6,
-            label=f"escape step α = {num(escape['step'], 3)} (quadratic model's length)",
+            label=f"escape step α = {num(escape['step'], 3)} ("
+            + (
+                "the line search's"
+                if escape.get("line_search")
+                else "quadratic model's length"
+            )
+            + ")",
         )
     finite = losses[np.isfinite(losses)]
     if finite.size:

@@ -22,6 +22,7 @@ import numpy as np
 
 from critpoint._files import write_folder
 from critpoint._text import printable
+from critpoint.analysis.diagnosis import with_error
 from critpoint.errors import InputError
 from critpoint.report import figures
 from critpoint.report.document import (
@@ -65,6 +66,41 @@ def _pm(value: float, error: float | None) -> str:
     return f"{fmt(value)} ± {fmt(error, 2)}"
 
 
+def _with_error(value: float | None, error: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return html.escape(with_error(value, error))
+
+
+def _bn_cell(dg: Diagnosis) -> str:
+    """The BatchNorm mode; with both losses, and flagged, when they differ."""
+    text = html.escape(dg.bn_mode)
+    check = dg.batchnorm
+    if check is None:
+        return text
+    text += (
+        f" (eval-mode loss {fmt(check.eval_loss, 4)}, batch statistics "
+        f"{fmt(check.batch_loss, 4)})"
+    )
+    if check.lagging:
+        text = f"<span class='warn'>{text}: differ by {100 * check.gap:.3g} %</span>"
+    return text
+
+
+def _step_cell(dg: Diagnosis) -> str:
+    """The escape step the advice quotes: its length and measured change."""
+    step = dg.escape_step
+    if step is None:
+        return "none"
+    if not step.lowers_loss:
+        return f"no decrease in {len(step.trials)} trials"
+    return (
+        f"α = {fmt(step.step_size, 4)}: loss {fmt(step.loss_before, 4)} → "
+        f"{fmt(step.loss_after, 4)} (change {fmt(step.actual_change, 3)}; quadratic model "
+        f"{fmt(step.predicted_change, 3)})"
+    )
+
+
 def _verdict(dg: Diagnosis) -> str:
     return html.escape(dg.headline())
 
@@ -101,7 +137,8 @@ def _summary_table(entries: Sequence[ReportEntry]) -> str:
     head = (
         "<tr><th class='text'>point</th><th class='text'>verdict</th><th>loss</th>"
         "<th>gradient norm</th><th>λ_min ± bound</th><th>λ_max ± bound</th>"
-        "<th>minimum ratio</th><th>negative fraction</th><th>trace ± s.e.</th>"
+        "<th>minimum ratio ± s.e.</th><th>negative fraction ± s.e.</th><th>trace ± s.e.</th>"
+        "<th class='text'>BatchNorm</th><th class='text'>escape step (measured)</th>"
         "<th>parameters</th><th>HVPs</th><th>converged</th></tr>"
     )
     rows = []
@@ -116,9 +153,11 @@ def _summary_table(entries: Sequence[ReportEntry]) -> str:
             f"<td>{fmt(dg.grad_norm)}</td>"
             f"<td>{_pm(dg.lambda_min, dg.lambda_min_error)}</td>"
             f"<td>{_pm(dg.lambda_max, dg.lambda_max_error)}</td>"
-            f"<td>{fmt(dg.minimum_ratio)}</td>"
-            f"<td>{fmt(dg.negative_fraction)}</td>"
+            f"<td>{_with_error(dg.minimum_ratio, dg.minimum_ratio_stderr)}</td>"
+            f"<td>{_with_error(dg.negative_fraction, dg.negative_fraction_stderr)}</td>"
             f"<td>{tr}</td>"
+            f"<td class='text'>{_bn_cell(dg)}</td>"
+            f"<td class='text'>{_step_cell(dg)}</td>"
             f"<td>{fmt(dg.num_params)}</td>"
             f"<td>{fmt(dg.num_matvecs)}</td>"
             f"<td>{fmt(dg.converged)}</td>"
@@ -135,7 +174,8 @@ def _landscape_table(entries: Sequence[ReportEntry]) -> str:
             continue
         esc = land.escape
         esc_text = (
-            f"step {fmt(esc.get('step'), 4)}: loss {fmt(e.diagnosis.loss, 4)} → "
+            ("line search " if esc and esc.get("line_search") else "")
+            + f"step {fmt(esc.get('step'), 4)}: loss {fmt(e.diagnosis.loss, 4)} → "
             f"{fmt(esc.get('loss_after'), 4)} (predicted change {fmt(esc.get('predicted_change'), 4)})"
             if esc
             else "none (no clearly negative curvature)"
@@ -387,6 +427,11 @@ def _render(doc: ReportDocument, dpi: int) -> dict[str, bytes]:
             ""
             if e.diagnosis.converged
             else "<p class='warn'>The eigensolver did not converge: the error bounds are loose.</p>"
+        )
+        + (
+            f"<p class='warn'>BatchNorm: {html.escape(e.diagnosis.batchnorm.warning() or '')}.</p>"
+            if e.diagnosis.batchnorm is not None and e.diagnosis.batchnorm.lagging
+            else ""
         )
         for e in entries
     )

@@ -12,6 +12,8 @@ import textwrap
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from critpoint.analysis.diagnosis import with_error
+
 if TYPE_CHECKING:
     from critpoint.analysis.diagnosis import Diagnosis, LayerDiagnosis
     from critpoint.escape import EscapeRun
@@ -109,23 +111,27 @@ def diagnosis_text(
             )
         )
     if dg.minimum_ratio is not None:
-        neg = 100 * (dg.negative_fraction or 0.0)
+        neg = with_error(dg.negative_fraction or 0.0, dg.negative_fraction_stderr, 100)
         flat = 100 * (dg.flat_fraction or 0.0)
         lines.append(
             field_line(
                 "Minimum ratio",
-                f"{dg.minimum_ratio:.4f}  ({neg:.3g}% of the spectrum clearly negative, "
-                f"{flat:.3g}% flat)",
+                f"{with_error(dg.minimum_ratio, dg.minimum_ratio_stderr)}  ({neg} % of the "
+                f"spectrum clearly negative, {flat:.2g} % flat; ± the standard error over "
+                f"{dg.density.num_probes if dg.density is not None else 'the'} probes)",
             )
         )
     if dg.trace is not None:
         lines.append(
             field_line("Trace", f"{num(dg.trace.value)} ± {num(dg.trace.stderr, 2)}")
         )
+    lines.append(field_line("BatchNorm", dg.bn_text()))
     lines.append(field_line("Why", _reason(dg.reason) + "."))
     lines.append(field_line("Next", dg.advice()))
     if hint:
         lines.append(" " * LABEL + hint)
+    if dg.batchnorm is not None and dg.batchnorm.warning():
+        lines.append(field_line("Warning", dg.batchnorm.warning() + "."))
     if not dg.converged:
         lines.append(
             field_line(

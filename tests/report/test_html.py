@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 import critpoint as cp
+from critpoint.analysis.diagnosis import with_error
 from critpoint.report import (
     build_report,
     load_report,
@@ -26,10 +27,11 @@ def _numbers(diagnosis: dict) -> list[str]:
         "grad_norm",
         "lambda_min",
         "lambda_max",
-        "minimum_ratio",
-        "negative_fraction",
     )
     out = [fmt(diagnosis[k]) for k in keys]
+    # the fractions with only the digits their standard error over probes leaves
+    for k in ("minimum_ratio", "negative_fraction"):
+        out.append(with_error(diagnosis[k], diagnosis[f"{k}_stderr"]))
     out.append(fmt(diagnosis["trace"]["value"]))
     out.append(fmt(diagnosis["lambda_min_error"], 2))
     return out

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import critpoint as cp
+from critpoint.analysis.diagnosis import with_error
 from critpoint.report.text import (
     LABEL,
     WIDTH,
@@ -40,7 +41,10 @@ def test_diagnosis_text_gives_the_diagnosis_numbers(material: dict) -> None:
     assert (
         field_line("λ_min", f"{dg.lambda_min:.6g} ± {dg.lambda_min_error:.2g}") in lines
     )
-    assert f"{dg.minimum_ratio:.4f}  (" in text
+    ratio = with_error(dg.minimum_ratio, dg.minimum_ratio_stderr)
+    assert " ± " in ratio  # several probes: an error bar
+    assert f"Minimum ratio  {ratio}  (" in text
+    assert field_line("BatchNorm", dg.bn_text()) in lines
     assert f"Trace          {dg.trace.value:.6g} ± " in text
     assert " " * LABEL + "Try: this" in lines
     assert "Warning" not in text  # converged

@@ -261,7 +261,7 @@ def diagnose_one(
     if globs:
         what += f"; parameters {', '.join(globs)} ({obj.num_params:,})"
     hint = None
-    if dg.escape_direction is not None:
+    if dg.escape_direction is not None and dg.critical:  # else the advice is to train
         extra = " (with the same --model/--data options)" if model or data else ""
         command = shell_command(
             "critpoint", "escape", checkpoint, "-o", escaped_name(checkpoint)

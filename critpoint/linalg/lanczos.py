@@ -3,9 +3,10 @@
 The operator is touched only through block products ``H V`` (one ``matmat``
 call per block step: on a GPU a block costs far less per vector than single
 products). Every product is fully reorthogonalised (classical Gram–Schmidt,
-twice) against the basis, so Ritz values do not duplicate ("ghosts") and the
-residual estimates equal the true residuals ``‖Hu − θu‖`` to rounding. The
-recurrence itself is :class:`critpoint.linalg._tridiag.BlockLanczos`.
+a second pass where the first cancelled) against the basis, so Ritz values
+do not duplicate ("ghosts") and the residual estimates equal the true
+residuals ``‖Hu − θu‖`` to rounding. The recurrence itself is
+:class:`critpoint.linalg._tridiag.BlockLanczos`.
 
 **Multiplicities.** A Krylov space grown from ``p`` start vectors holds at
 most ``p`` directions of any eigenspace, so a single-vector Lanczos run sees
@@ -522,6 +523,7 @@ def eigsh(
     block_size: int | None = None,
     progress: ProgressArg = False,
     maxiter: Any = UNSET,
+    basis: str | torch.device | None = None,
 ) -> EigenResult:
     """The ``k`` extreme eigenvalues, counted with multiplicity, by block Lanczos with deflation.
 
@@ -573,6 +575,10 @@ def eigsh(
         Deprecated name of ``max_matvecs`` (a ``DeprecationWarning``; removed
         in the next release). Unlike scipy's ``maxiter`` it never counted
         restarts.
+    basis : str or torch.device, optional
+        Where the Krylov basis lives; default the operator's device. ``"cpu"``
+        for an operator on a GPU keeps it in host memory (the same numbers;
+        only the blocks the operator multiplies cross to the GPU).
 
     Returns
     -------
@@ -634,7 +640,7 @@ def eigsh(
             raise InputError(msg)
 
     # The storage holds the basis, one block beyond it, and the locked vectors.
-    kry = BlockLanczos(op, capacity=min(n, m + p))
+    kry = BlockLanczos(op, capacity=min(n, m + p), storage=basis)
     ends = _ends(which, k)
     found = _Found()
     verify = [True] * len(ends)

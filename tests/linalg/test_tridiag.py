@@ -306,7 +306,7 @@ def test_a_basis_in_host_memory_gives_the_same_numbers():
         here.step()
         host.step()
     assert np.array_equal(here.P, host.P)
-    theta, S = host.ritz()
+    _theta, S = host.ritz()
     assert torch.equal(host.vectors(S), here.vectors(S))
 
 
@@ -329,14 +329,15 @@ def test_a_gpu_run_with_its_basis_on_the_host():
         BlockLanczos(op, capacity=60),
         BlockLanczos(op, capacity=60, storage="cpu"),
     )
-    assert host.Q.device.type == "cpu" and host.Q.is_pinned()
+    assert host.Q.device.type == "cpu"
+    assert host.Q.is_pinned()
     for kry in (dev, host):
         start(kry, 2)
         for _ in range(20):
             kry.step()
         assert kry.frontier_block().device.type == "cuda"
     assert np.allclose(dev.P, host.P, atol=1e-12)
-    theta, S = host.ritz()
+    _theta, S = host.ritz()
     Y = host.vectors(S)
     assert Y.device.type == "cuda"
     assert torch.allclose(Y, dev.vectors(S), atol=1e-10)

@@ -61,6 +61,7 @@ __all__ = [
     "forward_ad_gap",
     "functional_call",
     "gradient",
+    "gradient_and_hvp",
     "graph_bytes",
     "hvp",
     "hvp_block",
@@ -357,6 +358,37 @@ def retain(
         return torch.cat(parts).T
 
     return apply, sum(storages.values())
+
+
+def gradient_and_hvp(
+    f: ScalarFn, theta: torch.Tensor, V: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(∇f(θ), ∇²f(θ) V)`` from one graph, with plain autograd; ``V`` is ``(n, k)``.
+
+    One forward and first backward pass (``create_graph=True``), then one
+    second backward pass per column: the cost of a gradient and ``k``
+    products from a kept linearisation.
+
+    Raises
+    ------
+    RuntimeError
+        When plain autograd cannot run ``f``.
+    """
+    point = theta.detach().requires_grad_(True)
+    with torch.enable_grad():
+        value = f(point)
+        (g,) = torch.autograd.grad(value, point, create_graph=True, allow_unused=True)
+    del value
+    if g is None or g.grad_fn is None:  # ∇f does not depend on θ: H = 0
+        grad_out = torch.zeros_like(theta) if g is None else g.detach()
+        return grad_out, torch.zeros_like(V)
+    cols = []
+    for j in range(V.shape[1]):
+        (hv,) = torch.autograd.grad(
+            g, point, V[:, j], retain_graph=j + 1 < V.shape[1], allow_unused=True
+        )
+        cols.append(torch.zeros_like(theta) if hv is None else hv.detach())
+    return g.detach(), torch.stack(cols, dim=1)
 
 
 def graph_bytes(f: ScalarFn, theta: torch.Tensor) -> int:

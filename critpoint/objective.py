@@ -799,15 +799,17 @@ class Objective:
             ``(n, k)`` already in this objective's dtype and on its device.
         """
         theta = self._check_vector(theta, "theta").detach().clone()
-        pieces = None
+        pieces, nbytes = None, 0
         if max_bytes > 0 and self.hvp_mode == "rev-rev":
-            pieces = self._retain_batches(theta, max_bytes)
-        return Linearization(self, theta, pieces)
+            retained = self._retain_batches(theta, max_bytes)
+            if retained is not None:
+                pieces, nbytes = retained
+        return Linearization(self, theta, pieces, nbytes=nbytes)
 
     def _retain_batches(
         self, theta: torch.Tensor, budget: float
-    ) -> list[tuple[int, _autodiff.Linearized]] | None:
-        """Every batch's kept graph at θ, or ``None`` when they would exceed ``budget`` bytes."""
+    ) -> tuple[list[tuple[int, _autodiff.Linearized]], int] | None:
+        """Every batch's kept graph at θ and their estimated bytes, or ``None`` over ``budget``."""
         pieces: list[tuple[int, _autodiff.Linearized]] = []
         per_sample: float | None = None
         spent = 0.0
@@ -839,7 +841,7 @@ class Objective:
                 if apply is None:
                     apply, _ = _autodiff.retain(f, theta)
                 pieces.append((count, apply))
-        return pieces or None
+        return (pieces, int(spent)) if pieces else None
 
     def _hvp_retained(
         self, pieces: list[tuple[int, _autodiff.Linearized]], v: torch.Tensor
@@ -853,7 +855,83 @@ class Objective:
                 "Hessian-vector product",
             )
 
-    def hessian(self, theta: torch.Tensor | None = None, check: bool = True) -> Any:
+    def batch_terms(
+        self,
+        U: torch.Tensor,
+        direction: torch.Tensor | None = None,
+        theta: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Each batch's part of the curvatures ``uᵀHu`` and of the slope ``dᵀg``: one pass.
+
+        The objective is a sum over its batches of their summed losses ``s_b``
+        (divided by the sample count ``N`` for a mean), so ``uᵀHu`` and
+        ``dᵀg`` are sums of the batches' ``uᵀ∇²s_b u`` and ``dᵀ∇s_b``: what
+        the standard error over batches needs. One pass over the data with
+        plain autograd: per batch a forward and first backward pass, then one
+        second backward pass per column of ``U``.
+
+        Parameters
+        ----------
+        U : torch.Tensor
+            Shape ``(n, k)``: the directions (Ritz vectors), in this
+            objective's dtype and on its device.
+        direction : torch.Tensor, optional
+            Shape ``(n,)``: ``dᵀ∇s_b`` per batch as well (the unit gradient
+            gives the batches' parts of the gradient norm).
+        theta : torch.Tensor, optional
+            The point; default the current parameters.
+
+        Returns
+        -------
+        counts : torch.Tensor
+            Samples per batch, float64, shape ``(B,)``.
+        curvatures : torch.Tensor
+            ``uⱼᵀ∇²s_b uⱼ``, float64, shape ``(B, k)``.
+        slopes : torch.Tensor or None
+            ``dᵀ∇s_b``, float64, shape ``(B,)``, when ``direction`` is given.
+        grad_sq : torch.Tensor
+            ``‖∇s_b‖²``, float64, shape ``(B,)``.
+
+        Raises
+        ------
+        InputError
+            With a process group (each rank sees only its own batches), or
+            for ``U`` of the wrong shape.
+        """
+        if self.process_group is not None:
+            msg = "batch_terms sees one process's batches only; call it without a process group"
+            raise InputError(msg)
+        U = self._check_vector(U, "U", allow_block=True)
+        if U.ndim != 2:
+            msg = f"U must have shape ({self.num_params}, k), got {tuple(U.shape)}"
+            raise InputError(msg)
+        if direction is not None:
+            direction = self._check_vector(direction, "direction")
+        theta = self._check_vector(theta, "theta")
+        counts, curvatures, slopes, grad_sq = [], [], [], []
+        with self._session(), _autodiff.kernels(), self._explain_missing_derivative():
+            for count, batch in self._batches.placed(self.device, self._cast_inputs):
+                f = self._batch_fn(batch)
+                counts.append(float(count))
+                g, HU = _autodiff.gradient_and_hvp(f, theta, U)
+                curvatures.append(torch.sum(U * HU, dim=0, dtype=torch.float64).cpu())
+                grad_sq.append(torch.sum(g * g, dtype=torch.float64).cpu())
+                if direction is not None:
+                    slopes.append(torch.dot(direction.double(), g.double()).cpu())
+        return (
+            torch.tensor(counts, dtype=torch.float64),
+            torch.stack(curvatures),
+            torch.stack(slopes) if direction is not None else None,
+            torch.stack(grad_sq),
+        )
+
+    def hessian(
+        self,
+        theta: torch.Tensor | None = None,
+        check: bool = True,
+        *,
+        cache_limit: int | None = None,
+    ) -> Any:
         """The Hessian at θ as a matrix-free :class:`~critpoint.HessianOperator`.
 
         Parameters
@@ -864,6 +942,9 @@ class Objective:
         check : bool
             Run the symmetry/determinism probe (3 HVPs, 4 in ``fwd-rev`` mode):
             refuses a random or non-symmetric product such as dropout left on.
+        cache_limit : int, optional
+            Most bytes the linearisations may take, below the ``hvp_cache``
+            setting (a memory plan's share for them).
 
         Returns
         -------
@@ -874,7 +955,7 @@ class Objective:
         from critpoint.operator import HessianOperator
 
         theta = self._check_vector(theta, "theta").detach().clone()
-        op = HessianOperator(self, theta)
+        op = HessianOperator(self, theta, cache_limit=cache_limit)
         if check:
             op.check_symmetric()
         return op
@@ -911,15 +992,23 @@ class Linearization:
         objective: Objective,
         theta: torch.Tensor,
         pieces: list[tuple[int, _autodiff.Linearized]] | None = None,
+        *,
+        nbytes: int = 0,
     ) -> None:
         self.objective = objective
         self.theta = theta
         self._pieces = pieces
+        self._nbytes = int(nbytes) if pieces is not None else 0
 
     @property
     def cached(self) -> bool:
         """Whether products run from kept graphs (the second backward pass only)."""
         return self._pieces is not None
+
+    @property
+    def nbytes(self) -> int:
+        """Estimated bytes of the kept graphs (measured on the first batch); 0 without."""
+        return self._nbytes if self._pieces is not None else 0
 
     def release(self) -> None:
         """Free the kept graphs; products recompute each pass in full from here on."""

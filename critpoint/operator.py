@@ -57,6 +57,9 @@ class HessianOperator(Operator):
         The objective whose Hessian this is.
     theta : torch.Tensor
         The point, shape ``(n,)``.
+    cache_limit : int, optional
+        Most bytes the linearisations may take, below the objective's
+        ``hvp_cache`` (a memory plan's share for them).
 
     Attributes
     ----------
@@ -77,9 +80,15 @@ class HessianOperator(Operator):
     product's vectors are checked here, at the boundary, and nowhere below.
     """
 
-    def __init__(self, objective: Linearizable, theta: torch.Tensor) -> None:
+    def __init__(
+        self,
+        objective: Linearizable,
+        theta: torch.Tensor,
+        cache_limit: int | None = None,
+    ) -> None:
         self.objective = objective
         self.theta = theta
+        self.cache_limit = cache_limit
         self.num_matvecs = 0
         self.num_passes = 0
         self._linearization: Linearization | None = None
@@ -92,16 +101,25 @@ class HessianOperator(Operator):
         ``None`` or ``0``: nothing; a number: that many bytes; ``"auto"``:
         :data:`AUTO_CACHE_SHARE` of the free memory of the device (half on a
         GPU, a quarter of the host's, which respects a container's limit).
-        Only reverse-over-reverse products have graphs to keep.
+        Only reverse-over-reverse products have graphs to keep. A
+        ``cache_limit`` caps it.
         """
         setting = self.objective.hvp_cache
         if setting is None or self.objective.hvp_mode != "rev-rev":
             return 0
         if isinstance(setting, int):
-            return setting
-        device = self.objective.device
-        share = AUTO_CACHE_SHARE.get(device.type, 0.0)
-        return int(free_memory(device) * share)
+            budget = setting
+        else:
+            device = self.objective.device
+            share = AUTO_CACHE_SHARE.get(device.type, 0.0)
+            budget = int(free_memory(device) * share)
+        return budget if self.cache_limit is None else min(budget, self.cache_limit)
+
+    @property
+    def cache_bytes(self) -> int:
+        """Estimated bytes the kept linearisations take (0 before the first product or without)."""
+        lin = self._linearization
+        return lin.nbytes if lin is not None else 0
 
     @property
     def cached(self) -> bool:

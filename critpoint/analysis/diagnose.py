@@ -21,14 +21,19 @@ from torch import nn
 from critpoint._deprecation import UNSET, renamed
 from critpoint._progress import ProgressArg, check_progress
 from critpoint.analysis.diagnosis import Diagnosis, LayerDiagnosis
+from critpoint.analysis.memory import MemoryPlan, plan_memory
 from critpoint.analysis.rule import (
+    Curvature,
+    curvature,
     default_grad_tol,
     measure_extremes,
     minimum_ratio,
     verdict,
 )
+from critpoint.analysis.sampling import SamplingError, measure_sampling_error
 from critpoint.analysis.step import downhill, quadratic_step
 from critpoint.errors import InputError
+from critpoint.linalg.lanczos import default_block_size
 from critpoint.linalg.slq import spectral_density
 from critpoint.linalg.trace import trace as trace_estimate
 from critpoint.objective import Objective
@@ -56,6 +61,10 @@ def diagnose(
     delta: float = 0.01,
     maxiter: Any = UNSET,
     trace_matvecs: Any = UNSET,
+    memory: int | float | str | None = None,
+    reorth: str | None = None,
+    sampling_error: bool = True,
+    sampled: bool = False,
 ) -> Diagnosis:
     """Diagnose the point the objective's model is at: minimum, maximum, saddle or degenerate.
 
@@ -109,6 +118,28 @@ def diagnose(
     maxiter, trace_matvecs
         Old names of ``max_matvecs`` and ``trace_max_matvecs``, accepted with
         a ``DeprecationWarning`` for one release.
+    memory : int, float or str, optional
+        Memory budget of the run, bytes or a size such as ``"8GB"``; default
+        half the free memory where the work runs. Before anything is
+        allocated, :func:`critpoint.analysis.memory.plan_memory` adds up what
+        each phase will hold and chooses within it (the Lanczos basis, the
+        density's reorthogonalisation, the trace's method and block, the
+        share of the linearisations); the plan is in ``Diagnosis.memory``.
+        Raises :class:`~critpoint.MemoryBudgetError` up front when even the
+        smallest settings do not fit.
+    reorth : {"full", "partial", "local"}, optional
+        The density's reorthogonalisation (:func:`critpoint.spectral_density`);
+        default: the most thorough that fits the budget.
+    sampling_error : bool
+        Measure the standard errors over batches of ``λ_min``, ``λ_max`` and
+        the gradient norm (:mod:`critpoint.analysis.sampling`; data in two
+        batches or more, one process): one more pass over the data, counted
+        as 2 HVPs. In ``Diagnosis.sampling``.
+    sampled : bool
+        The data are a sample of a larger set (``max_samples``, a subset):
+        the verdict's error bars then include ``SAMPLING_Z`` standard errors
+        of the sampling error, and a gradient no larger than that many
+        standard errors of its noise counts as critical.
 
     Returns
     -------
@@ -137,9 +168,25 @@ def diagnose(
         raise InputError(msg)
     n = obj.num_params
     k = min(k, n)
+    plan = _memory_plan(
+        obj, k, density, num_probes, num_steps, reorth, trace, trace_max_matvecs, memory
+    )
     loss, g = obj.loss_and_grad()
     grad_norm = float(torch.linalg.vector_norm(g.double()))
-    H = obj.hessian(check=check)
+    H = obj.hessian(check=check, cache_limit=plan.hvp_cache)
+    if check:  # the probe linearised: the solvers share what the linearisations left
+        plan = _memory_plan(
+            obj,
+            k,
+            density,
+            num_probes,
+            num_steps,
+            reorth,
+            trace,
+            trace_max_matvecs,
+            memory,
+            H.cache_bytes,
+        )
     ext = measure_extremes(
         H,
         k=k,
@@ -149,9 +196,18 @@ def diagnose(
         eig_rtol=eig_rtol,
         delta=delta,
         progress=progress,
+        ncv=plan.ncv,
+        basis=plan.basis,
     )
     c = ext.curvature
     values, errors, conv = ext.eigenvalues, ext.errors, ext.converged
+    spread = None
+    if sampling_error or sampled:
+        spread = measure_sampling_error(
+            obj, ext.vectors[:, 0], ext.vectors[:, -1], g, used=sampled
+        )
+    if sampled and spread is not None:
+        c = _widened(c, spread, eig_rtol)
     result = verdict(c)
     scale = max(abs(c.lambda_min), abs(c.lambda_max))
     if grad_tol is None:
@@ -166,12 +222,17 @@ def diagnose(
             num_steps=min(num_steps, n),
             seed=seed,
             progress=progress,
+            reorth=plan.reorth,
+            window=plan.window if plan.reorth == "partial" else None,
         )
         ratio, negative_fraction, flat_fraction = minimum_ratio(dens, c.zero_tol)
     tr = None
     if trace:
         # Positional: the budget's keyword is being renamed in the trace estimator.
-        tr = trace_estimate(H, trace_max_matvecs, "auto", seed, progress)
+        method = plan.trace_method or "auto"
+        tr = trace_estimate(
+            H, trace_max_matvecs, method, seed, progress, block_size=plan.trace_block
+        )
 
     u_min, slope = downhill(ext.vectors[:, 0].clone(), g)
     u_max, _ = downhill(ext.vectors[:, -1].clone(), g)
@@ -212,7 +273,10 @@ def diagnose(
         loss=loss,
         grad_norm=grad_norm,
         grad_tol=float(grad_tol),
-        critical=grad_norm <= grad_tol,
+        critical=grad_norm <= grad_tol
+        or (
+            sampled and spread is not None and grad_norm <= spread.z * spread.grad_noise
+        ),
         kind=result.kind,
         side=result.side,
         reason=result.reason,
@@ -234,13 +298,62 @@ def diagnose(
         escape_direction=direction,
         escape_prediction=prediction,
         num_params=n,
-        num_matvecs=H.num_matvecs,
+        num_matvecs=H.num_matvecs + (spread.num_matvecs if spread is not None else 0),
         settings=settings,
         lambda_lower=c.lower,
         lambda_upper=c.upper,
         bound_probability=c.probability,
         eigenvector_min=u_min,
         eigenvector_max=u_max,
+        memory=plan.to_dict(),
+        sampling=spread.to_dict() if spread is not None else None,
+    )
+
+
+def _widened(c: Curvature, spread: SamplingError, eig_rtol: float) -> Curvature:
+    """The curvature read with the sampling error added to its error bars."""
+    dmin, dmax = spread.z * spread.lambda_min, spread.z * spread.lambda_max
+    return curvature(
+        c.lambda_min,
+        c.lambda_min_error + dmin,
+        c.lambda_max,
+        c.lambda_max_error + dmax,
+        eig_rtol,
+        lower=None if c.lower is None else c.lower - dmin,
+        upper=None if c.upper is None else c.upper + dmax,
+        probability=c.probability,
+    )
+
+
+def _memory_plan(
+    obj: Objective,
+    k: int,
+    density: bool,
+    num_probes: int,
+    num_steps: int,
+    reorth: str | None,
+    trace: bool,
+    trace_max_matvecs: int,
+    memory: int | float | str | None,
+    cache_kept: int | None = None,
+) -> MemoryPlan:
+    """The memory plan of :func:`diagnose` for this objective (see :func:`plan_memory`)."""
+    n = obj.num_params
+    return plan_memory(
+        n,
+        obj.dtype,
+        obj.device,
+        k=k,
+        block_size=default_block_size("BE", k),
+        density=density,
+        num_probes=num_probes,
+        num_steps=min(num_steps, n),
+        reorth=reorth,
+        trace=trace,
+        trace_max_matvecs=trace_max_matvecs,
+        hvp_cache=obj.hvp_cache if obj.hvp_mode == "rev-rev" else None,
+        hvp_cache_kept=cache_kept,
+        memory=memory,
     )
 
 

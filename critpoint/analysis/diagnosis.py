@@ -145,6 +145,14 @@ class Diagnosis:
         device: what :func:`critpoint.landscape` draws the loss along, so it
         needs no second eigen-solve. Not in the JSON document (``None`` after
         :meth:`from_dict`).
+    memory : dict or None
+        The memory plan the run kept to (:class:`critpoint.analysis.memory.MemoryPlan`
+        as a dictionary): the budget, what each phase held, and the choices
+        (Lanczos basis, density reorthogonalisation, trace method and block).
+    sampling : dict or None
+        Standard errors over batches of ``λ_min``, ``λ_max`` and the gradient
+        norm (:class:`critpoint.analysis.sampling.SamplingError` as a
+        dictionary; ``used``: whether the verdict's error bars include them).
     """
 
     loss: float
@@ -183,6 +191,8 @@ class Diagnosis:
     eigenvector_max: torch.Tensor | None = field(
         default=None, repr=False, compare=False
     )
+    memory: dict[str, Any] | None = None
+    sampling: dict[str, Any] | None = None
 
     @property
     def uncertified(self) -> bool:
@@ -320,6 +330,8 @@ class Diagnosis:
                 "lambda_lower": self.lambda_lower,
                 "lambda_upper": self.lambda_upper,
                 "bound_probability": self.bound_probability,
+                "memory": self.memory,
+                "sampling": self.sampling,
             }
         )
 
@@ -395,6 +407,8 @@ class Diagnosis:
             lambda_lower=data.get("lambda_lower"),
             lambda_upper=data.get("lambda_upper"),
             bound_probability=data.get("bound_probability"),
+            memory=data.get("memory"),
+            sampling=data.get("sampling"),
         )
 
     def _repr_png_(self) -> bytes:

@@ -75,7 +75,7 @@ from critpoint.linalg._bounds import (
 )
 from critpoint.linalg._operator import as_operator
 from critpoint.linalg._random import make_generator, randn
-from critpoint.linalg._tridiag import BlockLanczos, projected_eigh
+from critpoint.linalg._tridiag import BlockLanczos, projected_eigh, storage_bytes
 
 logger = logging.getLogger("critpoint")
 
@@ -955,3 +955,29 @@ def _certify(
         slack=floor,
     )
     return cert, steps
+
+
+def eigsh_memory(
+    n: int, k: int, ncv: int, dtype: torch.dtype, block_size: int = 1
+) -> tuple[int, int]:
+    """Bytes :func:`eigsh` holds: ``(basis, working)``.
+
+    The basis is the kernel's storage, ``n × min(n, ncv + block_size)``
+    numbers (locked vectors included), where ``basis=`` puts it; the working
+    memory, on the operator's device, is a block product and its
+    reorthogonalisation (``3 × n × block_size``) and, at the end, the Ritz
+    vectors with their refinement (``4 × n × k``).
+
+    Parameters
+    ----------
+    n, k, ncv : int
+    dtype : torch.dtype
+    block_size : int
+
+    Returns
+    -------
+    (int, int)
+    """
+    basis = storage_bytes(n, min(n, ncv + block_size), dtype)
+    working = storage_bytes(n, 3 * block_size + 4 * k, dtype)
+    return basis, working

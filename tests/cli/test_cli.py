@@ -562,3 +562,20 @@ def test_convergence_error_is_exit_code_3() -> None:
     assert error_message(error) == ("did not converge", 3)
     assert error.partial == {"kind": "saddle"}
     assert error_message(InputError("bad")) == ("bad", 1)
+
+
+def test_diagnose_memory_budget_is_kept_stated_or_refused(tiny_ckpt: Path) -> None:
+    r = invoke("diagnose", str(tiny_ckpt), "--memory", "20MB", "--json", "-")
+    assert r.exit_code == 0, r.stderr
+    doc = parse_json(r.stdout)
+    assert doc["memory"]["budget"] == 20_000_000
+    assert doc["memory"]["source"] == "memory="
+    assert doc["memory"]["reorth"] == doc["density"]["reorth"] == "full"
+    assert doc["memory"]["peak"] <= 20_000_000
+    assert doc["settings"]["memory"] == "20MB"
+    # 43 float32 parameters: the smallest run holds about 5 KiB
+    line = one_error_line(invoke("diagnose", str(tiny_ckpt), "--memory", "2kB"))
+    assert "over the budget of 1.95 KiB (memory=)" in line
+    assert "--memory" in line
+    line = one_error_line(invoke("diagnose", str(tiny_ckpt), "--memory", "lots"))
+    assert "a size such as '8GB'" in line

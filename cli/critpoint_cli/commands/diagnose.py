@@ -42,6 +42,14 @@ from critpoint_cli.options import (
     help="Also diagnose each layer's parameters on their own and tabulate them.",
 )
 @solver_options
+@click.option(
+    "--memory",
+    metavar="SIZE",
+    default=None,
+    help="Memory the diagnosis may take, e.g. 8GB or 512MiB; the Lanczos basis, the density's "
+    "reorthogonalisation and the trace are chosen to fit, or it stops before starting. "
+    "[default: half the free memory where it runs]",
+)
 @json_option
 @click.option(
     "--report",
@@ -72,6 +80,7 @@ def diagnose(
     max_matvecs: int | None,
     density: bool,
     trace: bool,
+    memory: str | None,
     json_path: str | None,
     report_dir: str | None,
 ) -> None:
@@ -142,6 +151,7 @@ def diagnose(
         "progress": progress,
         "tol": tol,
         "max_matvecs": max_matvecs,
+        "memory": memory,
     }
     with stage(state, f"diagnosing {obj.num_params:,} parameters"):
         dg = cp.diagnose(obj, **options)
@@ -169,6 +179,7 @@ def diagnose(
         "max_matvecs": max_matvecs,
         "density": density,
         "trace": trace,
+        "memory": memory,
         "report": report_dir,
     }
     label = Path(checkpoint).name

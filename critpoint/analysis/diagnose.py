@@ -259,6 +259,10 @@ def diagnose(
         "trace": trace,
         "trace_max_matvecs": trace_max_matvecs,
         "trace_matvecs": trace_max_matvecs,  # the old key
+        "memory": memory,
+        "reorth": reorth,
+        "sampling_error": sampling_error,
+        "sampled": sampled,
         "dtype": dtype_name(obj.dtype),
         "device": str(obj.device),
         "train_mode": obj.train_mode,

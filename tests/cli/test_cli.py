@@ -579,3 +579,22 @@ def test_diagnose_memory_budget_is_kept_stated_or_refused(tiny_ckpt: Path) -> No
     assert "--memory" in line
     line = one_error_line(invoke("diagnose", str(tiny_ckpt), "--memory", "lots"))
     assert "a size such as '8GB'" in line
+
+
+def test_max_samples_makes_the_verdict_carry_the_sampling_error(
+    tiny_ckpt: Path,
+) -> None:
+    r = invoke("diagnose", str(tiny_ckpt), "--max-samples", "40", "--json", "-")
+    assert r.exit_code == 0, r.stderr
+    doc = parse_json(r.stdout)
+    assert doc["settings"]["sampled"] is True
+    s = doc["sampling"]
+    assert s["used"] is True
+    assert s["num_batches"] == 8  # 40 samples in batches of 5
+    assert s["lambda_min"] > 0
+    assert s["lambda_max"] > 0
+    # the error bars include two standard errors of the sampling error
+    assert doc["lambda_min_error"] >= 2 * s["lambda_min"]
+    full = parse_json(invoke("diagnose", str(tiny_ckpt), "--json", "-").stdout)
+    assert full["sampling"] is None  # 48 samples in one batch
+    assert full["settings"]["sampled"] is False

@@ -24,6 +24,10 @@ from critpoint_cli.options import (
     solver_options,
 )
 
+#: Batches a ``--max-samples`` subset is split into (without ``--batch-size``), so
+#: that the standard errors over batches of the verdict's numbers can be measured.
+SAMPLED_BATCHES = 8
+
 
 @click.command()
 @click.argument("checkpoint", metavar="CHECKPOINT")
@@ -133,6 +137,10 @@ def diagnose(
     # The checkpoint's own data file is known only now.
     check_paths(outputs, spec_files(data=setup.data_spec["name"]), report_dir)
     t_setup = time.perf_counter() - t0
+    sampled = max_samples is not None
+    if sampled and batch_size is None:
+        # A sample's error is measured over its batches: eight of them at least.
+        setup.batch_size = max(1, -(-max_samples // SAMPLED_BATCHES))
     globs = list(params) or None
     obj = setup.objective(globs)
     given = ctx.get_parameter_source("k") is not click.core.ParameterSource.DEFAULT
@@ -152,6 +160,7 @@ def diagnose(
         "tol": tol,
         "max_matvecs": max_matvecs,
         "memory": memory,
+        "sampled": sampled,
     }
     with stage(state, f"diagnosing {obj.num_params:,} parameters"):
         dg = cp.diagnose(obj, **options)
@@ -180,6 +189,7 @@ def diagnose(
         "density": density,
         "trace": trace,
         "memory": memory,
+        "sampled": sampled,
         "report": report_dir,
     }
     label = Path(checkpoint).name

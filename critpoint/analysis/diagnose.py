@@ -358,6 +358,7 @@ def _memory_plan(
         hvp_cache=obj.hvp_cache if obj.hvp_mode == "rev-rev" else None,
         hvp_cache_kept=cache_kept,
         memory=memory,
+        process_group=obj.process_group,
     )
 
 

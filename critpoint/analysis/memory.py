@@ -174,6 +174,7 @@ def plan_memory(
     hvp_cache: int | str | None = "auto",
     hvp_cache_kept: int | None = None,
     memory: int | float | str | None = None,
+    process_group: Any = None,
 ) -> MemoryPlan:
     """Add up what a diagnosis will hold and choose its settings within the budget.
 
@@ -204,6 +205,10 @@ def plan_memory(
         the rest of the budget.
     memory : int, float or str, optional
         The budget (bytes or ``"8GB"``); default :func:`memory_budget`.
+    process_group : torch.distributed.ProcessGroup, optional
+        Several processes run the same solvers in lockstep, so they must make
+        the same choices: the smallest budget and the largest measured
+        linearisations over the ranks count (two all-reduces).
 
     Returns
     -------
@@ -223,6 +228,9 @@ def plan_memory(
         raise InputError(msg)
     device = torch.device(device)
     budget, free, source = memory_budget(memory, device)
+    if process_group is not None:
+        budget, hvp_cache_kept = _agree(budget, hvp_cache_kept, device, process_group)
+        source += ", the smallest over the processes"
     p = min(block_size, n)
     m = min(num_steps, n)
     # The gradient, the eigenvectors and the two oriented extreme ones.
@@ -335,6 +343,28 @@ def plan_memory(
     )
     logger.info("%s", plan.describe())
     return plan
+
+
+def _agree(
+    budget: int | None, kept: int | None, device: torch.device, group: Any
+) -> tuple[int | None, int | None]:
+    """The smallest budget and the largest kept linearisations over the ranks."""
+    import torch.distributed as dist
+
+    unknown = 2**62
+    where = device if device.type == "cuda" else torch.device("cpu")
+    t = torch.tensor(
+        [unknown if budget is None else budget, -1 if kept is None else kept],
+        dtype=torch.int64,
+        device=where,
+    )
+    low = t[:1].clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN, group=group)
+    high = t[1:].clone()
+    dist.all_reduce(high, op=dist.ReduceOp.MAX, group=group)
+    agreed = int(low.item())
+    most = int(high.item())
+    return (None if agreed >= unknown else agreed), (None if most < 0 else most)
 
 
 def _cache_setting(setting: int | str | None, device: torch.device, free: int) -> int:

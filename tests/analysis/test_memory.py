@@ -187,3 +187,27 @@ def test_diagnose_refuses_before_any_product(monkeypatch):
     monkeypatch.setattr(obj, "loss_and_grad", no_work)
     with pytest.raises(cp.MemoryBudgetError, match="over the budget of 1000 B"):
         cp.diagnose(obj, memory=1000)
+
+
+def test_processes_plan_with_the_smallest_budget_of_any_rank(monkeypatch):
+    import torch.distributed as dist
+
+    free(monkeypatch, 64_000 * MB)
+    # the other rank has 250 MB of budget and measured 10 MB of linearisations
+    other = {dist.ReduceOp.MIN: 250 * MB, dist.ReduceOp.MAX: 10 * MB}
+
+    def all_reduce(t, op, group=None):
+        t.copy_(
+            torch.minimum(t, torch.tensor([other[op]]))
+            if op == dist.ReduceOp.MIN
+            else torch.maximum(t, torch.tensor([other[op]]))
+        )
+
+    monkeypatch.setattr(dist, "all_reduce", all_reduce)
+    plan = plan_memory(
+        N, F32, "cpu", memory="20GB", hvp_cache_kept=0, process_group=object()
+    )
+    assert plan.budget == 250 * MB
+    assert plan.hvp_cache_kept == 10 * MB
+    assert "smallest over the processes" in plan.source
+    assert plan.reorth == "partial"  # what fits the smaller rank

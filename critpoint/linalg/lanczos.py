@@ -792,7 +792,8 @@ def eigsh(
         for i in picked
     ]
     vectors = torch.stack(cols, dim=1)
-    vectors = vectors / torch.linalg.vector_norm(vectors, dim=0, keepdim=True)
+    del cols  # one copy of the returned vectors, not three (eigsh_memory)
+    vectors /= torch.linalg.vector_norm(vectors, dim=0, keepdim=True)
     chosen, bounds = values[picked], errors[picked]
     reducible_found = np.array(found.reducible + [math.inf] * theta.size)[picked]
     if (
@@ -965,8 +966,9 @@ def eigsh_memory(
     The basis is the kernel's storage, ``n × min(n, ncv + block_size)``
     numbers (locked vectors included), where ``basis=`` puts it; the working
     memory, on the operator's device, is a block product and its
-    reorthogonalisation (``3 × n × block_size``) and, at the end, the Ritz
-    vectors with their refinement (``4 × n × k``).
+    reorthogonalisation (``3 × n × block_size``) during the steps and, at the
+    end, the Ritz vectors with their refinement (``5 × n × k``): the larger
+    of the two.
 
     Parameters
     ----------
@@ -979,5 +981,5 @@ def eigsh_memory(
     (int, int)
     """
     basis = storage_bytes(n, min(n, ncv + block_size), dtype)
-    working = storage_bytes(n, 3 * block_size + 4 * k, dtype)
+    working = storage_bytes(n, max(3 * block_size, 5 * k), dtype)
     return basis, working

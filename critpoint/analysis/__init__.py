@@ -8,7 +8,11 @@
   its JSON document;
 * :mod:`critpoint.analysis.diagnose` — :func:`diagnose`, which gathers the
   evidence through the objective's Hessian operator, and
-  :func:`diagnose_layers`, the same for each layer's block.
+  :func:`diagnose_layers`, the same for each layer's block;
+* :mod:`critpoint.analysis.memory` — :func:`plan_memory`, what every phase
+  will hold, chosen within a budget before anything is allocated;
+* :mod:`critpoint.analysis.sampling` — the standard errors over batches of
+  the numbers a verdict rests on.
 """
 
 from critpoint.analysis.diagnose import (
@@ -25,6 +29,7 @@ from critpoint.analysis.diagnosis import (
     LayerDiagnosis,
     Verdict,
 )
+from critpoint.analysis.memory import MemoryPlan, plan_memory
 from critpoint.analysis.rule import (
     Curvature,
     Extremes,
@@ -36,6 +41,7 @@ from critpoint.analysis.rule import (
     verdict,
     zero_tolerance,
 )
+from critpoint.analysis.sampling import SamplingError, measure_sampling_error
 from critpoint.analysis.step import (
     QuadraticStep,
     downhill,
@@ -52,7 +58,9 @@ __all__ = [
     "Kind",
     "LayerDiagnosis",
     "LayerGroup",
+    "MemoryPlan",
     "QuadraticStep",
+    "SamplingError",
     "Verdict",
     "classify",
     "curvature",
@@ -62,7 +70,9 @@ __all__ = [
     "downhill",
     "layer_groups",
     "measure_extremes",
+    "measure_sampling_error",
     "minimum_ratio",
+    "plan_memory",
     "predicted_change",
     "quadratic_step",
     "verdict",

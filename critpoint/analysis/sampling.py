@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from critpoint.errors import SecondDerivativeError
 from critpoint.objective import Objective
 
 logger = logging.getLogger("critpoint")
@@ -130,7 +131,8 @@ def measure_sampling_error(
     -------
     SamplingError or None
         ``None`` when it cannot be measured: fewer than two batches, several
-        processes, or a model plain autograd cannot differentiate twice.
+        processes, or a model plain autograd cannot differentiate twice
+        (forward-over-reverse products).
     """
     if obj.process_group is not None:
         logger.info("sampling error left out: the batches are spread over processes")
@@ -138,9 +140,12 @@ def measure_sampling_error(
     U = torch.stack([u_min, u_max], dim=1).to(dtype=obj.dtype, device=obj.device)
     norm = float(torch.linalg.vector_norm(g.double()))
     direction = g / norm if norm > 0 else None
+    if obj.hvp_mode != "rev-rev":
+        logger.info("sampling error left out: it needs plain double backward (rev-rev)")
+        return None
     try:
         counts, curv, slopes, grad_sq = obj.batch_terms(U, direction)
-    except RuntimeError as exc:  # plain autograd cannot run this model
+    except (RuntimeError, SecondDerivativeError) as exc:  # no plain double backward
         logger.info("sampling error left out: %s", exc)
         return None
     B = int(counts.numel())

@@ -150,3 +150,11 @@ def test_one_batch_has_no_sampling_error_and_it_can_be_turned_off():
     assert off.sampling is None
     assert on.sampling["num_batches"] == 3
     assert on.num_matvecs == off.num_matvecs + 2  # its one pass, two products
+
+
+def test_forward_over_reverse_objectives_leave_the_sampling_error_out():
+    net = network()
+    obj = cp.Objective(net, F.cross_entropy, shards([10, 10]), hvp_mode="fwd-rev")
+    dg = cp.diagnose(obj, k=2, density=False, trace=False)
+    assert obj.hvp_mode == "fwd-rev"
+    assert dg.sampling is None

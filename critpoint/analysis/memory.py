@@ -135,6 +135,16 @@ class MemoryPlan:
         """JSON-friendly dictionary, with ``peak``."""
         return {**dataclasses.asdict(self), "peak": self.peak}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MemoryPlan:
+        """The plan :meth:`to_dict` wrote (``Diagnosis.memory``)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        try:
+            return cls(**{key: data[key] for key in names})
+        except (KeyError, TypeError) as exc:
+            msg = f"not a memory plan dictionary ({exc}); it needs {', '.join(sorted(names))}"
+            raise InputError(msg) from exc
+
     def describe(self) -> str:
         """One line: the budget, the peak and the choices."""
         budget = "no limit" if self.budget is None else format_bytes(self.budget)
@@ -151,7 +161,7 @@ class MemoryPlan:
             else "no linearisations kept"
         )
         return (
-            f"memory: peak {format_bytes(self.peak)} of {budget} ({self.source}) on "
+            f"Memory: peak {format_bytes(self.peak)} of {budget} ({self.source}) on "
             f"{self.device}: " + "; ".join(parts)
         )
 

@@ -211,3 +211,15 @@ def test_processes_plan_with_the_smallest_budget_of_any_rank(monkeypatch):
     assert plan.hvp_cache_kept == 10 * MB
     assert "smallest over the processes" in plan.source
     assert plan.reorth == "partial"  # what fits the smaller rank
+
+
+def test_a_plan_reads_back_from_its_dictionary(monkeypatch):
+    free(monkeypatch, 64_000 * MB)
+    plan = plan_memory(N, F32, "cpu", memory="1500MB", hvp_cache=None)
+    again = memory.MemoryPlan.from_dict(plan.to_dict())
+    assert again == plan
+    text = again.describe()
+    assert "density reorthogonalisation partial (window 43)" in text
+    assert "of 1.40 GiB (memory=)" in text
+    with pytest.raises(cp.InputError, match="not a memory plan"):
+        memory.MemoryPlan.from_dict({"budget": 1})

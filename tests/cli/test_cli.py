@@ -598,3 +598,8 @@ def test_max_samples_makes_the_verdict_carry_the_sampling_error(
     full = parse_json(invoke("diagnose", str(tiny_ckpt), "--json", "-").stdout)
     assert full["sampling"] is None  # 48 samples in one batch
     assert full["settings"]["sampled"] is False
+    text = invoke("diagnose", str(tiny_ckpt), "--max-samples", "40", "--memory", "1GB")
+    assert "Sampling error over 8 batches (one standard error): λ_min ±" in text.stdout
+    assert "(in the verdict's error bars)." in text.stdout
+    assert "Memory: peak " in text.stdout
+    assert "of 954 MiB (memory=) on cpu: Lanczos basis 43 vectors" in text.stdout

@@ -245,6 +245,18 @@ def diagnose(
         f"\n\n{dg.num_matvecs:,} Hessian-vector products; {elapsed - t_setup:.1f} s "
         f"(+ {t_setup:.1f} s to load)."
     )
+    if dg.sampling is not None:
+        se = dg.sampling
+        used = "in the verdict's error bars" if se["used"] else "not in the verdict"
+        text += (
+            f"\nSampling error over {se['num_batches']} batches (one standard error): "
+            f"λ_min ±{se['lambda_min']:.3g}, λ_max ±{se['lambda_max']:.3g}, "
+            f"gradient norm ±{se['grad_norm']:.3g} ({used})."
+        )
+    if dg.memory is not None:
+        from critpoint.analysis.memory import MemoryPlan
+
+        text += "\n" + MemoryPlan.from_dict(dg.memory).describe() + "."
     out.result(text)
     if report_dir is not None:
         out.info(f"Report written to {page}")

@@ -65,6 +65,7 @@ __all__ = [
     "graph_bytes",
     "hvp",
     "hvp_block",
+    "kept_gradient",
     "kernels",
     "linearize",
     "missing_derivative",
@@ -331,6 +332,7 @@ def retain(
         def apply_zero(V: torch.Tensor, chunk_size: int | None) -> torch.Tensor:
             return torch.zeros_like(V)
 
+        apply_zero.gradient = torch.zeros_like(theta) if g is None else g.detach()  # type: ignore[attr-defined]
         return apply_zero, sum(storages.values())
 
     def back(v: torch.Tensor, batched: bool = False) -> torch.Tensor:
@@ -357,7 +359,14 @@ def retain(
         ]
         return torch.cat(parts).T
 
+    # The graph keeps ∇f(θ) alive anyway: the batch's gradient comes free.
+    apply.gradient = g.detach()  # type: ignore[attr-defined]
     return apply, sum(storages.values())
+
+
+def kept_gradient(apply: Linearized) -> torch.Tensor | None:
+    """The gradient ``∇f(θ)`` a :func:`retain` linearisation holds, shape ``(n,)``; else ``None``."""
+    return getattr(apply, "gradient", None)
 
 
 def gradient_and_hvp(

@@ -908,22 +908,14 @@ class Objective:
         if direction is not None:
             direction = self._check_vector(direction, "direction")
         theta = self._check_vector(theta, "theta")
-        counts, curvatures, slopes, grad_sq = [], [], [], []
-        with self._session(), _autodiff.kernels(), self._explain_missing_derivative():
+
+        def parts() -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
             for count, batch in self._batches.placed(self.device, self._cast_inputs):
-                f = self._batch_fn(batch)
-                counts.append(float(count))
-                g, HU = _autodiff.gradient_and_hvp(f, theta, U)
-                curvatures.append(torch.sum(U * HU, dim=0, dtype=torch.float64).cpu())
-                grad_sq.append(torch.sum(g * g, dtype=torch.float64).cpu())
-                if direction is not None:
-                    slopes.append(torch.dot(direction.double(), g.double()).cpu())
-        return (
-            torch.tensor(counts, dtype=torch.float64),
-            torch.stack(curvatures),
-            torch.stack(slopes) if direction is not None else None,
-            torch.stack(grad_sq),
-        )
+                g, HU = _autodiff.gradient_and_hvp(self._batch_fn(batch), theta, U)
+                yield count, g, HU
+
+        with self._session(), _autodiff.kernels(), self._explain_missing_derivative():
+            return _batch_sums(parts(), U, direction)
 
     def hessian(
         self,
@@ -1029,6 +1021,31 @@ class Linearization:
             return self.objective._hvp_retained(self._pieces, v)
         return self.objective._hvp_at(v, self.theta)
 
+    def batch_terms(
+        self, U: torch.Tensor, direction: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """:meth:`Objective.batch_terms` at this θ, from the kept graphs when there are.
+
+        The kept graph of a batch holds its gradient and runs its products by
+        the second backward pass alone, so the per-batch parts then cost
+        ``k`` such passes per batch and no forward pass.
+        """
+        objective = self.objective
+        pieces = self._pieces
+        if pieces is None or any(_autodiff.kept_gradient(a) is None for _, a in pieces):
+            return objective.batch_terms(U, direction, self.theta)
+        if direction is not None:
+            direction = objective._check_vector(direction, "direction")
+
+        def parts() -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+            for count, apply in pieces:
+                gradient = _autodiff.kept_gradient(apply)
+                assert gradient is not None
+                yield count, gradient, apply(U, objective.chunk_size)
+
+        with objective._explain_missing_derivative():
+            return _batch_sums(parts(), U, direction)
+
     # ------------------------------------------------ what the symmetry probe needs
     def reverse_hvp(self, v: torch.Tensor) -> torch.Tensor | None:
         """``H v`` by reverse-over-reverse, or ``None`` where the model has no double backward."""
@@ -1066,6 +1083,27 @@ class Linearization:
             "of the parameters (a stateful or random layer?)"
         )
         raise NonDeterministicError(msg)
+
+
+def _batch_sums(
+    parts: Iterable[tuple[int, torch.Tensor, torch.Tensor]],
+    U: torch.Tensor,
+    direction: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """:meth:`Objective.batch_terms`'s results from per-batch ``(count, ∇s_b, ∇²s_b U)``."""
+    counts, curvatures, slopes, grad_sq = [], [], [], []
+    for count, g, HU in parts:
+        counts.append(float(count))
+        curvatures.append(torch.sum(U * HU, dim=0, dtype=torch.float64).cpu())
+        grad_sq.append(torch.sum(g * g, dtype=torch.float64).cpu())
+        if direction is not None:
+            slopes.append(torch.dot(direction.double(), g.double()).cpu())
+    return (
+        torch.tensor(counts, dtype=torch.float64),
+        torch.stack(curvatures),
+        torch.stack(slopes) if direction is not None else None,
+        torch.stack(grad_sq),
+    )
 
 
 def named_is_float(module: nn.Module, name: str) -> bool:

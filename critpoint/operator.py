@@ -170,6 +170,22 @@ class HessianOperator(Operator):
         """Return ``H V`` for a block ``V`` of shape ``(n, k)``, in one batched pass."""
         return self._counted(self._vector(V, block=True))
 
+    def batch_terms(
+        self, U: torch.Tensor, direction: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Each batch's part of ``uᵀHu`` (columns of ``U``, ``(n, k)``) and of ``dᵀg``.
+
+        See :meth:`critpoint.Objective.batch_terms`. From the kept
+        linearisations when there are (``k`` second backward passes per
+        batch, no forward pass), else one fresh pass; counted as ``k``
+        products either way.
+        """
+        U = self._vector(U, block=True)
+        out = self._linearized().batch_terms(U, direction)
+        self.num_matvecs += U.shape[1]
+        self.num_passes += 1
+        return out
+
     def dense(self, max_size: int = DENSE_LIMIT, block: int = 64) -> torch.Tensor:
         """The full ``(n, n)`` matrix, built column block by column block.
 

@@ -204,7 +204,7 @@ def diagnose(
     spread = None
     if sampling_error or sampled:
         spread = measure_sampling_error(
-            obj, ext.vectors[:, 0], ext.vectors[:, -1], g, used=sampled
+            H, ext.vectors[:, 0], ext.vectors[:, -1], g, used=sampled
         )
     if sampled and spread is not None:
         c = _widened(c, spread, eig_rtol)
@@ -302,7 +302,7 @@ def diagnose(
         escape_direction=direction,
         escape_prediction=prediction,
         num_params=n,
-        num_matvecs=H.num_matvecs + (spread.num_matvecs if spread is not None else 0),
+        num_matvecs=H.num_matvecs,
         settings=settings,
         lambda_lower=c.lower,
         lambda_upper=c.upper,

@@ -18,9 +18,12 @@ eigenvector held fixed: Hellmann–Feynman), so this is the standard error of
 *gradient noise* ``√(tr Cov ĝ)``, the size of the gradient sampling alone
 would give, comes from the same pass.
 
-Cost: one pass over the data, outside the solvers: per batch a forward and
-first backward pass and two second backward passes (the two Ritz vectors):
-about a gradient and two products, counted as 2 HVPs.
+Cost: 2 HVPs (the two Ritz vectors), in one pass over the batches. When the
+operator keeps the batches' linearisations (``hvp_cache``), each kept graph
+holds its batch's gradient and runs the products by the second backward pass
+alone: two such passes per batch, no forward pass. Otherwise one fresh pass:
+per batch a forward and first backward pass and two second backward passes
+(about a gradient more).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Any
 import torch
 
 from critpoint.errors import SecondDerivativeError
-from critpoint.objective import Objective
+from critpoint.operator import HessianOperator
 
 logger = logging.getLogger("critpoint")
 
@@ -62,6 +65,10 @@ class SamplingError:
         Hessian-vector products spent on it (2: one per Ritz vector).
     used : bool
         Whether the verdict's tolerances include it (``sampled=True``).
+    from_linearisations : bool
+        Whether it came from the operator's kept linearisations (two second
+        backward passes per batch) rather than a fresh pass (a gradient and
+        two second backward passes per batch).
     z : float
         Standard errors added to the error bars when used.
     """
@@ -73,6 +80,7 @@ class SamplingError:
     grad_noise: float
     num_matvecs: int
     used: bool
+    from_linearisations: bool = False
     z: float = SAMPLING_Z
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,7 +116,7 @@ def ratio_stderr(counts: torch.Tensor, parts: torch.Tensor, summed: bool) -> flo
 
 
 def measure_sampling_error(
-    obj: Objective,
+    H: HessianOperator,
     u_min: torch.Tensor,
     u_max: torch.Tensor,
     g: torch.Tensor,
@@ -118,8 +126,10 @@ def measure_sampling_error(
 
     Parameters
     ----------
-    obj : Objective
-        The objective (one process: its batches).
+    H : HessianOperator
+        The Hessian of the objective at the point (one process: its batches);
+        its kept linearisations serve when it has them, and the pass is
+        counted in its ``num_matvecs``.
     u_min, u_max : torch.Tensor
         Unit Ritz vectors of ``λ_min`` and ``λ_max``, shape ``(n,)``.
     g : torch.Tensor
@@ -134,6 +144,7 @@ def measure_sampling_error(
         processes, or a model plain autograd cannot differentiate twice
         (forward-over-reverse products).
     """
+    obj = H.objective
     if obj.process_group is not None:
         logger.info("sampling error left out: the batches are spread over processes")
         return None
@@ -144,7 +155,8 @@ def measure_sampling_error(
         logger.info("sampling error left out: it needs plain double backward (rev-rev)")
         return None
     try:
-        counts, curv, slopes, grad_sq = obj.batch_terms(U, direction)
+        cached = H.cached
+        counts, curv, slopes, grad_sq = H.batch_terms(U, direction)
     except (RuntimeError, SecondDerivativeError) as exc:  # no plain double backward
         logger.info("sampling error left out: %s", exc)
         return None
@@ -172,4 +184,5 @@ def measure_sampling_error(
         grad_noise=noise,
         num_matvecs=2,
         used=bool(used),
+        from_linearisations=cached,
     )

@@ -44,7 +44,7 @@ def jackknife(values):
 def test_equal_shards_give_the_spread_of_each_shards_own_curvature():
     net, batches = network(), shards([25] * 8)
     obj, _, Q, g = exact(net, batches)
-    se = measure_sampling_error(obj, Q[:, 0], Q[:, -1], g)
+    se = measure_sampling_error(obj.hessian(), Q[:, 0], Q[:, -1], g)
     assert se.num_batches == 8
     # brute force: every shard's own dense Hessian, its curvature along u
     for col, got in ((0, se.lambda_min), (-1, se.lambda_max)):
@@ -73,7 +73,7 @@ def test_it_matches_the_jackknife_of_the_leave_one_shard_out_eigenvalues(sizes):
     # brute force: drop each shard, solve the rest's dense eigenproblem
     net, batches = network(), shards(sizes, seed=1)
     obj, _, Q, g = exact(net, batches)
-    se = measure_sampling_error(obj, Q[:, 0], Q[:, -1], g)
+    se = measure_sampling_error(obj.hessian(), Q[:, 0], Q[:, -1], g)
     lo, hi, gn = [], [], []
     for b in range(len(batches)):
         rest = [s for i, s in enumerate(batches) if i != b]
@@ -158,3 +158,31 @@ def test_forward_over_reverse_objectives_leave_the_sampling_error_out():
     dg = cp.diagnose(obj, k=2, density=False, trace=False)
     assert obj.hvp_mode == "fwd-rev"
     assert dg.sampling is None
+
+
+def test_kept_linearisations_give_the_same_parts_without_a_forward_pass():
+    net, batches = network(), shards([25, 20, 30, 25])
+    kept = cp.Objective(net, F.cross_entropy, batches)
+    fresh = cp.Objective(net, F.cross_entropy, batches, hvp_cache=None)
+    H_kept, H_fresh = kept.hessian(), fresh.hessian()
+    assert H_kept.cached
+    assert not H_fresh.cached
+    _, Q = torch.linalg.eigh(H_kept.dense())
+    U = Q[:, [0, -1]].contiguous()
+    g = kept.grad()
+    forwards = []
+    hook = net.register_forward_hook(lambda *args: forwards.append(1))
+    try:
+        before = H_kept.num_matvecs
+        a = H_kept.batch_terms(U, g / g.norm())
+        assert forwards == []  # the kept graphs hold the gradients and run the products
+        assert H_kept.num_matvecs == before + 2
+        b = H_fresh.batch_terms(U, g / g.norm())
+        assert len(forwards) == 4  # one forward pass per batch
+    finally:
+        hook.remove()
+    for x, y in zip(a, b, strict=True):
+        assert torch.allclose(x, y, rtol=1e-12, atol=1e-14)
+    se = measure_sampling_error(H_kept, U[:, 0], U[:, 1], g)
+    assert se.from_linearisations
+    assert not measure_sampling_error(H_fresh, U[:, 0], U[:, 1], g).from_linearisations

@@ -117,7 +117,10 @@ def free_host_memory() -> int:
 def free_memory(device: torch.device) -> int:
     """Free bytes on ``device`` (host memory for the CPU); 0 if it cannot be known."""
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
+        try:
+            free, _ = torch.cuda.mem_get_info(device)
+        except (RuntimeError, AssertionError):  # no CUDA in this build or process
+            return 0
         return int(free)
     if device.type == "cpu":
         return free_host_memory()

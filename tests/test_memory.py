@@ -66,3 +66,11 @@ def test_format_bytes():
     assert _memory.format_bytes(512) == "512 B"
     assert _memory.format_bytes(1.5 * 2**30) == "1.50 GiB"
     assert _memory.format_bytes(300 * 2**20) == "300 MiB"
+
+
+def test_free_gpu_memory_is_zero_without_cuda(monkeypatch):
+    def broken(device):
+        raise AssertionError("Torch not compiled with CUDA enabled")
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", broken)
+    assert _memory.free_memory(torch.device("cuda")) == 0

@@ -10,8 +10,11 @@ and chooses within the budget:
 * the Lanczos basis: the default ``max(2k + 1, 160)`` vectors, fewer where
   they do not fit (down to ``2k + 1``); on a GPU it moves to host memory when
   not even that fits on the device;
-* the density's reorthogonalisation: ``"full"``, else ``"partial"`` with the
-  widest window that fits, else ``"local"``;
+* the density's reorthogonalisation: ``"full"``, else ``"partial"`` with a
+  window of :data:`~critpoint.linalg.slq.PARTIAL_WINDOW` vectors (fewer
+  where they do not fit: the strategies give densities equally close to the
+  true one on the planted test spectra, so the memory is not spent on a
+  wider window), else ``"local"``;
 * the trace: Hutch++ / ``"auto"`` when its sketch fits, else Hutchinson,
   in the widest block that fits;
 * the linearisations (``hvp_cache``): at most what is left once every solver
@@ -417,7 +420,7 @@ def _density_choice(
         return "full", None
     window = _widest_window(n, probes, m, dtype, room)
     if window is not None and window >= 3:
-        return "partial", window
+        return "partial", min(PARTIAL_WINDOW, window)
     return "local", min(2, m)
 
 

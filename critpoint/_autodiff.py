@@ -61,9 +61,11 @@ __all__ = [
     "forward_ad_gap",
     "functional_call",
     "gradient",
+    "gradient_and_hvp",
     "graph_bytes",
     "hvp",
     "hvp_block",
+    "kept_gradient",
     "kernels",
     "linearize",
     "missing_derivative",
@@ -330,6 +332,7 @@ def retain(
         def apply_zero(V: torch.Tensor, chunk_size: int | None) -> torch.Tensor:
             return torch.zeros_like(V)
 
+        apply_zero.gradient = torch.zeros_like(theta) if g is None else g.detach()  # type: ignore[attr-defined]
         return apply_zero, sum(storages.values())
 
     def back(v: torch.Tensor, batched: bool = False) -> torch.Tensor:
@@ -356,7 +359,45 @@ def retain(
         ]
         return torch.cat(parts).T
 
+    # The graph keeps ∇f(θ) alive anyway: the batch's gradient comes free.
+    apply.gradient = g.detach()  # type: ignore[attr-defined]
     return apply, sum(storages.values())
+
+
+def kept_gradient(apply: Linearized) -> torch.Tensor | None:
+    """The gradient ``∇f(θ)`` a :func:`retain` linearisation holds, shape ``(n,)``; else ``None``."""
+    return getattr(apply, "gradient", None)
+
+
+def gradient_and_hvp(
+    f: ScalarFn, theta: torch.Tensor, V: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(∇f(θ), ∇²f(θ) V)`` from one graph, with plain autograd; ``V`` is ``(n, k)``.
+
+    One forward and first backward pass (``create_graph=True``), then one
+    second backward pass per column: the cost of a gradient and ``k``
+    products from a kept linearisation.
+
+    Raises
+    ------
+    RuntimeError
+        When plain autograd cannot run ``f``.
+    """
+    point = theta.detach().requires_grad_(True)
+    with torch.enable_grad():
+        value = f(point)
+        (g,) = torch.autograd.grad(value, point, create_graph=True, allow_unused=True)
+    del value
+    if g is None or g.grad_fn is None:  # ∇f does not depend on θ: H = 0
+        grad_out = torch.zeros_like(theta) if g is None else g.detach()
+        return grad_out, torch.zeros_like(V)
+    cols = []
+    for j in range(V.shape[1]):
+        (hv,) = torch.autograd.grad(
+            g, point, V[:, j], retain_graph=j + 1 < V.shape[1], allow_unused=True
+        )
+        cols.append(torch.zeros_like(theta) if hv is None else hv.detach())
+    return g.detach(), torch.stack(cols, dim=1)
 
 
 def graph_bytes(f: ScalarFn, theta: torch.Tensor) -> int:

@@ -38,6 +38,10 @@ class DenseTooLargeError(CritpointError, MemoryError):
     """``dense()`` was asked for a matrix too large to allocate safely."""
 
 
+class MemoryBudgetError(CritpointError, MemoryError):
+    """The work cannot fit its memory budget even at its smallest; said before it starts."""
+
+
 class ConvergenceError(CritpointError):
     """A solver did not reach its tolerance; ``partial`` holds what it found."""
 
@@ -60,6 +64,7 @@ __all__ = [
     "CritpointError",
     "DenseTooLargeError",
     "InputError",
+    "MemoryBudgetError",
     "NonDeterministicError",
     "NonFiniteError",
     "OutputError",

@@ -1001,15 +1001,17 @@ class Objective:
             ``(n, k)`` already in this objective's dtype and on its device.
         """
         theta = self._check_vector(theta, "theta").detach().clone()
-        pieces = None
+        pieces, nbytes = None, 0
         if max_bytes > 0 and self.hvp_mode == "rev-rev":
-            pieces = self._retain_batches(theta, max_bytes)
-        return Linearization(self, theta, pieces)
+            retained = self._retain_batches(theta, max_bytes)
+            if retained is not None:
+                pieces, nbytes = retained
+        return Linearization(self, theta, pieces, nbytes=nbytes)
 
     def _retain_batches(
         self, theta: torch.Tensor, budget: float
-    ) -> list[tuple[int, _autodiff.Linearized]] | None:
-        """Every batch's kept graph at θ, or ``None`` when they would exceed ``budget`` bytes."""
+    ) -> tuple[list[tuple[int, _autodiff.Linearized]], int] | None:
+        """Every batch's kept graph at θ and their estimated bytes, or ``None`` over ``budget``."""
         pieces: list[tuple[int, _autodiff.Linearized]] = []
         per_sample: float | None = None
         spent = 0.0
@@ -1041,7 +1043,7 @@ class Objective:
                 if apply is None:
                     apply, _ = _autodiff.retain(f, theta)
                 pieces.append((count, apply))
-        return pieces or None
+        return (pieces, int(spent)) if pieces else None
 
     def _hvp_retained(
         self, pieces: list[tuple[int, _autodiff.Linearized]], v: torch.Tensor
@@ -1055,7 +1057,75 @@ class Objective:
                 "Hessian-vector product",
             )
 
-    def hessian(self, theta: torch.Tensor | None = None, check: bool = True) -> Any:
+    def batch_terms(
+        self,
+        U: torch.Tensor,
+        direction: torch.Tensor | None = None,
+        theta: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Each batch's part of the curvatures ``uᵀHu`` and of the slope ``dᵀg``: one pass.
+
+        The objective is a sum over its batches of their summed losses ``s_b``
+        (divided by the sample count ``N`` for a mean), so ``uᵀHu`` and
+        ``dᵀg`` are sums of the batches' ``uᵀ∇²s_b u`` and ``dᵀ∇s_b``: what
+        the standard error over batches needs. One pass over the data with
+        plain autograd: per batch a forward and first backward pass, then one
+        second backward pass per column of ``U``.
+
+        Parameters
+        ----------
+        U : torch.Tensor
+            Shape ``(n, k)``: the directions (Ritz vectors), in this
+            objective's dtype and on its device.
+        direction : torch.Tensor, optional
+            Shape ``(n,)``: ``dᵀ∇s_b`` per batch as well (the unit gradient
+            gives the batches' parts of the gradient norm).
+        theta : torch.Tensor, optional
+            The point; default the current parameters.
+
+        Returns
+        -------
+        counts : torch.Tensor
+            Samples per batch, float64, shape ``(B,)``.
+        curvatures : torch.Tensor
+            ``uⱼᵀ∇²s_b uⱼ``, float64, shape ``(B, k)``.
+        slopes : torch.Tensor or None
+            ``dᵀ∇s_b``, float64, shape ``(B,)``, when ``direction`` is given.
+        grad_sq : torch.Tensor
+            ``‖∇s_b‖²``, float64, shape ``(B,)``.
+
+        Raises
+        ------
+        InputError
+            With a process group (each rank sees only its own batches), or
+            for ``U`` of the wrong shape.
+        """
+        if self.process_group is not None:
+            msg = "batch_terms sees one process's batches only; call it without a process group"
+            raise InputError(msg)
+        U = self._check_vector(U, "U", allow_block=True)
+        if U.ndim != 2:
+            msg = f"U must have shape ({self.num_params}, k), got {tuple(U.shape)}"
+            raise InputError(msg)
+        if direction is not None:
+            direction = self._check_vector(direction, "direction")
+        theta = self._check_vector(theta, "theta")
+
+        def parts() -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+            for count, batch in self._batches.placed(self.device, self._cast_inputs):
+                g, HU = _autodiff.gradient_and_hvp(self._batch_fn(batch), theta, U)
+                yield count, g, HU
+
+        with self._session(), _autodiff.kernels(), self._explain_missing_derivative():
+            return _batch_sums(parts(), U, direction)
+
+    def hessian(
+        self,
+        theta: torch.Tensor | None = None,
+        check: bool = True,
+        *,
+        cache_limit: int | None = None,
+    ) -> Any:
         """The Hessian at θ as a matrix-free :class:`~critpoint.HessianOperator`.
 
         Parameters
@@ -1066,6 +1136,9 @@ class Objective:
         check : bool
             Run the symmetry/determinism probe (3 HVPs, 4 in ``fwd-rev`` mode):
             refuses a random or non-symmetric product such as dropout left on.
+        cache_limit : int, optional
+            Most bytes the linearisations may take, below the ``hvp_cache``
+            setting (a memory plan's share for them).
 
         Returns
         -------
@@ -1076,7 +1149,7 @@ class Objective:
         from critpoint.operator import HessianOperator
 
         theta = self._check_vector(theta, "theta").detach().clone()
-        op = HessianOperator(self, theta)
+        op = HessianOperator(self, theta, cache_limit=cache_limit)
         if check:
             op.check_symmetric()
         return op
@@ -1113,15 +1186,23 @@ class Linearization:
         objective: Objective,
         theta: torch.Tensor,
         pieces: list[tuple[int, _autodiff.Linearized]] | None = None,
+        *,
+        nbytes: int = 0,
     ) -> None:
         self.objective = objective
         self.theta = theta
         self._pieces = pieces
+        self._nbytes = int(nbytes) if pieces is not None else 0
 
     @property
     def cached(self) -> bool:
         """Whether products run from kept graphs (the second backward pass only)."""
         return self._pieces is not None
+
+    @property
+    def nbytes(self) -> int:
+        """Estimated bytes of the kept graphs (measured on the first batch); 0 without."""
+        return self._nbytes if self._pieces is not None else 0
 
     def release(self) -> None:
         """Free the kept graphs; products recompute each pass in full from here on."""
@@ -1141,6 +1222,31 @@ class Linearization:
         if self._pieces is not None and not fresh:
             return self.objective._hvp_retained(self._pieces, v)
         return self.objective._hvp_at(v, self.theta)
+
+    def batch_terms(
+        self, U: torch.Tensor, direction: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """:meth:`Objective.batch_terms` at this θ, from the kept graphs when there are.
+
+        The kept graph of a batch holds its gradient and runs its products by
+        the second backward pass alone, so the per-batch parts then cost
+        ``k`` such passes per batch and no forward pass.
+        """
+        objective = self.objective
+        pieces = self._pieces
+        if pieces is None or any(_autodiff.kept_gradient(a) is None for _, a in pieces):
+            return objective.batch_terms(U, direction, self.theta)
+        if direction is not None:
+            direction = objective._check_vector(direction, "direction")
+
+        def parts() -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+            for count, apply in pieces:
+                gradient = _autodiff.kept_gradient(apply)
+                assert gradient is not None
+                yield count, gradient, apply(U, objective.chunk_size)
+
+        with objective._explain_missing_derivative():
+            return _batch_sums(parts(), U, direction)
 
     # ------------------------------------------------ what the symmetry probe needs
     def reverse_hvp(self, v: torch.Tensor) -> torch.Tensor | None:
@@ -1179,6 +1285,27 @@ class Linearization:
             "of the parameters (a stateful or random layer?)"
         )
         raise NonDeterministicError(msg)
+
+
+def _batch_sums(
+    parts: Iterable[tuple[int, torch.Tensor, torch.Tensor]],
+    U: torch.Tensor,
+    direction: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """:meth:`Objective.batch_terms`'s results from per-batch ``(count, ∇s_b, ∇²s_b U)``."""
+    counts, curvatures, slopes, grad_sq = [], [], [], []
+    for count, g, HU in parts:
+        counts.append(float(count))
+        curvatures.append(torch.sum(U * HU, dim=0, dtype=torch.float64).cpu())
+        grad_sq.append(torch.sum(g * g, dtype=torch.float64).cpu())
+        if direction is not None:
+            slopes.append(torch.dot(direction.double(), g.double()).cpu())
+    return (
+        torch.tensor(counts, dtype=torch.float64),
+        torch.stack(curvatures),
+        torch.stack(slopes) if direction is not None else None,
+        torch.stack(grad_sq),
+    )
 
 
 def named_is_float(module: nn.Module, name: str) -> bool:

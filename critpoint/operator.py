@@ -57,6 +57,9 @@ class HessianOperator(Operator):
         The objective whose Hessian this is.
     theta : torch.Tensor
         The point, shape ``(n,)``.
+    cache_limit : int, optional
+        Most bytes the linearisations may take, below the objective's
+        ``hvp_cache`` (a memory plan's share for them).
 
     Attributes
     ----------
@@ -77,9 +80,15 @@ class HessianOperator(Operator):
     product's vectors are checked here, at the boundary, and nowhere below.
     """
 
-    def __init__(self, objective: Linearizable, theta: torch.Tensor) -> None:
+    def __init__(
+        self,
+        objective: Linearizable,
+        theta: torch.Tensor,
+        cache_limit: int | None = None,
+    ) -> None:
         self.objective = objective
         self.theta = theta
+        self.cache_limit = cache_limit
         self.num_matvecs = 0
         self.num_passes = 0
         self._linearization: Linearization | None = None
@@ -92,16 +101,25 @@ class HessianOperator(Operator):
         ``None`` or ``0``: nothing; a number: that many bytes; ``"auto"``:
         :data:`AUTO_CACHE_SHARE` of the free memory of the device (half on a
         GPU, a quarter of the host's, which respects a container's limit).
-        Only reverse-over-reverse products have graphs to keep.
+        Only reverse-over-reverse products have graphs to keep. A
+        ``cache_limit`` caps it.
         """
         setting = self.objective.hvp_cache
         if setting is None or self.objective.hvp_mode != "rev-rev":
             return 0
         if isinstance(setting, int):
-            return setting
-        device = self.objective.device
-        share = AUTO_CACHE_SHARE.get(device.type, 0.0)
-        return int(free_memory(device) * share)
+            budget = setting
+        else:
+            device = self.objective.device
+            share = AUTO_CACHE_SHARE.get(device.type, 0.0)
+            budget = int(free_memory(device) * share)
+        return budget if self.cache_limit is None else min(budget, self.cache_limit)
+
+    @property
+    def cache_bytes(self) -> int:
+        """Estimated bytes the kept linearisations take (0 before the first product or without)."""
+        lin = self._linearization
+        return lin.nbytes if lin is not None else 0
 
     @property
     def cached(self) -> bool:
@@ -151,6 +169,22 @@ class HessianOperator(Operator):
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
         """Return ``H V`` for a block ``V`` of shape ``(n, k)``, in one batched pass."""
         return self._counted(self._vector(V, block=True))
+
+    def batch_terms(
+        self, U: torch.Tensor, direction: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Each batch's part of ``uᵀHu`` (columns of ``U``, ``(n, k)``) and of ``dᵀg``.
+
+        See :meth:`critpoint.Objective.batch_terms`. From the kept
+        linearisations when there are (``k`` second backward passes per
+        batch, no forward pass), else one fresh pass; counted as ``k``
+        products either way.
+        """
+        U = self._vector(U, block=True)
+        out = self._linearized().batch_terms(U, direction)
+        self.num_matvecs += U.shape[1]
+        self.num_passes += 1
+        return out
 
     def dense(self, max_size: int = DENSE_LIMIT, block: int = 64) -> torch.Tensor:
         """The full ``(n, n)`` matrix, built column block by column block.

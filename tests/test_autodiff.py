@@ -532,3 +532,26 @@ def test_hugging_face_models_when_installed(kind):
             assert "padding_idx" in obj.hvp_fallback
         else:
             assert obj.hvp_fallback is None
+
+
+def test_gradient_and_hvp_from_one_graph_match_double_backward():
+    from critpoint._autodiff import gradient_and_hvp
+    from critpoint.testing import autograd_hessian
+
+    gen = torch.Generator().manual_seed(7)
+    A = torch.randn(5, 5, generator=gen, dtype=torch.float64)
+
+    def f(t):
+        return torch.sum(torch.tanh(A @ t) ** 2) + t[0] * t[1] ** 3
+
+    theta = torch.randn(5, generator=gen, dtype=torch.float64)
+    V = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    g, HV = gradient_and_hvp(f, theta, V)
+    point = theta.clone().requires_grad_(True)
+    (expected_g,) = torch.autograd.grad(f(point), point)
+    assert torch.allclose(g, expected_g, atol=1e-13)
+    assert torch.allclose(HV, autograd_hessian(f, theta) @ V, atol=1e-12)
+    # linear in θ: a zero Hessian, not a crash
+    g0, H0 = gradient_and_hvp(lambda t: A[0] @ t, theta, V)
+    assert torch.allclose(g0, A[0])
+    assert torch.equal(H0, torch.zeros_like(V))

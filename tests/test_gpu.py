@@ -148,3 +148,18 @@ def test_cuda_block_lanczos_finds_copies_and_matches_cpu(block_size):
     lo, hi = r_gpu.extreme_bounds()
     assert lo <= r_gpu.ritz_min
     assert hi >= float(r_cpu.eigenvalues.max()) - 1e-9
+
+
+def test_a_gpu_diagnosis_plans_within_cuda_free_memory_and_matches_the_cpu():
+    free, _ = torch.cuda.mem_get_info()
+    plan = cp.analysis.plan_memory(1000, torch.float32, "cuda")
+    assert plan.budget == int(free * 0.5) or abs(plan.budget - free * 0.5) < 64 * 2**20
+    cpu = cp.diagnose(problem("cpu", torch.float64), k=4, seed=0, sampled=True)
+    gpu = cp.diagnose(problem("cuda", torch.float64), k=4, seed=0, sampled=True)
+    assert gpu.memory["device"].startswith("cuda")
+    assert gpu.sampling["num_batches"] == 3
+    assert gpu.sampling["lambda_min"] == pytest.approx(
+        cpu.sampling["lambda_min"], rel=1e-6
+    )
+    assert gpu.lambda_min == pytest.approx(cpu.lambda_min, rel=1e-8)
+    assert gpu.kind == cpu.kind

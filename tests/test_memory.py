@@ -43,3 +43,34 @@ def test_unknown_free_memory_is_zero(monkeypatch):
 
     monkeypatch.setattr(os, "sysconf", broken)
     assert _memory.free_host_memory() == 0
+
+
+def test_parse_bytes_reads_numbers_and_sizes():
+    import pytest
+
+    from critpoint.errors import InputError
+
+    assert _memory.parse_bytes(12345) == 12345
+    assert _memory.parse_bytes("8GB") == 8 * 10**9
+    assert _memory.parse_bytes("8 gb") == 8 * 10**9
+    assert _memory.parse_bytes("1.5G") == 1_500_000_000
+    assert _memory.parse_bytes("512MiB") == 512 * 2**20
+    assert _memory.parse_bytes("2TiB") == 2 * 2**40
+    assert _memory.parse_bytes("1e9") == 10**9
+    for bad in ("", "0", "-1GB", "8 parsecs", "GB", True, None, float("inf"), 0.5):
+        with pytest.raises(InputError, match="a size such as '8GB'"):
+            _memory.parse_bytes(bad)
+
+
+def test_format_bytes():
+    assert _memory.format_bytes(512) == "512 B"
+    assert _memory.format_bytes(1.5 * 2**30) == "1.50 GiB"
+    assert _memory.format_bytes(300 * 2**20) == "300 MiB"
+
+
+def test_free_gpu_memory_is_zero_without_cuda(monkeypatch):
+    def broken(device):
+        raise AssertionError("Torch not compiled with CUDA enabled")
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", broken)
+    assert _memory.free_memory(torch.device("cuda")) == 0

@@ -525,3 +525,31 @@ def test_dtype_by_name_and_half_precision_models_refused():
         cp.Objective(half, F.mse_loss, (x.bfloat16(), y.bfloat16()))
     obj = cp.Objective(half, F.mse_loss, (x, y), dtype=torch.float32)
     assert obj.dtype == torch.float32
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_batch_terms_add_up_to_the_full_data_curvature_and_slope(reduction):
+    torch.manual_seed(0)
+    X = torch.randn(23, 3, dtype=torch.float64)
+    y = torch.randn(23, 1, dtype=torch.float64)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+    loss = nn.MSELoss(reduction=reduction)
+    obj = cp.Objective(net, loss, (X, y), batch_size=5)  # 5, 5, 5, 5, 3
+    H = obj.hessian().dense()
+    g = obj.grad()
+    U = torch.linalg.eigh(H).eigenvectors[:, [0, -1]]
+    d = g / g.norm()
+    counts, curv, slopes, grad_sq = obj.batch_terms(U, d)
+    assert counts.tolist() == [5.0, 5.0, 5.0, 5.0, 3.0]
+    N = 23.0 if reduction == "mean" else 1.0
+    assert torch.allclose(
+        curv.sum(0) / N, torch.einsum("ij,ij->j", U, H @ U), atol=1e-12
+    )
+    assert float(slopes.sum()) / N == pytest.approx(float(g.norm()), rel=1e-12)
+    # each batch's own gradient, by a one-batch objective
+    first = cp.Objective(net, nn.MSELoss(reduction="sum"), (X[:5], y[:5])).grad()
+    assert float(grad_sq[0]) == pytest.approx(float(first @ first), rel=1e-12)
+    assert slopes.shape == (5,)
+    assert obj.batch_terms(U)[2] is None
+    with pytest.raises(cp.InputError, match="U must have shape"):
+        obj.batch_terms(U[:, 0])

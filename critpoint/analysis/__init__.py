@@ -13,7 +13,11 @@
   :func:`diagnose_layers`, the same for each layer's block;
 * :mod:`critpoint.analysis.plan` — :class:`CostPlan`, what a diagnosis will
   cost (each phase's products, the time from measured ones), said before
-  the work; :func:`plan_diagnosis` makes one alone.
+  the work; :func:`plan_diagnosis` makes one alone;
+* :mod:`critpoint.analysis.memory` — :func:`plan_memory`, what every phase
+  will hold, chosen within a budget before anything is allocated;
+* :mod:`critpoint.analysis.sampling` — the standard errors over batches of
+  the numbers a verdict rests on.
 """
 
 from critpoint.analysis.batchnorm import BN_GAP_RTOL, BatchNormCheck, check_batchnorm
@@ -32,6 +36,7 @@ from critpoint.analysis.diagnosis import (
     Verdict,
     with_error,
 )
+from critpoint.analysis.memory import MemoryPlan, plan_memory
 from critpoint.analysis.plan import CostPlan, plan_diagnosis
 from critpoint.analysis.rule import (
     Curvature,
@@ -44,6 +49,7 @@ from critpoint.analysis.rule import (
     verdict,
     zero_tolerance,
 )
+from critpoint.analysis.sampling import SamplingError, measure_sampling_error
 from critpoint.analysis.step import (
     LineSearch,
     QuadraticStep,
@@ -66,7 +72,9 @@ __all__ = [
     "LayerDiagnosis",
     "LayerGroup",
     "LineSearch",
+    "MemoryPlan",
     "QuadraticStep",
+    "SamplingError",
     "Verdict",
     "check_batchnorm",
     "classify",
@@ -78,8 +86,10 @@ __all__ = [
     "layer_groups",
     "line_search",
     "measure_extremes",
+    "measure_sampling_error",
     "minimum_ratio",
     "plan_diagnosis",
+    "plan_memory",
     "predicted_change",
     "quadratic_step",
     "verdict",

@@ -26,6 +26,7 @@ from critpoint._deprecation import UNSET, renamed
 from critpoint._progress import Progress, ProgressArg, check_progress
 from critpoint.analysis.batchnorm import check_batchnorm
 from critpoint.analysis.diagnosis import Diagnosis, LayerDiagnosis
+from critpoint.analysis.memory import MemoryPlan, plan_memory
 from critpoint.analysis.plan import (
     CostPlan,
     Costs,
@@ -36,13 +37,17 @@ from critpoint.analysis.plan import (
     measure_costs,
 )
 from critpoint.analysis.rule import (
+    Curvature,
+    curvature,
     default_grad_tol,
     measure_extremes,
     minimum_ratio,
     verdict,
 )
+from critpoint.analysis.sampling import SamplingError, measure_sampling_error
 from critpoint.analysis.step import LineSearch, downhill, line_search
 from critpoint.errors import InputError
+from critpoint.linalg.lanczos import default_block_size
 from critpoint.linalg.slq import spectral_density
 from critpoint.linalg.trace import trace as trace_estimate
 from critpoint.objective import Objective
@@ -84,6 +89,10 @@ def diagnose(
     on_plan: Callable[[CostPlan], object] | None = None,
     maxiter: Any = UNSET,
     trace_matvecs: Any = UNSET,
+    memory: int | float | str | None = None,
+    reorth: str | None = None,
+    sampling_error: bool = True,
+    sampled: bool = False,
 ) -> Diagnosis:
     """Diagnose the point the objective's model is at: minimum, maximum, saddle or degenerate.
 
@@ -155,6 +164,28 @@ def diagnose(
     maxiter, trace_matvecs
         Old names of ``max_matvecs`` and ``trace_max_matvecs``, accepted with
         a ``DeprecationWarning`` for one release.
+    memory : int, float or str, optional
+        Memory budget of the run, bytes or a size such as ``"8GB"``; default
+        half the free memory where the work runs. Before anything is
+        allocated, :func:`critpoint.analysis.memory.plan_memory` adds up what
+        each phase will hold and chooses within it (the Lanczos basis, the
+        density's reorthogonalisation, the trace's method and block, the
+        share of the linearisations); the plan is in ``Diagnosis.memory``.
+        Raises :class:`~critpoint.MemoryBudgetError` up front when even the
+        smallest settings do not fit.
+    reorth : {"full", "partial", "local"}, optional
+        The density's reorthogonalisation (:func:`critpoint.spectral_density`);
+        default: the most thorough that fits the budget.
+    sampling_error : bool
+        Measure the standard errors over batches of ``λ_min``, ``λ_max`` and
+        the gradient norm (:mod:`critpoint.analysis.sampling`; data in two
+        batches or more, one process): one more pass over the data, counted
+        as 2 HVPs. In ``Diagnosis.sampling``.
+    sampled : bool
+        The data are a sample of a larger set (``max_samples``, a subset):
+        the verdict's error bars then include ``SAMPLING_Z`` standard errors
+        of the sampling error, and a gradient no larger than that many
+        standard errors of its noise counts as critical.
 
     Returns
     -------
@@ -191,7 +222,13 @@ def diagnose(
         "trace_max_matvecs": trace_max_matvecs,
     }
     # A budget too small for the fixed phases is refused before anything is spent.
-    eigensolver_budget(n, max_matvecs, spent=0, **fixed)
+    # The sampling error's two products are reserved when the verdict uses
+    # it; otherwise it is measured only when the budget leaves room for them.
+    sampling_products = 2 if sampled else 0
+    eigensolver_budget(n, max_matvecs, spent=0, sampling=sampling_products, **fixed)
+    mplan = _memory_plan(
+        obj, k, density, num_probes, num_steps, reorth, trace, trace_max_matvecs, memory
+    )
     t0 = time.perf_counter()
     loss, g = obj.loss_and_grad()
     grad_norm = float(torch.linalg.vector_norm(g.double()))
@@ -200,8 +237,21 @@ def diagnose(
     if bn_check is not None and bn_check.warning():
         logger.warning("%s", bn_check.warning())
     t0 = time.perf_counter()
-    H = obj.hessian(check=check)
+    H = obj.hessian(check=check, cache_limit=mplan.hvp_cache)
     t_probe = time.perf_counter() - t0
+    if check:  # the probe linearised: the solvers share what the linearisations left
+        mplan = _memory_plan(
+            obj,
+            k,
+            density,
+            num_probes,
+            num_steps,
+            reorth,
+            trace,
+            trace_max_matvecs,
+            memory,
+            H.cache_bytes,
+        )
     spent = {"symmetry probe": H.num_matvecs} if check else {}
     costs = None
     if H.num_matvecs:
@@ -212,7 +262,9 @@ def diagnose(
         # Nothing timed yet: one product, counted, says what a product costs.
         costs = measure_costs(obj, H, seconds_per_gradient=t_grad, seed=seed)
         spent["timing product"] = H.num_matvecs
-    eig_budget = eigensolver_budget(n, max_matvecs, spent=H.num_matvecs, **fixed)
+    eig_budget = eigensolver_budget(
+        n, max_matvecs, spent=H.num_matvecs, sampling=sampling_products, **fixed
+    )
     phases = diagnosis_phases(
         n, k=k, max_matvecs=max_matvecs, probe=H.num_matvecs, **fixed
     )
@@ -250,11 +302,28 @@ def diagnose(
             eig_rtol=eig_rtol,
             delta=delta,
             progress=bar.part(after=dens_planned + trace_planned) if progress else None,
+            ncv=mplan.ncv,
+            basis=mplan.basis,
         )
         spent["eigenvalues"] = H.num_matvecs - before
         bar.update(H.num_matvecs)
         c = ext.curvature
         values, errors, conv = ext.eigenvalues, ext.errors, ext.converged
+        spread = None
+        room = (
+            max_matvecs is None
+            or max_matvecs - H.num_matvecs - dens_planned - trace_planned >= 2
+        )
+        if sampled or (sampling_error and room):
+            before = H.num_matvecs
+            spread = measure_sampling_error(
+                H, ext.vectors[:, 0], ext.vectors[:, -1], g, used=sampled
+            )
+            if H.num_matvecs > before:
+                spent["sampling error"] = H.num_matvecs - before
+            bar.update(H.num_matvecs)
+        if sampled and spread is not None:
+            c = _widened(c, spread, eig_rtol)
         result = verdict(c)
         scale = max(abs(c.lambda_min), abs(c.lambda_max))
         if grad_tol is None:
@@ -274,6 +343,8 @@ def diagnose(
                 progress=_per_step(bar.part(after=trace_planned), num_probes)
                 if progress
                 else None,
+                reorth=mplan.reorth,
+                window=mplan.window if mplan.reorth == "partial" else None,
             )
             spent["density"] = H.num_matvecs - before
             bar.update(H.num_matvecs)
@@ -289,9 +360,10 @@ def diagnose(
             tr = trace_estimate(
                 H,
                 trace_max_matvecs,
-                "auto",
+                mplan.trace_method or "auto",
                 seed,
                 bar.part() if progress else None,
+                block_size=mplan.trace_block,
             )
             spent["trace"] = H.num_matvecs - before
         bar.finish(H.num_matvecs)
@@ -321,6 +393,10 @@ def diagnose(
         "trace": trace,
         "trace_max_matvecs": trace_max_matvecs,
         "trace_matvecs": trace_max_matvecs,  # the old key
+        "memory": memory,
+        "reorth": reorth,
+        "sampling_error": sampling_error,
+        "sampled": sampled,
         "dtype": dtype_name(obj.dtype),
         "device": str(obj.device),
         "train_mode": obj.train_mode,
@@ -337,7 +413,10 @@ def diagnose(
         loss=loss,
         grad_norm=grad_norm,
         grad_tol=float(grad_tol),
-        critical=grad_norm <= grad_tol,
+        critical=grad_norm <= grad_tol
+        or (
+            sampled and spread is not None and grad_norm <= spread.z * spread.grad_noise
+        ),
         kind=result.kind,
         side=result.side,
         reason=result.reason,
@@ -372,6 +451,8 @@ def diagnose(
         batchnorm=bn_check,
         minimum_ratio_stderr=ratio_stderr,
         negative_fraction_stderr=ratio_stderr,
+        memory=mplan.to_dict(),
+        sampling=spread.to_dict() if spread is not None else None,
     )
 
 
@@ -391,6 +472,54 @@ def _escape_step(
         slope,
         curvature,
         dtype=obj.dtype,
+    )
+
+
+def _widened(c: Curvature, spread: SamplingError, eig_rtol: float) -> Curvature:
+    """The curvature read with the sampling error added to its error bars."""
+    dmin, dmax = spread.z * spread.lambda_min, spread.z * spread.lambda_max
+    return curvature(
+        c.lambda_min,
+        c.lambda_min_error + dmin,
+        c.lambda_max,
+        c.lambda_max_error + dmax,
+        eig_rtol,
+        lower=None if c.lower is None else c.lower - dmin,
+        upper=None if c.upper is None else c.upper + dmax,
+        probability=c.probability,
+    )
+
+
+def _memory_plan(
+    obj: Objective,
+    k: int,
+    density: bool,
+    num_probes: int,
+    num_steps: int,
+    reorth: str | None,
+    trace: bool,
+    trace_max_matvecs: int,
+    memory: int | float | str | None,
+    cache_kept: int | None = None,
+) -> MemoryPlan:
+    """The memory plan of :func:`diagnose` for this objective (see :func:`plan_memory`)."""
+    n = obj.num_params
+    return plan_memory(
+        n,
+        obj.dtype,
+        obj.device,
+        k=k,
+        block_size=default_block_size("BE", k),
+        density=density,
+        num_probes=num_probes,
+        num_steps=min(num_steps, n),
+        reorth=reorth,
+        trace=trace,
+        trace_max_matvecs=trace_max_matvecs,
+        hvp_cache=obj.hvp_cache if obj.hvp_mode == "rev-rev" else None,
+        hvp_cache_kept=cache_kept,
+        memory=memory,
+        process_group=obj.process_group,
     )
 
 

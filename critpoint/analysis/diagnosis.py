@@ -201,6 +201,14 @@ class Diagnosis:
         device: what :func:`critpoint.landscape` draws the loss along, so it
         needs no second eigen-solve. Not in the JSON document (``None`` after
         :meth:`from_dict`).
+    memory : dict or None
+        The memory plan the run kept to (:class:`critpoint.analysis.memory.MemoryPlan`
+        as a dictionary): the budget, what each phase held, and the choices
+        (Lanczos basis, density reorthogonalisation, trace method and block).
+    sampling : dict or None
+        Standard errors over batches of ``λ_min``, ``λ_max`` and the gradient
+        norm (:class:`critpoint.analysis.sampling.SamplingError` as a
+        dictionary; ``used``: whether the verdict's error bars include them).
     """
 
     loss: float
@@ -245,6 +253,8 @@ class Diagnosis:
     batchnorm: BatchNormCheck | None = None
     minimum_ratio_stderr: float | None = None
     negative_fraction_stderr: float | None = None
+    memory: dict[str, Any] | None = None
+    sampling: dict[str, Any] | None = None
 
     @property
     def bn_mode(self) -> str:
@@ -444,6 +454,8 @@ class Diagnosis:
                 "lambda_lower": self.lambda_lower,
                 "lambda_upper": self.lambda_upper,
                 "bound_probability": self.bound_probability,
+                "memory": self.memory,
+                "sampling": self.sampling,
             }
         )
 
@@ -530,6 +542,8 @@ class Diagnosis:
             batchnorm=BatchNormCheck.from_dict(bn) if bn is not None else None,
             minimum_ratio_stderr=_maybe_float(data.get("minimum_ratio_stderr")),
             negative_fraction_stderr=_maybe_float(data.get("negative_fraction_stderr")),
+            memory=data.get("memory"),
+            sampling=data.get("sampling"),
         )
 
     def _repr_png_(self) -> bytes:

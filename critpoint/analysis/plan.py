@@ -327,13 +327,15 @@ def eigensolver_budget(
     num_steps: int = 60,
     trace: bool = True,
     trace_max_matvecs: int = 60,
+    sampling: int = 0,
 ) -> int | None:
     """The products left to the eigensolver when ``max_matvecs`` counts every product.
 
     ``max_matvecs`` is the most products a diagnosis spends in all: the
     products already ``spent`` (the symmetry probe), the density's and the
-    trace's (fixed in advance) are taken from it; the eigensolver gets the
-    rest. ``None`` (no budget) gives ``None`` (the eigensolver's default).
+    trace's (fixed in advance) and the ``sampling`` error's are taken from
+    it; the eigensolver gets the rest. ``None`` (no budget) gives ``None``
+    (the eigensolver's default).
 
     Raises
     ------
@@ -344,12 +346,13 @@ def eigensolver_budget(
         return None
     dens = _density_products(n, density, num_probes, num_steps)
     tr = _trace_products(n, trace, trace_max_matvecs)
-    left = max_matvecs - spent - dens - tr
+    left = max_matvecs - spent - dens - tr - sampling
     need = 1 if n == 1 else min(default_block_size("BE", 2), n)
     if left < need:
         taken = [f"the symmetry probe {spent}"] if spent else []
         taken += [f"the density {dens}"] if dens else []
         taken += [f"the trace {tr}"] if tr else []
+        taken += [f"the sampling error {sampling}"] if sampling else []
         msg = (
             f"max_matvecs={max_matvecs} counts every Hessian-vector product and leaves "
             f"the eigensolver {max(left, 0)} after {', '.join(taken) or 'nothing'}; "

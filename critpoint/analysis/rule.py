@@ -392,6 +392,8 @@ def measure_extremes(
     eig_rtol: float = 1e-3,
     delta: float | None = 0.01,
     progress: ProgressArg = False,
+    ncv: int | None = None,
+    basis: str | None = None,
 ) -> Extremes:
     """The one eigen-solve behind every verdict: ``eigsh(which="BE")``, then :func:`curvature`.
 
@@ -414,6 +416,9 @@ def measure_extremes(
     delta : float or None
         Failure probability of the bounds on the whole spectrum
         (:meth:`critpoint.EigenResult.extreme_bounds`); ``None`` leaves them out.
+    ncv, basis
+        Krylov basis size and where it lives, as for :func:`critpoint.eigsh`
+        (a memory plan's choice; default: eigsh's).
 
     Returns
     -------
@@ -430,7 +435,17 @@ def measure_extremes(
         bounds = (h, h, 1.0) if delta is not None else (None, None, None)
     else:
         # The budget by position: its keyword is being renamed in eigsh.
-        r = eigsh(H, min(max(k, 2), n), "BE", tol, max_matvecs, seed, progress=progress)
+        r = eigsh(
+            H,
+            min(max(k, 2), n),
+            "BE",
+            tol,
+            max_matvecs,
+            seed,
+            progress=progress,
+            ncv=ncv,
+            basis=basis,
+        )
         assert r.eigenvectors is not None
         values, errors, conv, vectors = (
             r.eigenvalues,

@@ -3,7 +3,8 @@
 :class:`BlockLanczos` holds a block Krylov basis on the operator's device and
 its projected (block-tridiagonal) matrix on the host in float64. Each step
 multiplies the newest block (the *frontier*) by ``H``, reorthogonalises the
-products fully (classical Gram–Schmidt, twice) against everything stored, and
+products fully (classical Gram–Schmidt with a second pass where the first one
+cancelled much: :func:`project_rows`) against everything stored, and
 orthonormalises what is left into the next block, column by column: a
 direction whose norm is below ``breakdown_rtol`` times the spectrum's scale is
 dropped, because the Krylov space has reached an invariant subspace along it.
@@ -25,14 +26,19 @@ Two solvers drive the kernel:
   Without reorthogonalisation a kernel keeps only its last ``window`` basis
   vectors (``window=2``: the three-term recurrence), in a fixed memory.
 
-Storage is one ``(n, capacity)`` tensor whose columns are, in order,
+Storage is one ``(capacity, n)`` tensor whose *rows* are the basis vectors
+(so each vector is contiguous and a reorthogonalisation reads exactly the
+vectors it needs; :attr:`BlockLanczos.Q` is its transposed view), in order,
 
 * ``locked``: vectors deflated out of the search (converged eigenvectors);
   every new vector is kept orthogonal to them;
 * ``done``: basis vectors whose product ``H q`` is known;
 * ``frontier``: the newest block, whose products are not taken yet;
 
-and a host matrix ``P`` with ``P[i, j] = q_iᵀ H q_j`` for every ``done``
+It lives on the operator's device, or on the host (``storage="cpu"``) for a
+run on a GPU whose memory cannot hold it: the reorthogonalisation then runs
+on the host, and only the products' blocks cross. There is a host matrix
+``P`` with ``P[i, j] = q_iᵀ H q_j`` for every ``done``
 column ``j`` and every stored row ``i``. So ``H Q_done = Q P[:, done]`` up to
 the dropped parts, whose norms are kept in :attr:`lost`: Rayleigh–Ritz is the
 eigenproblem of ``P[done, done]`` and the residual of a Ritz vector
@@ -90,6 +96,87 @@ def project_out(W: Array, Q: Array) -> tuple[Array, Array]:
     return W, h + h2
 
 
+#: The second Gram–Schmidt pass runs only for the columns whose norm the first
+#: pass brought below this share of what it was (Daniel, Gragg, Kaufman &
+#: Stewart 1976): above it, the rounding of the first pass leaves components
+#: along the basis of a few ``eps`` only, so a second pass would change
+#: nothing beyond rounding ("twice is enough" needs the second pass only when
+#: the first cancelled).
+DGKS_ETA = 1 / math.sqrt(2)
+
+
+def project_rows(
+    W: torch.Tensor,
+    R: torch.Tensor,
+    before: torch.Tensor | None = None,
+    local: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Remove from the columns of ``W`` (n, f) their components along the rows of ``R`` (j, n).
+
+    Classical Gram–Schmidt against orthonormal basis vectors stored as rows
+    (each one contiguous: ``R W`` and ``Rᵀ h`` read exactly the ``j`` vectors,
+    once each), then a second pass for the columns that the first one
+    shrank below :data:`DGKS_ETA` of their norm: the reorthogonalisation of
+    the Krylov kernel.
+
+    With ``local = c``, the last ``c`` rows are projected out first: in a
+    Lanczos step they are the last two blocks, which hold nearly all of
+    ``H q`` (the recurrence coefficients). The pass over all ``j`` rows then
+    removes only what rounding left along the older vectors, so it seldom
+    cancels much and seldom needs its second pass: ``c + j`` vectors read
+    instead of ``2j``, to the same orthogonality.
+
+    Parameters
+    ----------
+    W : torch.Tensor
+        Shape ``(n, f)``, on the device and in the dtype of ``R``.
+    R : torch.Tensor
+        Shape ``(j, n)``, orthonormal rows.
+    before : torch.Tensor, optional
+        Norms of the columns of ``W``, shape ``(f,)`` (computed when not given).
+    local : int
+        Rows at the end of ``R`` to project out first (0: none).
+
+    Returns
+    -------
+    W : torch.Tensor
+        The cleaned block, shape ``(n, f)``.
+    h : torch.Tensor
+        The coefficients ``R W`` of both passes, shape ``(j, f)``.
+    second : int
+        Columns that took a second pass.
+    """
+    j = R.shape[0]
+    if j == 0:
+        return W, W.new_zeros((0, W.shape[1])), 0
+    h_local = None
+    if 0 < local < j:
+        near = R[j - local :]
+        h_local = near @ W
+        W = W - near.T @ h_local
+        before = None  # the pass over all rows is judged against what is left
+    if before is None:
+        before = torch.linalg.vector_norm(W, dim=0)
+    h = R @ W
+    W = W - R.T @ h
+    if h_local is not None:
+        h[j - local :] += h_local
+    again = torch.linalg.vector_norm(W, dim=0) < DGKS_ETA * before
+    idx = again.nonzero().reshape(-1).cpu()
+    second = int(idx.numel())
+    if second == W.shape[1]:
+        h2 = R @ W
+        W = W - R.T @ h2
+        h = h + h2
+    elif second:
+        idx = idx.to(W.device)
+        part = W[:, idx]
+        h2 = R @ part
+        W[:, idx] = part - R.T @ h2
+        h[:, idx] += h2
+    return W, h, second
+
+
 def projected_eigh(
     T: np.ndarray, vectors: bool = True
 ) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
@@ -126,26 +213,32 @@ class BlockLanczos:
     op : SymmetricOperator
         The operator, shape ``(n, n)``; touched only through ``matmat``.
     capacity : int
-        Columns of storage (locked + done + frontier), at most ``n``. Memory:
-        ``n × capacity`` numbers in the operator's dtype, on its device.
+        Basis vectors of storage (locked + done + frontier), at most ``n``.
+        Memory: ``n × capacity`` numbers in the operator's dtype (see
+        :func:`storage_bytes`), on ``storage``.
     breakdown_rtol : float, optional
         Relative size below which a residual direction counts as zero;
         default ``1000·eps`` of the operator's dtype.
     window : int, optional
-        Keep only the newest ``window`` basis vectors on the device (at least
-        twice the widest block): the recurrence is then orthogonalised
-        locally, against the last two blocks (``window=2`` for single
-        vectors: the plain three-term recurrence), and the memory is
-        ``n × window`` whatever the number of steps. The projection ``P`` is
-        still recorded in full, but Ritz vectors, restarts and locking need
-        the whole basis. Default ``None``: keep every vector (full
-        reorthogonalisation).
+        Keep only the newest ``window`` basis vectors (at least twice the
+        widest block): the recurrence is then orthogonalised against those
+        alone (``window=2`` for single vectors: the plain three-term
+        recurrence), and the memory is ``n × window`` whatever the number of
+        steps. The projection ``P`` is still recorded in full, but Ritz
+        vectors, restarts and locking need the whole basis. Default ``None``:
+        keep every vector (full reorthogonalisation).
+    storage : str or torch.device, optional
+        Where the basis lives; default the operator's device. ``"cpu"`` for an
+        operator on a GPU keeps it in (pinned) host memory: each new block is
+        reorthogonalised there, and only the blocks the operator multiplies,
+        and the vectors it returns, cross to the GPU.
 
     Attributes
     ----------
     Q : torch.Tensor
-        The storage, shape ``(n, min(capacity, window))``; column ``i`` holds
-        basis vector ``first + i``.
+        The basis as columns, shape ``(n, min(capacity, window))``: a
+        transposed view of the row storage, on ``storage``; column ``i``
+        holds basis vector ``first + i``.
     P : numpy.ndarray
         Projections ``q_iᵀ H q_j``, float64, shape ``(capacity, capacity)``;
         columns of ``done`` vectors are filled.
@@ -153,6 +246,12 @@ class BlockLanczos:
         Norm of the dropped part of ``H q_j`` for each column, float64.
     num_matvecs : int
         Products taken (columns passed to ``matmat``).
+    num_passes : int
+        Gram–Schmidt passes of new blocks over the stored basis (one per
+        block, plus one where a column needed the second pass): each reads
+        the stored vectors twice (``R W`` and ``Rᵀ h``).
+    num_second_passes : int
+        Columns that needed the second pass.
     scale : float
         Largest magnitude seen in the projections: the spectrum's scale.
     first : int
@@ -165,6 +264,7 @@ class BlockLanczos:
         capacity: int,
         breakdown_rtol: float | None = None,
         window: int | None = None,
+        storage: str | torch.device | None = None,
     ) -> None:
         n = int(op.shape[0])
         if not 1 <= capacity <= n:
@@ -178,23 +278,38 @@ class BlockLanczos:
         self.capacity = int(capacity)
         self.window = None if window is None else int(window)
         self.dtype, self.device = op.dtype, op.device
+        self.storage = self.device if storage is None else torch.device(storage)
         eps = torch.finfo(self.dtype).eps
         self.breakdown_rtol = (
             BREAKDOWN_EPS * eps if breakdown_rtol is None else float(breakdown_rtol)
         )
         stored = self.capacity if window is None else min(self.capacity, window)
-        self.Q = torch.zeros((n, stored), dtype=self.dtype, device=self.device)
+        # Pinned host memory makes the transfers to and from a GPU asynchronous-capable and faster.
+        pin = self.storage.type == "cpu" and self.device.type == "cuda"
+        self._R = torch.zeros(
+            (stored, n), dtype=self.dtype, device=self.storage, pin_memory=pin
+        )
         self.first = 0
         self.P = np.zeros((self.capacity, self.capacity))
         self.lost = np.zeros(self.capacity)
         self.num_locked = 0
         self.num_done = 0
         self.width = 0  # frontier columns
+        self.previous = (
+            0  # columns of the block before the frontier (its recurrence partner)
+        )
         self.num_steps = 0  # block products since the last reset
         self.num_matvecs = 0
+        self.num_passes = 0
+        self.num_second_passes = 0
         self.scale = 0.0
 
     # ------------------------------------------------------------ layout
+    @property
+    def Q(self) -> torch.Tensor:
+        """The stored basis as columns, shape ``(n, stored)``: a view of the rows."""
+        return self._R.T
+
     @property
     def used(self) -> int:
         """Stored columns: locked + done + frontier."""
@@ -213,22 +328,26 @@ class BlockLanczos:
 
     @property
     def locked(self) -> torch.Tensor:
-        """The locked vectors, shape ``(n, num_locked)``."""
-        return self._columns(slice(0, self.num_locked))
+        """The locked vectors, shape ``(n, num_locked)``, on the operator's device."""
+        return self._to_device(self._rows(slice(0, self.num_locked)).T)
 
-    def _columns(self, cols: slice) -> torch.Tensor:
-        """The stored basis vectors ``cols`` (global indices), a view of :attr:`Q`."""
+    def _to_device(self, X: torch.Tensor) -> torch.Tensor:
+        """``X`` on the operator's device (no copy when the storage is there)."""
+        return X.to(self.device, non_blocking=False)
+
+    def _rows(self, cols: slice) -> torch.Tensor:
+        """The stored basis vectors ``cols`` (global indices) as rows, a view of the storage."""
         if cols.start < self.first:
             msg = (
                 f"basis vectors {cols.start}..{self.first - 1} were not kept "
                 f"(window={self.window}); this needs the whole basis"
             )
             raise InputError(msg)
-        return self.Q[:, cols.start - self.first : cols.stop - self.first]
+        return self._R[cols.start - self.first : cols.stop - self.first]
 
     def _stored(self) -> torch.Tensor:
-        """Every stored basis vector: global columns ``first .. used − 1``."""
-        return self.Q[:, : self.used - self.first]
+        """Every stored basis vector as rows: global indices ``first .. used − 1``."""
+        return self._R[: self.used - self.first]
 
     def _make_room(self, width: int) -> None:
         """With a window, drop the oldest done vectors so that ``width`` more fit."""
@@ -240,10 +359,10 @@ class BlockLanczos:
                 f"{max(width, self.width)}; widen it to at least twice the block"
             )
             raise InputError(msg)
-        excess = self.used - self.first + width - self.Q.shape[1]
+        excess = self.used - self.first + width - self._R.shape[0]
         if excess > 0:
-            kept = self.Q[:, excess : self.used - self.first].clone()
-            self.Q[:, : kept.shape[1]] = kept
+            kept = self._R[excess : self.used - self.first].clone()
+            self._R[: kept.shape[0]] = kept
             self.first += excess
 
     def _require_whole_basis(self, what: str) -> None:
@@ -265,28 +384,40 @@ class BlockLanczos:
         start = self.num_locked
         if self.first > start:  # a window: nothing older is stored
             self.first = start
-        self.Q[:, start - self.first :] = 0
+        self._R[start - self.first :] = 0
         self.P[:, start:] = 0
         self.P[start:, :] = 0
         self.lost[start:] = 0
         self.num_done = 0
         self.width = 0
+        self.previous = 0
         self.num_steps = 0
+
+    def _project(
+        self, W: torch.Tensor, before: torch.Tensor | None = None, local: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`project_rows` against every stored vector, counting the passes."""
+        stored = self._stored()
+        W, h, second = project_rows(W, stored, before, local)
+        if stored.shape[0]:
+            self.num_passes += 1 + (second > 0)
+            self.num_second_passes += second
+        return W, h
 
     def _orthonormal_block(
         self, W: torch.Tensor, room: int, before: np.ndarray | None = None
     ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-        """Orthonormalise ``W`` (n, f), already orthogonal to the stored columns.
+        """Orthonormalise ``W`` (n, f), already orthogonal to the stored vectors.
 
         Gram–Schmidt column by column, dropping a column whose remainder is
         below the breakdown threshold: the block is tiny, so this costs a few
-        vector operations on the device and one host transfer per column
-        (where an SVD or a QR of a tall block would cost a factorisation).
+        vector operations and one host transfer per column (where an SVD or
+        a QR of a tall block would cost a factorisation).
 
         Parameters
         ----------
         W : torch.Tensor
-            Shape ``(n, f)``.
+            Shape ``(n, f)``, on the storage device.
         room : int
             Most columns to keep.
         before : numpy.ndarray, optional
@@ -314,7 +445,7 @@ class BlockLanczos:
             w = W[:, j : j + 1]
             if cols:
                 w, _ = project_out(w, torch.cat(cols, dim=1))
-            norm = float(torch.linalg.vector_norm(w.double()))
+            norm = float(torch.linalg.vector_norm(w, dtype=torch.float64))
             if not math.isfinite(norm):
                 msg = "the operator returned NaN/Inf inside Lanczos; check the model and data, or use float64"
                 raise NonFiniteError(msg)
@@ -323,13 +454,20 @@ class BlockLanczos:
                 continue
             q = w / norm
             if before is not None and norm < REORTHOGONALISE * before[j]:
-                q, _ = project_out(q, torch.cat([basis, *cols], dim=1))
+                q, _, _ = project_rows(q, basis)
+                if cols:
+                    q, _ = project_out(q, torch.cat(cols, dim=1))
                 q = q / torch.linalg.vector_norm(q)
             cols.append(q)
         if not cols:
             return W[:, :0], np.zeros((0, f)), lost
         F = torch.cat(cols, dim=1)
         return F, (F.T @ W).double().cpu().numpy(), lost
+
+    def _store(self, F: torch.Tensor) -> None:
+        """Write the new frontier ``F`` (n, r) as rows after the stored vectors."""
+        start = self.used - self.first
+        self._R[start : start + F.shape[1]] = F.T
 
     def add_block(self, Z: torch.Tensor) -> np.ndarray:
         """Append ``Z`` (n, c), orthonormalised against the stored columns, to the frontier.
@@ -345,8 +483,8 @@ class BlockLanczos:
             the ``r`` new frontier columns; ``r`` is 0 when ``Z`` lies in
             the stored span.
         """
-        Z = Z.to(dtype=self.dtype, device=self.device)
-        W, _ = project_out(Z, self._stored())
+        Z = Z.to(dtype=self.dtype, device=self.storage)
+        W, _ = self._project(Z)
         scale = self.scale
         # The rank of a start block is judged against its own size, not the spectrum's.
         self.scale = float(torch.linalg.matrix_norm(Z.double(), ord=2))
@@ -354,17 +492,16 @@ class BlockLanczos:
         self.scale = scale
         r = F.shape[1]
         self._make_room(r)
-        start = self.used - self.first
-        self.Q[:, start : start + r] = F
+        self._store(F)
         self.width += r
         return B
 
     def frontier_block(self) -> torch.Tensor:
-        """The newest block, shape ``(n, width)``: what the next product multiplies."""
+        """The newest block, shape ``(n, width)`` on the operator's device: what the next product multiplies."""
         if self.width == 0:
             msg = "the Krylov basis has no frontier to expand; add a block first"
             raise InputError(msg)
-        return self._columns(self.frontier)
+        return self._to_device(self._rows(self.frontier).T)
 
     def step(self) -> int:
         """One block product: ``H`` times the frontier, reorthogonalised; a new frontier.
@@ -382,9 +519,9 @@ class BlockLanczos:
         :meth:`step` computes ``W`` itself; a caller that runs several
         kernels computes all their products in one batched call and hands
         each its columns. ``W`` is reorthogonalised against every stored
-        vector, its coefficients complete the projection ``P``, and what is
-        left becomes the next block (directions below :meth:`threshold` are
-        dropped).
+        vector (:func:`project_rows`), its coefficients complete the
+        projection ``P``, and what is left becomes the next block (directions
+        below :meth:`threshold` are dropped).
 
         Returns
         -------
@@ -400,9 +537,10 @@ class BlockLanczos:
         if W.shape != (self.n, self.width):
             msg = f"the operator's matmat returned shape {tuple(W.shape)} for input {(self.n, self.width)}"
             raise InputError(msg)
-        W = W.to(self.dtype)
-        before = torch.linalg.vector_norm(W.double(), dim=0).cpu().numpy()
-        W, h = project_out(W, self._stored())
+        W = W.to(dtype=self.dtype, device=self.storage)
+        before_t = torch.linalg.vector_norm(W, dim=0)
+        # The frontier and the block before it first: they hold the recurrence.
+        W, h = self._project(W, before_t, local=self.width + self.previous)
         # One host transfer of the coefficients; NaN/Inf anywhere in HQ reaches
         # them (Inf − Inf is NaN), so they carry the check.
         h64 = h.double().cpu().numpy()
@@ -413,15 +551,17 @@ class BlockLanczos:
         self.scale = max(self.scale, float(np.abs(h64).max(initial=0.0)))
         # Room for the next block: the stored columns can never exceed n.
         room = self.capacity - self.used
+        before = before_t.double().cpu().numpy()
         F, B, lost = self._orthonormal_block(W, room, before)
         if B.size:
             self.scale = max(self.scale, float(np.abs(B).max()))
         self.lost[front] = lost
         self._make_room(F.shape[1])
         self.num_done += self.width
+        self.previous = self.width
         self.width = F.shape[1]
         new = self.frontier
-        self._columns(new)[:] = F
+        self._rows(new)[:] = F.T
         self.P[new, front] = B
         self.num_steps += 1
         return self.width
@@ -468,12 +608,16 @@ class BlockLanczos:
         locked = np.linalg.norm(self.P[: self.num_locked, d] @ S, axis=0)
         return np.hypot(front, locked) + dropped, front + dropped
 
-    def vectors(self, S: np.ndarray) -> torch.Tensor:
-        """The Ritz vectors ``Q_done S``, shape ``(n, S.shape[1])``."""
+    def _combine(self, S: np.ndarray) -> torch.Tensor:
+        """``Q_done S`` on the storage device, shape ``(n, S.shape[1])``."""
         Sd = torch.from_numpy(np.ascontiguousarray(S)).to(
-            dtype=self.dtype, device=self.device
+            dtype=self.dtype, device=self.storage
         )
-        return self._columns(self.done) @ Sd
+        return self._rows(self.done).T @ Sd
+
+    def vectors(self, S: np.ndarray) -> torch.Tensor:
+        """The Ritz vectors ``Q_done S``, shape ``(n, S.shape[1])``, on the operator's device."""
+        return self._to_device(self._combine(S))
 
     # ------------------------------------------------------ restarting
     def restart(self, theta: np.ndarray, S: np.ndarray, keep: np.ndarray) -> None:
@@ -489,8 +633,8 @@ class BlockLanczos:
         self._require_whole_basis("a thick restart")
         d, front = self.done, self.frontier
         Sk = S[:, keep]
-        Y = self.vectors(Sk)
-        F = self.Q[:, front].clone()
+        Y = self._combine(Sk)
+        F = self._rows(front).clone()
         to_front = self.P[front, d] @ Sk
         to_locked = self.P[: self.num_locked, d] @ Sk
         lost = np.abs(Sk).T @ self.lost[d]
@@ -498,8 +642,8 @@ class BlockLanczos:
         self.reset()
         c = len(keep)
         L = self.num_locked
-        self.Q[:, L : L + c] = Y
-        self.Q[:, L + c : L + c + width] = F
+        self._R[L : L + c] = Y.T
+        self._R[L + c : L + c + width] = F
         self.P[L : L + c, L : L + c] = np.diag(theta[keep])
         self.P[L + c : L + c + width, L : L + c] = to_front
         self.P[:L, L : L + c] = to_locked
@@ -514,9 +658,27 @@ class BlockLanczos:
         dropped: from here on the search runs orthogonal to them.
         """
         self._require_whole_basis("locking")
-        Y = self.vectors(S)
+        Y = self._combine(S)
         self.reset()
         c = S.shape[1]
         L = self.num_locked
-        self.Q[:, L : L + c] = Y
+        self._R[L : L + c] = Y.T
         self.num_locked += c
+
+
+def storage_bytes(n: int, vectors: int, dtype: torch.dtype) -> int:
+    """Bytes of a kernel's basis: ``vectors`` rows of ``n`` numbers in ``dtype``.
+
+    Parameters
+    ----------
+    n : int
+        Dimension of the operator.
+    vectors : int
+        Stored basis vectors (``capacity``, or ``window`` when smaller).
+    dtype : torch.dtype
+
+    Returns
+    -------
+    int
+    """
+    return int(n) * int(vectors) * (torch.finfo(dtype).bits // 8)

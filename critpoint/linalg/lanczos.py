@@ -3,9 +3,10 @@
 The operator is touched only through block products ``H V`` (one ``matmat``
 call per block step: on a GPU a block costs far less per vector than single
 products). Every product is fully reorthogonalised (classical Gram–Schmidt,
-twice) against the basis, so Ritz values do not duplicate ("ghosts") and the
-residual estimates equal the true residuals ``‖Hu − θu‖`` to rounding. The
-recurrence itself is :class:`critpoint.linalg._tridiag.BlockLanczos`.
+a second pass where the first cancelled) against the basis, so Ritz values
+do not duplicate ("ghosts") and the residual estimates equal the true
+residuals ``‖Hu − θu‖`` to rounding. The recurrence itself is
+:class:`critpoint.linalg._tridiag.BlockLanczos`.
 
 **Multiplicities.** A Krylov space grown from ``p`` start vectors holds at
 most ``p`` directions of any eigenspace, so a single-vector Lanczos run sees
@@ -75,7 +76,7 @@ from critpoint.linalg._bounds import (
 from critpoint.linalg._convergence import ConvergencePlan, expected_products
 from critpoint.linalg._operator import as_operator
 from critpoint.linalg._random import make_generator, randn
-from critpoint.linalg._tridiag import BlockLanczos, projected_eigh
+from critpoint.linalg._tridiag import BlockLanczos, projected_eigh, storage_bytes
 
 logger = logging.getLogger("critpoint")
 
@@ -523,6 +524,7 @@ def eigsh(
     block_size: int | None = None,
     progress: ProgressArg = False,
     maxiter: Any = UNSET,
+    basis: str | torch.device | None = None,
 ) -> EigenResult:
     """The ``k`` extreme eigenvalues, counted with multiplicity, by block Lanczos with deflation.
 
@@ -574,6 +576,10 @@ def eigsh(
         Deprecated name of ``max_matvecs`` (a ``DeprecationWarning``; removed
         in the next release). Unlike scipy's ``maxiter`` it never counted
         restarts.
+    basis : str or torch.device, optional
+        Where the Krylov basis lives; default the operator's device. ``"cpu"``
+        for an operator on a GPU keeps it in host memory (the same numbers;
+        only the blocks the operator multiplies cross to the GPU).
 
     Returns
     -------
@@ -635,7 +641,7 @@ def eigsh(
             raise InputError(msg)
 
     # The storage holds the basis, one block beyond it, and the locked vectors.
-    kry = BlockLanczos(op, capacity=min(n, m + p))
+    kry = BlockLanczos(op, capacity=min(n, m + p), storage=basis)
     ends = _ends(which, k)
     found = _Found()
     verify = [True] * len(ends)
@@ -794,7 +800,8 @@ def eigsh(
         for i in picked
     ]
     vectors = torch.stack(cols, dim=1)
-    vectors = vectors / torch.linalg.vector_norm(vectors, dim=0, keepdim=True)
+    del cols  # one copy of the returned vectors, not three (eigsh_memory)
+    vectors /= torch.linalg.vector_norm(vectors, dim=0, keepdim=True)
     chosen, bounds = values[picked], errors[picked]
     reducible_found = np.array(found.reducible + [math.inf] * theta.size)[picked]
     if (
@@ -964,3 +971,30 @@ def _certify(
         slack=floor,
     )
     return cert, steps
+
+
+def eigsh_memory(
+    n: int, k: int, ncv: int, dtype: torch.dtype, block_size: int = 1
+) -> tuple[int, int]:
+    """Bytes :func:`eigsh` holds: ``(basis, working)``.
+
+    The basis is the kernel's storage, ``n × min(n, ncv + block_size)``
+    numbers (locked vectors included), where ``basis=`` puts it; the working
+    memory, on the operator's device, is a block product and its
+    reorthogonalisation (``3 × n × block_size``) during the steps and, at the
+    end, the Ritz vectors with their refinement (``5 × n × k``): the larger
+    of the two.
+
+    Parameters
+    ----------
+    n, k, ncv : int
+    dtype : torch.dtype
+    block_size : int
+
+    Returns
+    -------
+    (int, int)
+    """
+    basis = storage_bytes(n, min(n, ncv + block_size), dtype)
+    working = storage_bytes(n, max(3 * block_size, 5 * k), dtype)
+    return basis, working

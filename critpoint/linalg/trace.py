@@ -30,6 +30,7 @@ from critpoint._progress import Progress, ProgressArg, check_progress
 from critpoint.errors import InputError, NonFiniteError
 from critpoint.linalg._operator import SymmetricOperator, as_operator
 from critpoint.linalg._random import make_generator, rademacher, randn, seed_record
+from critpoint.linalg._tridiag import storage_bytes
 
 METHODS = ("auto", "hutchinson", "hutchpp")
 _ALIASES = {"hutch++": "hutchpp"}
@@ -86,6 +87,7 @@ def trace(
     progress: ProgressArg = False,
     *,
     num_matvecs: Any = UNSET,
+    block_size: int | None = None,
 ) -> TraceEstimate:
     """Estimate ``tr(H)`` from at most ``max_matvecs`` Hessian-vector products.
 
@@ -132,6 +134,9 @@ def trace(
     num_matvecs : int, optional
         Deprecated name of ``max_matvecs`` (a ``DeprecationWarning``; removed
         in the next release).
+    block_size : int, optional
+        Columns per ``matmat`` call (default 16): with the sketch, what the
+        run holds (:func:`trace_memory`). The estimate does not depend on it.
 
     Returns
     -------
@@ -147,7 +152,9 @@ def trace(
     Notes
     -----
     Probe vectors are in the operator's dtype and device; the quadratic forms
-    are accumulated in float64.
+    are accumulated in float64. Hutchinson holds a few blocks of probes;
+    Hutch++ (and ``"auto"``) also the sketch ``HS`` and its orthonormal basis,
+    ``2 × n × (max_matvecs // 3)`` numbers (see :func:`trace_memory`).
 
     References
     ----------
@@ -165,13 +172,15 @@ def trace(
     )
     budget = _checks.positive_int(budget, "max_matvecs", "use e.g. max_matvecs=100")
     check_progress(progress)
+    block = _BLOCK if block_size is None else block_size
+    block = _checks.positive_int(block, "block_size", "or None for the default")
     op = as_operator(H)
     n = int(op.shape[0])
     record = seed_record(seed)
     if budget >= n:
         bar = Progress(progress, n, "trace")
         try:
-            value = _exact_trace(op, bar)
+            value = _exact_trace(op, bar, block)
         finally:
             bar.close()
         return TraceEstimate(value, 0.0, n, "exact", record)
@@ -180,21 +189,21 @@ def trace(
     bar = Progress(progress, budget, "trace")
     try:
         if key == "hutchinson":
-            samples = _hutchinson_samples(op, budget, gen, None, bar, 0)
+            samples = _hutchinson_samples(op, budget, gen, None, bar, 0, block)
             value, stderr = _mean_and_stderr(samples)
         elif key == "hutchpp":
-            value, stderr = _hutchpp(op, budget, gen, bar)
+            value, stderr = _hutchpp(op, budget, gen, bar, block)
         else:
-            value, stderr, key = _adaptive(op, budget, gen, bar)
+            value, stderr, key = _adaptive(op, budget, gen, bar, block)
     finally:
         bar.close()
     return TraceEstimate(value, stderr, budget, key, record)
 
 
-def _blocks(total: int) -> Iterator[tuple[int, int]]:
-    """``(start, size)`` of consecutive blocks of at most ``_BLOCK`` columns."""
-    for start in range(0, total, _BLOCK):
-        yield start, min(_BLOCK, total - start)
+def _blocks(total: int, block: int) -> Iterator[tuple[int, int]]:
+    """``(start, size)`` of consecutive blocks of at most ``block`` columns."""
+    for start in range(0, total, block):
+        yield start, min(block, total - start)
 
 
 def _apply(op: SymmetricOperator, V: torch.Tensor) -> torch.Tensor:
@@ -214,11 +223,11 @@ def _apply(op: SymmetricOperator, V: torch.Tensor) -> torch.Tensor:
     return W.to(V.dtype)
 
 
-def _exact_trace(op: SymmetricOperator, bar: Progress) -> float:
+def _exact_trace(op: SymmetricOperator, bar: Progress, block: int) -> float:
     """``Σ_i e_iᵀ H e_i`` over the identity basis, in blocks of columns."""
     n = int(op.shape[0])
     total = 0.0
-    for start, size in _blocks(n):
+    for start, size in _blocks(n, block):
         E = torch.zeros((n, size), dtype=op.dtype, device=op.device)
         rows = torch.arange(start, start + size, device=op.device)
         E[rows, torch.arange(size, device=op.device)] = 1
@@ -239,6 +248,7 @@ def _hutchinson_samples(
     Q: torch.Tensor | None,
     bar: Progress,
     done: int,
+    block: int,
 ) -> torch.Tensor:
     """Draw samples ``zᵀ P H P z`` for ``count`` Rademacher ``z``, ``P = I − QQᵀ``.
 
@@ -246,13 +256,15 @@ def _hutchinson_samples(
     """
     n = int(op.shape[0])
     out = []
-    for _start, size in _blocks(count):
-        # Drawn as (size, n) so that each probe is a contiguous run of draws.
-        Z = rademacher((size, n), gen, op.dtype, op.device).T
+    for _start, size in _blocks(count, block):
+        # Drawn as (size, n) so that each probe is a contiguous run of draws;
+        # laid out as columns once, so the product takes it without a copy.
+        Z = rademacher((size, n), gen, op.dtype, op.device).T.contiguous()
         if Q is not None:
             Z = _project_out(Q, Z)
         W = _apply(op, Z)  # (Pz)ᵀ H (Pz) = zᵀ P H P z: P is a projector
         out.append(torch.sum(Z * W, dim=0, dtype=torch.float64).cpu())
+        del Z, W  # before the next block is drawn: two blocks live, not four
         done += size
         bar.update(done)
     return torch.cat(out)
@@ -271,25 +283,27 @@ def _mean_and_stderr(samples: torch.Tensor) -> tuple[float, float]:
 
 
 def _hutchpp(
-    op: SymmetricOperator, m: int, gen: torch.Generator, bar: Progress
+    op: SymmetricOperator, m: int, gen: torch.Generator, bar: Progress, block: int
 ) -> tuple[float, float]:
     """Hutch++ with ``m // 3`` sketch products, as many for ``QᵀHQ``, the rest Hutchinson."""
     n = int(op.shape[0])
     k = m // 3
     if k == 0:
-        return _mean_and_stderr(_hutchinson_samples(op, m, gen, None, bar, 0))
+        return _mean_and_stderr(_hutchinson_samples(op, m, gen, None, bar, 0, block))
     # Drawn in one call: torch's Gaussian sampler pairs values across a call,
     # so drawing per block would tie the sketch to the block size.
     S = randn((k, n), gen, op.dtype, op.device).T
-    return _deflated(op, _products(op, S, bar, 0), m, gen, bar)
+    sketch = [_products(op, S, bar, 0, block)]
+    del S
+    return _deflated(op, sketch, m, gen, bar, block)
 
 
 def _products(
-    op: SymmetricOperator, V: torch.Tensor, bar: Progress, done: int
+    op: SymmetricOperator, V: torch.Tensor, bar: Progress, done: int, block: int
 ) -> torch.Tensor:
     """``H V`` in blocks of columns, reporting progress from ``done`` products on."""
     out = torch.empty_like(V)
-    for start, size in _blocks(V.shape[1]):
+    for start, size in _blocks(V.shape[1], block):
         out[:, start : start + size] = _apply(op, V[:, start : start + size])
         bar.update(done + start + size)
     return out
@@ -297,26 +311,35 @@ def _products(
 
 def _deflated(
     op: SymmetricOperator,
-    Y: torch.Tensor,
+    sketch: list[torch.Tensor],
     m: int,
     gen: torch.Generator,
     bar: Progress,
+    block: int,
 ) -> tuple[float, float]:
     """Hutch++ after its sketch ``Y = HS`` (``k`` columns, ``k`` products spent).
 
-    ``Q = orth(Y)``; ``tr(QᵀHQ)`` exactly (``k`` products) plus Hutchinson on
-    ``(I − QQᵀ)H(I − QQᵀ)`` with the ``m − 2k`` products left.
+    ``Q = orth(Y)``; ``tr(QᵀHQ)`` exactly (``k`` products, in blocks) plus
+    Hutchinson on ``(I − QQᵀ)H(I − QQᵀ)`` with the ``m − 2k`` products left.
+    The sketch comes in a list, emptied here, so that ``Y`` is freed once
+    ``Q`` is built: the run then holds ``Q`` and a few blocks.
     """
+    Y = sketch.pop()
     k = Y.shape[1]
     Q, _ = torch.linalg.qr(Y, mode="reduced")
-    exact = float(torch.sum(Q * _products(op, Q, bar, k), dtype=torch.float64))
-    samples = _hutchinson_samples(op, m - 2 * k, gen, Q, bar, 2 * k)
+    del Y
+    exact = 0.0
+    for start, size in _blocks(k, block):
+        Qb = Q[:, start : start + size]
+        exact += float(torch.sum(Qb * _apply(op, Qb), dtype=torch.float64))
+        bar.update(k + start + size)
+    samples = _hutchinson_samples(op, m - 2 * k, gen, Q, bar, 2 * k, block)
     rest, stderr = _mean_and_stderr(samples)
     return exact + rest, stderr
 
 
 def _adaptive(
-    op: SymmetricOperator, m: int, gen: torch.Generator, bar: Progress
+    op: SymmetricOperator, m: int, gen: torch.Generator, bar: Progress, block: int
 ) -> tuple[float, float, str]:
     """Hutchinson or Hutch++, whichever the first ``m // 3`` probes predict better.
 
@@ -326,12 +349,18 @@ def _adaptive(
     k = m // 3
     rest = m - 2 * k  # Hutch++'s deflated probes
     if k < 4 or rest < 2:  # too few to predict anything: plain Hutchinson
-        samples = _hutchinson_samples(op, m, gen, None, bar, 0)
+        samples = _hutchinson_samples(op, m, gen, None, bar, 0, block)
         return (*_mean_and_stderr(samples), "hutchinson")
     # Rademacher probes: Hutchinson samples sᵢᵀHsᵢ and a sketch Y = HS at once.
     S = rademacher((k, n), gen, op.dtype, op.device).T
-    Y = _products(op, S, bar, 0)
-    first = torch.sum(S * Y, dim=0, dtype=torch.float64).cpu()
+    Y = _products(op, S, bar, 0, block)
+    first = torch.cat(
+        [
+            torch.sum(S[:, a : a + b] * Y[:, a : a + b], dim=0, dtype=torch.float64)
+            for a, b in _blocks(k, block)
+        ]
+    ).cpu()
+    del S
     # Hutchinson's variance with all m probes, from its own samples.
     var_hutchinson = float(first.var(correction=1)) / m
     # Hutch++ leaves ‖PHP‖_F² ≤ ‖PH‖_F² in its probes' variance (2‖·‖_F² per
@@ -344,11 +373,55 @@ def _adaptive(
     Q1, _ = torch.linalg.qr(Y[:, :half], mode="reduced")
     held = _project_out(Q1, Y[:, half:])
     residual = float(torch.sum(held * held, dtype=torch.float64)) / (k - half)
+    del Q1, held
     var_hutchpp = 2 * residual / rest
     if var_hutchpp < var_hutchinson:
-        return (*_deflated(op, Y, m, gen, bar), "hutchpp")
-    more = _hutchinson_samples(op, m - k, gen, None, bar, k)
+        sketch = [Y]
+        del Y
+        return (*_deflated(op, sketch, m, gen, bar, block), "hutchpp")
+    del Y
+    more = _hutchinson_samples(op, m - k, gen, None, bar, k, block)
     return (*_mean_and_stderr(torch.cat([first, more])), "hutchinson")
 
 
-__all__ = ["METHODS", "TraceEstimate", "trace"]
+def trace_memory(
+    n: int,
+    max_matvecs: int,
+    method: str,
+    dtype: torch.dtype,
+    block_size: int | None = None,
+) -> int:
+    """Bytes :func:`trace` holds at its peak, on the operator's device.
+
+    Hutchinson: a block of probes, their product and its projection
+    (``4 × n × block`` numbers, with the elementwise product); Hutch++ and
+    ``"auto"`` hold the sketch ``HS`` (``k = max_matvecs // 3`` columns)
+    and, while it is orthonormalised, its basis: ``2 × n × k`` more. An exact
+    trace (``max_matvecs ≥ n``) holds one block of the identity and its
+    product.
+
+    Parameters
+    ----------
+    n : int
+    max_matvecs : int
+    method : {"auto", "hutchinson", "hutchpp"}
+    dtype : torch.dtype
+    block_size : int, optional
+        Columns per product (default 16).
+
+    Returns
+    -------
+    int
+    """
+    key = _ALIASES.get(method, method)
+    if key not in METHODS:
+        msg = f"method must be one of {', '.join(repr(m) for m in METHODS)}, got {method!r}"
+        raise InputError(msg)
+    block = min(_BLOCK if block_size is None else int(block_size), max(1, max_matvecs))
+    vectors = 4 * block
+    if max_matvecs < n and key != "hutchinson":
+        vectors += 2 * (max_matvecs // 3)
+    return storage_bytes(n, vectors, dtype)
+
+
+__all__ = ["METHODS", "TraceEstimate", "trace", "trace_memory"]

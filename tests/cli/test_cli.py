@@ -563,3 +563,44 @@ def test_convergence_error_is_exit_code_3() -> None:
     assert error_message(error) == ("did not converge", 3)
     assert error.partial == {"kind": "saddle"}
     assert error_message(InputError("bad")) == ("bad", 1)
+
+
+def test_diagnose_memory_budget_is_kept_stated_or_refused(tiny_ckpt: Path) -> None:
+    r = invoke("diagnose", str(tiny_ckpt), "--memory", "20MB", "--json", "-")
+    assert r.exit_code == 0, r.stderr
+    doc = parse_json(r.stdout)
+    assert doc["memory"]["budget"] == 20_000_000
+    assert doc["memory"]["source"] == "memory="
+    assert doc["memory"]["reorth"] == doc["density"]["reorth"] == "full"
+    assert doc["memory"]["peak"] <= 20_000_000
+    assert doc["settings"]["memory"] == "20MB"
+    # 43 float32 parameters: the smallest run holds about 5 KiB
+    line = one_error_line(invoke("diagnose", str(tiny_ckpt), "--memory", "2kB"))
+    assert "over the budget of 1.95 KiB (memory=)" in line
+    assert "--memory" in line
+    line = one_error_line(invoke("diagnose", str(tiny_ckpt), "--memory", "lots"))
+    assert "a size such as '8GB'" in line
+
+
+def test_max_samples_makes_the_verdict_carry_the_sampling_error(
+    tiny_ckpt: Path,
+) -> None:
+    r = invoke("diagnose", str(tiny_ckpt), "--max-samples", "40", "--json", "-")
+    assert r.exit_code == 0, r.stderr
+    doc = parse_json(r.stdout)
+    assert doc["settings"]["sampled"] is True
+    s = doc["sampling"]
+    assert s["used"] is True
+    assert s["num_batches"] == 8  # 40 samples in batches of 5
+    assert s["lambda_min"] > 0
+    assert s["lambda_max"] > 0
+    # the error bars include two standard errors of the sampling error
+    assert doc["lambda_min_error"] >= 2 * s["lambda_min"]
+    full = parse_json(invoke("diagnose", str(tiny_ckpt), "--json", "-").stdout)
+    assert full["sampling"] is None  # 48 samples in one batch
+    assert full["settings"]["sampled"] is False
+    text = invoke("diagnose", str(tiny_ckpt), "--max-samples", "40", "--memory", "1GB")
+    assert "Sampling error over 8 batches (one standard error): λ_min ±" in text.stdout
+    assert "(in the verdict's error bars)." in text.stdout
+    assert "Memory: peak " in text.stdout
+    assert "of 954 MiB (memory=) on cpu: Lanczos basis 43 vectors" in text.stdout

@@ -474,3 +474,23 @@ def test_a_one_by_one_operator_is_exact_in_one_product(which, h):
     lo, hi = r.extreme_bounds(0.01)
     assert lo <= h <= hi
     assert hi - lo <= 1e-12 * max(abs(h), 1e-300) + 1e-300
+
+
+@pytest.mark.parametrize(("k", "ncv", "block_size"), [(4, 20, 2), (2, 12, 1)])
+def test_eigsh_holds_no_more_than_eigsh_memory_says(k, ncv, block_size):
+    from critpoint.linalg.lanczos import eigsh_memory
+    from tests.linalg.test_trace import LiveMemoryOperator
+
+    # well-separated ends: few products, each one checked
+    n = 400
+    lam = torch.cat(
+        [torch.linspace(-1.0, 1.0, n - 4), torch.tensor([5.0, 6.0, -5.0, -6.0])]
+    )
+    A, _ = planted_matrix(lam.double(), seed=3)
+    op = LiveMemoryOperator(A)
+    r = cp.eigsh(op, k=k, which="BE", ncv=ncv, block_size=block_size, tol=1e-8)
+    basis, working = eigsh_memory(n, k, ncv, torch.float64, block_size)
+    assert basis == (ncv + block_size) * n * 8
+    assert op.peak <= basis + working
+    assert op.peak >= basis  # the basis is there at every product
+    assert r.all_converged

@@ -240,3 +240,107 @@ def test_a_window_must_hold_two_blocks():
         start(kry, 2)
     with pytest.raises(cp.InputError, match="at least 2 vectors"):
         BlockLanczos(DenseOperator(A), capacity=10, window=1)
+
+
+def test_project_rows_takes_a_second_pass_only_after_cancellation():
+    from critpoint.linalg._tridiag import project_rows
+
+    g = torch.Generator().manual_seed(10)
+    Q, _ = torch.linalg.qr(torch.randn(400, 8, generator=g, dtype=torch.float64))
+    R = Q.T.contiguous()
+    generic = torch.randn(400, 3, generator=g, dtype=torch.float64)
+    # A column almost inside the span: the first pass cancels nearly all of it.
+    inside = (
+        Q @ torch.randn(8, 1, generator=g, dtype=torch.float64) + 1e-9 * generic[:, :1]
+    )
+    W = torch.cat([generic, inside], dim=1)
+    cleaned, h, second = project_rows(W.clone(), R)
+    assert second == 1  # only the cancelled column
+    assert (R @ cleaned).abs().max() < 1e-15 * float(torch.linalg.vector_norm(W))
+    assert torch.allclose(Q @ h + cleaned, W, atol=1e-14)
+    # the recurrence's two blocks first: the same result to rounding
+    local, h_local, _ = project_rows(W.clone(), R, local=3)
+    assert torch.allclose(local, cleaned, atol=1e-14)
+    assert torch.allclose(h_local, h, atol=1e-14)
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_each_step_reads_the_basis_about_once_and_stays_orthogonal(p):
+    A, _ = planted_matrix(torch.linspace(-1.0, 2.0, 300, dtype=torch.float64), seed=11)
+    kry = BlockLanczos(DenseOperator(A), capacity=120)
+    start(kry, p)
+    steps = 50
+    for _ in range(steps):
+        kry.step()
+    # one pass over the stored vectors per step, a second one almost never
+    assert kry.num_passes <= steps + 2
+    assert kry.num_second_passes <= 2 * p
+    Q = kry.Q[:, : kry.used]
+    eye = torch.eye(kry.used, dtype=torch.float64)
+    assert (Q.T @ Q - eye).abs().max() < 1e-13
+    exact = (Q.T @ A @ Q[:, kry.done]).numpy()
+    assert np.allclose(kry.P[: kry.used, kry.done], exact, atol=1e-12)
+
+
+def test_the_basis_is_stored_as_rows():
+    A, _ = planted_matrix(torch.linspace(0.0, 1.0, 50, dtype=torch.float64), seed=12)
+    kry = BlockLanczos(DenseOperator(A), capacity=20)
+    start(kry, 1)
+    kry.step()
+    # each basis vector is contiguous: a reorthogonalisation reads only what it needs
+    assert kry.Q.stride() == (1, 50)
+    assert kry.Q[:, 0].is_contiguous()
+
+
+def test_a_basis_in_host_memory_gives_the_same_numbers():
+    A, _ = planted_matrix(torch.linspace(-1.0, 2.0, 80, dtype=torch.float64), seed=13)
+    op = DenseOperator(A)
+    here, host = (
+        BlockLanczos(op, capacity=30),
+        BlockLanczos(op, capacity=30, storage="cpu"),
+    )
+    assert host.storage == torch.device("cpu")
+    start(here, 2)
+    start(host, 2)
+    for _ in range(8):
+        here.step()
+        host.step()
+    assert np.array_equal(here.P, host.P)
+    _theta, S = host.ritz()
+    assert torch.equal(host.vectors(S), here.vectors(S))
+
+
+def test_storage_bytes_is_what_the_kernel_allocates():
+    from critpoint.linalg._tridiag import storage_bytes
+
+    A = torch.eye(64, dtype=torch.float32)
+    for window, stored in ((None, 40), (2, 2)):
+        kry = BlockLanczos(DenseOperator(A), capacity=40, window=window)
+        held = kry.Q.untyped_storage().nbytes()
+        assert storage_bytes(64, stored, torch.float32) == held == 64 * stored * 4
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_gpu_run_with_its_basis_on_the_host():
+    A, _ = planted_matrix(torch.linspace(-1.0, 2.0, 300, dtype=torch.float64), seed=14)
+    op = DenseOperator(A.cuda())
+    dev, host = (
+        BlockLanczos(op, capacity=60),
+        BlockLanczos(op, capacity=60, storage="cpu"),
+    )
+    assert host.Q.device.type == "cpu"
+    assert host.Q.is_pinned()
+    for kry in (dev, host):
+        start(kry, 2)
+        for _ in range(20):
+            kry.step()
+        assert kry.frontier_block().device.type == "cuda"
+    assert np.allclose(dev.P, host.P, atol=1e-12)
+    _theta, S = host.ritz()
+    Y = host.vectors(S)
+    assert Y.device.type == "cuda"
+    assert torch.allclose(Y, dev.vectors(S), atol=1e-10)
+    r = cp.eigsh(op, k=4, which="BE", tol=1e-8, seed=0, basis="cpu")
+    ref = cp.eigsh(op, k=4, which="BE", tol=1e-8, seed=0)
+    assert torch.allclose(r.eigenvalues, ref.eigenvalues, atol=1e-10)

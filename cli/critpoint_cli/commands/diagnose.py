@@ -24,6 +24,10 @@ from critpoint_cli.options import (
     solver_options,
 )
 
+#: Batches a ``--max-samples`` subset is split into (without ``--batch-size``), so
+#: that the standard errors over batches of the verdict's numbers can be measured.
+SAMPLED_BATCHES = 8
+
 
 @click.command()
 @click.argument("checkpoints", metavar="CHECKPOINT...", nargs=-1, required=True)
@@ -42,6 +46,14 @@ from critpoint_cli.options import (
     help="Also diagnose each layer's parameters on their own and tabulate them.",
 )
 @solver_options
+@click.option(
+    "--memory",
+    metavar="SIZE",
+    default=None,
+    help="Memory the diagnosis may take, e.g. 8GB or 512MiB; the Lanczos basis, the density's "
+    "reorthogonalisation and the trace are chosen to fit, or it stops before starting. "
+    "[default: half the free memory where it runs]",
+)
 @json_option
 @click.option(
     "--report",
@@ -102,6 +114,7 @@ def diagnose_one(
     max_matvecs: int | None,
     density: bool,
     trace: bool,
+    memory: str | None,
     json_path: str | None,
     report_dir: str | None,
     *,
@@ -156,6 +169,10 @@ def diagnose_one(
     # The checkpoint's own data file is known only now.
     check_paths(outputs, spec_files(data=setup.data_spec["name"]), report_dir)
     t_setup = time.perf_counter() - t0
+    sampled = max_samples is not None
+    if sampled and batch_size is None:
+        # A sample's error is measured over its batches: eight of them at least.
+        setup.batch_size = max(1, -(-max_samples // SAMPLED_BATCHES))
     globs = list(params) or None
     obj = setup.objective(globs)
     given = ctx.get_parameter_source("k") is not click.core.ParameterSource.DEFAULT
@@ -174,6 +191,8 @@ def diagnose_one(
         "progress": progress,
         "tol": tol,
         "max_matvecs": max_matvecs,
+        "memory": memory,
+        "sampled": sampled,
     }
     groups = cp.layer_groups(setup.model, globs) if per_layer else None
     with stage(state, f"diagnosing {obj.num_params:,} parameters"):
@@ -210,6 +229,8 @@ def diagnose_one(
         "max_matvecs": max_matvecs,
         "density": density,
         "trace": trace,
+        "memory": memory,
+        "sampled": sampled,
         "report": report_dir,
     }
     label = Path(checkpoint).name
@@ -280,6 +301,18 @@ def diagnose_one(
         )
         + f"; {elapsed - t_setup:.1f} s (+ {t_setup:.1f} s to load)."
     )
+    if dg.sampling is not None:
+        se = dg.sampling
+        used = "in the verdict's error bars" if se["used"] else "not in the verdict"
+        text += (
+            f"\nSampling error over {se['num_batches']} batches (one standard error): "
+            f"λ_min ±{se['lambda_min']:.3g}, λ_max ±{se['lambda_max']:.3g}, "
+            f"gradient norm ±{se['grad_norm']:.3g} ({used})."
+        )
+    if dg.memory is not None:
+        from critpoint.analysis.memory import MemoryPlan
+
+        text += "\n" + MemoryPlan.from_dict(dg.memory).describe() + "."
     out.result(text)
     if report_dir is not None:
         out.info(f"Report written to {page}")

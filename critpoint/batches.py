@@ -195,6 +195,16 @@ class Batches:
             assert self._iterable is not None
             yield from self._iterable
 
+    @property
+    def count(self) -> int | None:
+        """Number of batches, when known without reading the data (``None`` otherwise)."""
+        if self._pair is not None:
+            return -(-self._pair[0].shape[0] // self._batch_size)
+        try:
+            return len(self._iterable)  # type: ignore[arg-type]
+        except TypeError:  # an iterable without a length
+            return None
+
     def first(self) -> Any:
         """The first batch, as given.
 

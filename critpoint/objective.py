@@ -763,6 +763,11 @@ class Objective:
         )
 
     @property
+    def num_batches(self) -> int | None:
+        """Number of batches this process reads, when known without reading the data."""
+        return self._batches.count
+
+    @property
     def num_samples(self) -> int:
         """Number of samples in the data (all ranks together); costs one pass if unknown."""
         if self._num_samples is None:

@@ -141,3 +141,18 @@ def test_bad_data_is_refused(data, match):
 def test_bad_batch_size_is_refused(bad):
     with pytest.raises(cp.InputError, match="batch_size must be a positive integer"):
         Batches(pair(), batch_size=bad)
+
+
+def test_batch_count_is_known_without_reading_the_data_where_it_can_be():
+    X, y = torch.zeros(10, 2), torch.zeros(10)
+    assert Batches((X, y), batch_size=4).count == 3
+    assert Batches((X, y), batch_size=10).count == 1
+    assert Batches([(X, y), (X, y)]).count == 2
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), 3)
+    assert Batches(loader).count == 4
+
+    class Stream:  # re-iterable, no length
+        def __iter__(self):
+            yield X, y
+
+    assert Batches(Stream()).count is None

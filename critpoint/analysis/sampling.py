@@ -151,6 +151,8 @@ def measure_sampling_error(
     U = torch.stack([u_min, u_max], dim=1).to(dtype=obj.dtype, device=obj.device)
     norm = float(torch.linalg.vector_norm(g.double()))
     direction = g / norm if norm > 0 else None
+    if obj.num_batches is not None and obj.num_batches < 2:
+        return None  # one batch: no spread to measure, so no product is spent
     if obj.hvp_mode != "rev-rev":
         logger.info("sampling error left out: it needs plain double backward (rev-rev)")
         return None

@@ -186,3 +186,19 @@ def test_kept_linearisations_give_the_same_parts_without_a_forward_pass():
     se = measure_sampling_error(H_kept, U[:, 0], U[:, 1], g)
     assert se.from_linearisations
     assert not measure_sampling_error(H_fresh, U[:, 0], U[:, 1], g).from_linearisations
+
+
+def test_one_batch_spends_no_product_on_a_spread_it_cannot_measure():
+    net = network()
+    (batch,) = shards([40])
+    obj = cp.Objective(net, F.cross_entropy, batch)  # a tensor pair: one batch
+    assert obj.num_batches == 1
+    H = obj.hessian(check=False)
+    u = torch.zeros(obj.num_params, dtype=torch.float64)
+    u[0] = 1.0
+    assert measure_sampling_error(H, u, u, obj.grad()) is None
+    assert H.num_matvecs == 0
+    d = cp.diagnose(obj, k=2, density=False, trace=False)
+    assert d.sampling is None
+    assert "sampling error" not in d.num_matvecs_by_phase
+    assert d.num_matvecs == sum(d.num_matvecs_by_phase.values())

@@ -10,6 +10,7 @@ from critpoint._version import __version__
 from critpoint.analysis import (
     Curvature,
     Diagnosis,
+    LayerDiagnoses,
     LayerDiagnosis,
     Verdict,
     classify,
@@ -42,6 +43,7 @@ from critpoint.escape import (
     quadratic_step,
 )
 from critpoint.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from critpoint.linalg.blocks import BlockSpectra, BlockSpectrum, block_spectra
 from critpoint.linalg.lanczos import EigenResult, eigsh
 from critpoint.linalg.slq import SpectralDensity, spectral_density
 from critpoint.linalg.trace import TraceEstimate, trace
@@ -61,6 +63,8 @@ from critpoint.surface import (
 from critpoint.training import History, train
 
 __all__ = [
+    "BlockSpectra",
+    "BlockSpectrum",
     "Checkpoint",
     "CheckpointError",
     "ConvergenceError",
@@ -76,6 +80,7 @@ __all__ = [
     "History",
     "InputError",
     "Landscape",
+    "LayerDiagnoses",
     "LayerDiagnosis",
     "LossPlane",
     "LossSlice",
@@ -91,6 +96,7 @@ __all__ = [
     "UnsafeCheckpointError",
     "Verdict",
     "__version__",
+    "block_spectra",
     "build_model",
     "build_report",
     "classify",

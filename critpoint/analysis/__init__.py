@@ -8,9 +8,12 @@
   its JSON document;
 * :mod:`critpoint.analysis.diagnose` — :func:`diagnose`, which gathers the
   evidence through the objective's Hessian operator, and
-  :func:`diagnose_layers`, the same for each layer's block.
+  :func:`diagnose_layers`, the same for each layer's block;
+* :mod:`critpoint.analysis.blocks` — :func:`diagnose_blocks`, every layer's
+  block in one batched pass (what :func:`diagnose_layers` runs by default).
 """
 
+from critpoint.analysis.blocks import LayerDiagnoses, block_indices, diagnose_blocks
 from critpoint.analysis.diagnose import (
     LayerGroup,
     diagnose,
@@ -50,14 +53,17 @@ __all__ = [
     "Diagnosis",
     "Extremes",
     "Kind",
+    "LayerDiagnoses",
     "LayerDiagnosis",
     "LayerGroup",
     "QuadraticStep",
     "Verdict",
+    "block_indices",
     "classify",
     "curvature",
     "default_grad_tol",
     "diagnose",
+    "diagnose_blocks",
     "diagnose_layers",
     "downhill",
     "layer_groups",

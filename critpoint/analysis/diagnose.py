@@ -20,6 +20,7 @@ from torch import nn
 
 from critpoint._deprecation import UNSET, renamed
 from critpoint._progress import ProgressArg, check_progress
+from critpoint.analysis.blocks import LayerDiagnoses, diagnose_blocks
 from critpoint.analysis.diagnosis import Diagnosis, LayerDiagnosis
 from critpoint.analysis.rule import (
     default_grad_tol,
@@ -294,13 +295,20 @@ ObjectiveFactory = Callable[[list[str]], Objective]
 def diagnose_layers(
     objective: Objective | ObjectiveFactory,
     groups: Sequence[LayerGroup | tuple[str, str, Sequence[str]]] | None = None,
+    *,
+    one_pass: bool | None = None,
     **options: Any,
 ) -> list[LayerDiagnosis]:
     """Diagnose each layer's block of the Hessian on its own.
 
     The block of a layer is the Hessian of the objective over that layer's
-    parameters, the others held fixed: its own :class:`~critpoint.Objective`
-    (``params=`` the layer's names), diagnosed by :func:`diagnose`.
+    parameters, the others held fixed. With ``one_pass`` (the default for an
+    :class:`~critpoint.Objective`) every block is measured in one batched run
+    of block-masked products (:func:`critpoint.analysis.blocks.diagnose_blocks`):
+    ``B`` blocks cost one pass over the data per Lanczos step, and the result
+    carries the heterogeneity between the blocks' spectra. Otherwise each
+    block gets its own :class:`~critpoint.Objective` (``params=`` the layer's
+    names), diagnosed by :func:`diagnose`.
 
     Parameters
     ----------
@@ -312,14 +320,22 @@ def diagnose_layers(
     groups : sequence of LayerGroup or (name, type, names), optional
         The blocks. Default :func:`layer_groups` of the objective's model,
         restricted to the objective's parameters (needs an ``Objective``).
+    one_pass : bool, optional
+        Measure all blocks in one batched run (default for an ``Objective``;
+        a factory always runs each block on its own objective).
     **options
         Keywords of :func:`diagnose` (``k``, ``seed``, ``tol``, ``density``,
-        ``progress``...), the same for every layer.
+        ``progress``...), the same for every layer. In one pass each block
+        gives its two extreme eigenvalues, so ``k``, ``max_matvecs`` and
+        ``trace_max_matvecs`` are not used; ``num_probes`` (default 4),
+        ``num_steps``, ``max_steps`` and ``max_columns`` are
+        :func:`critpoint.linalg.blocks.block_spectra`'s.
 
     Returns
     -------
     list of LayerDiagnosis
-        One per group, in order.
+        One per group, in order (a :class:`~critpoint.analysis.blocks.LayerDiagnoses`:
+        with ``heterogeneity`` and the run's counts).
     """
     if isinstance(objective, Objective):
         whole = objective
@@ -344,12 +360,28 @@ def diagnose_layers(
             )
             raise InputError(msg)
         build = objective
+        if one_pass:
+            msg = (
+                "one_pass=True needs the whole Objective (its Hessian serves every "
+                "block); a factory builds one objective per block"
+            )
+            raise InputError(msg)
     else:
         msg = (
             "diagnose_layers needs an Objective or a factory names -> Objective, "
             f"got {type(objective).__name__}"
         )
         raise InputError(msg)
+    if isinstance(objective, Objective) and one_pass is not False:
+        for unused in (
+            "k",
+            "max_matvecs",
+            "trace_max_matvecs",
+            "maxiter",
+            "trace_matvecs",
+        ):
+            options.pop(unused, None)
+        return diagnose_blocks(objective, [LayerGroup(*g) for g in groups], **options)
     results = []
     for group in groups:
         name, module_type, names = LayerGroup(*group)
@@ -357,7 +389,7 @@ def diagnose_layers(
         results.append(
             LayerDiagnosis(name, module_type, names, diagnose(build(names), **options))
         )
-    return results
+    return LayerDiagnoses(results)
 
 
 def _objective_over(obj: Objective, names: list[str]) -> Objective:

@@ -150,7 +150,8 @@ def diagnose(
     if per_layer:
         groups = cp.layer_groups(setup.model, globs)
         with stage(state, f"diagnosing {len(groups)} layers"):
-            layers = cp.diagnose_layers(setup.objective, groups, **options)
+            # One batched pass over the data per step serves every layer's block.
+            layers = cp.diagnose_layers(obj, groups, **options)
 
     land = None
     if report_dir is not None and obj.num_params >= 2:
@@ -203,6 +204,7 @@ def diagnose(
         per_layer=layers,
         history=history,
         elapsed_seconds=round(elapsed, 3),
+        per_layer_blocks=_blocks_summary(layers),
     )
     out.json(document)
 
@@ -220,6 +222,13 @@ def diagnose(
     if layers is not None:
         text += "\n\nPer layer (each layer's block of the Hessian on its own):\n"
         text += layer_table(layers)
+        if getattr(layers, "heterogeneity", None) is not None:
+            text += (
+                f"\nHeterogeneity between the blocks' spectra: {layers.heterogeneity:.3f} "
+                "(mean Jensen-Shannon distance of their densities, each scaled by its "
+                "largest |eigenvalue|; 0 = the same shape, 1 = disjoint); "
+                f"{layers.num_matvecs:,} products in {layers.num_passes:,} batched passes."
+            )
     text += (
         f"\n\n{dg.num_matvecs:,} Hessian-vector products; {elapsed - t_setup:.1f} s "
         f"(+ {t_setup:.1f} s to load)."
@@ -240,3 +249,12 @@ def diagnose(
             "Raise --max-matvecs or loosen --tol."
         )
         raise ConvergenceError(msg, partial=document)
+
+
+def _blocks_summary(layers: Any) -> dict[str, Any] | None:
+    """What the layers' blocks share (heterogeneity, counts), for the JSON document."""
+    if layers is None or getattr(layers, "spectra", None) is None:
+        return None
+    summary = layers.to_dict()
+    summary.pop("layers")
+    return summary

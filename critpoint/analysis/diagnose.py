@@ -60,7 +60,8 @@ def diagnose(
 ) -> Diagnosis:
     """Diagnose the point the objective's model is at: minimum, maximum, saddle or degenerate.
 
-    Costs one pass for the loss and gradient, 3 HVPs for the symmetry probe,
+    Costs one pass for the loss and gradient, 1 HVP for the symmetry probe
+    (it rides on the solver's first products: :meth:`HessianOperator.defer_check`),
     one Lanczos run for both ends of the spectrum (typically 30–150 HVPs; about
     ``k`` when the Hessian is zero, ``rank + k`` when it has low rank), and,
     if asked, ``num_probes × num_steps`` HVPs in ``num_steps`` batched passes

@@ -6,6 +6,7 @@ Usage (one torch thread; every measurement in a fresh process)::
     .venv/bin/python benchmarks/scale.py resnet18 [--quick] [--write] [--stem cifar]
     .venv/bin/python benchmarks/scale.py gpt2 [--quick] [--write] [--time-box 540]
     .venv/bin/python benchmarks/scale.py profile [--quick]
+    .venv/bin/python benchmarks/scale.py compile [--quick] [--device cuda] [--mode max-autotune]
 
 ``--quick`` runs the same harness on small sizes (32 images, narrower nets)
 in a few minutes: HVP counts, memory and the plumbing, not the published
@@ -459,7 +460,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return child_main(argv[1])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("section", choices=["resnet20", "resnet18", "gpt2", "profile"])
+    parser.add_argument(
+        "section", choices=["resnet20", "resnet18", "gpt2", "profile", "compile"]
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, minutes")
     parser.add_argument(
         "--write", action="store_true", help="rewrite the README section"
@@ -478,6 +481,14 @@ def main(argv: list[str] | None = None) -> int:
         "--check-truth",
         action="store_true",
         help="resnet20: cross-check the float64 ground truth against ARPACK",
+    )
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cpu", help="compile: where"
+    )
+    parser.add_argument(
+        "--mode",
+        default="default",
+        help="compile: torch.compile's mode (default, reduce-overhead, max-autotune)",
     )
     args = parser.parse_args(argv)
 
@@ -500,6 +511,23 @@ def main(argv: list[str] | None = None) -> int:
         measured = res.get("status") == "ok" and not res.get("quick")
         if args.write and (measured or heading not in report.README.read_text()):
             report.write_section(report.render_gpt2(res), heading)
+        return 0
+    if args.section == "compile":
+        from scale_bench import compiled
+
+        name = f"compile-{args.device}"
+        path = results_path(name, args.quick)
+        if args.render:
+            res = json.loads(path.read_text())
+        else:
+            res = compiled.run(args.quick, args.device, args.mode, log)
+        text = compiled.render_markdown(res)
+        print(text)
+        measured = res.get("status") == "ok" and not res.get("quick")
+        if args.write and (
+            measured or compiled.HEADING not in report.README.read_text()
+        ):
+            report.write_section(text, compiled.HEADING)
         return 0
     if args.section == "profile":
         from scale_bench import profile

@@ -32,6 +32,7 @@ make bench-scale                                        # both CPU sections, abo
 .venv/bin/python benchmarks/scale.py resnet20 --write     # ~20 min (+6 with --check-truth: ARPACK)
 .venv/bin/python benchmarks/scale.py resnet18 --write     # ~30 min
 .venv/bin/python benchmarks/scale.py profile --write      # ~3 min
+.venv/bin/python benchmarks/scale.py compile --write      # HVPs eager vs torch.compile (--device cuda on a GPU)
 python benchmarks/scale.py gpt2 --write                 # on a CUDA machine, time-boxed to 9 min
 .venv/bin/python benchmarks/scale.py resnet20 --quick     # the same harness on small sizes, minutes
 ```

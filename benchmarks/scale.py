@@ -258,6 +258,26 @@ def run_resnet20(c: dict[str, Any], check_truth: bool = False) -> dict[str, Any]
     res["critpoint_top"] = run_child(
         c, "critpoint_top", {"tol": tol, "seeds": seeds}, "critpoint_top", t_long
     )
+    # the same with eigsh's stop="eigenvalue" (Kato–Temple, safeguarded)
+    kt = {"truth": lam1, "target": target, "ladder": list(LADDER), "seeds": seeds}
+    res["ladder_kt"] = run_child(
+        c,
+        "critpoint_ladder",
+        {**kt, "stop": "eigenvalue"},
+        "critpoint_ladder_kt",
+        t_long,
+    )
+    res["critpoint_top_kt"] = run_child(
+        c,
+        "critpoint_top",
+        {
+            "tol": res["ladder_kt"].get("chosen") or 1e-5,
+            "seeds": seeds,
+            "stop": "eigenvalue",
+        },
+        "critpoint_top_kt",
+        t_long,
+    )
     res["critpoint_top_default"] = run_child(
         c,
         "critpoint_top",

@@ -198,7 +198,10 @@ class HessianOperator(Operator):
             probe.x, probe.y = x.detach().clone(), y.detach().clone()
             probe.drift = drift
             first = 1
-        for j in range(first, X.shape[1]):
+        # The last independent column: in a batch of block-masked vectors
+        # (critpoint.block_spectra) it lies in another block than the first,
+        # so the coupling between blocks is tested too.
+        for j in reversed(range(first, X.shape[1])):
             asym = probe.asymmetry(X[:, j], Y[:, j])
             if asym is None:
                 continue  # too close to x₁ to test anything

@@ -139,3 +139,23 @@ def test_layer_diagnoses_json_and_indices():
         block_indices(obj, ["net.0.weight"])
     with pytest.raises(cp.InputError, match="at least one group"):
         diagnose_blocks(obj, [])
+
+
+def test_the_probe_sees_an_asymmetry_between_blocks(monkeypatch):
+    from critpoint.objective import Linearization
+
+    model, loss, data = wide_mlp()
+    obj = cp.Objective(model, loss, data)
+    n0 = 4 * 12 + 12  # net.0's parameters come first
+    K = torch.zeros(obj.num_params, obj.num_params, dtype=torch.float64)
+    K[:n0, n0:] = 1e-3  # a coupling from net.2 into net.0 only: H + K is not symmetric
+    K = K - K.T
+    real = Linearization.hvp
+    monkeypatch.setattr(
+        Linearization,
+        "hvp",
+        lambda self, v, *, fresh=False: real(self, v, fresh=fresh) + K @ v,
+    )
+    groups = cp.layer_groups(model)
+    with pytest.raises(cp.NonDeterministicError, match="not symmetric"):
+        diagnose_blocks(obj, groups, **OPTIONS)

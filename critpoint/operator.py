@@ -300,7 +300,13 @@ class HessianOperator(Operator):
         try:
             HU = self.matmat(U)
         except RuntimeError as exc:
-            _refuse_random(exc)
+            if "randomness" in str(exc) or "random" in str(exc).lower():
+                msg = (
+                    "the loss is random: the forward pass draws random numbers (dropout in "
+                    "train mode?), so the Hessian is not a fixed matrix; use train_mode=False "
+                    "or remove the randomness from the forward pass"
+                )
+                raise NonDeterministicError(msg) from exc
             raise
         Hu_again = self._counted(U[:, 0], fresh=True)
         u, v = U[:, 0].double(), U[:, 1].double()
@@ -315,7 +321,15 @@ class HessianOperator(Operator):
         drift = float(torch.linalg.vector_norm(Hu - Hu_again.double())) / norm_Hu
         threshold = 10 * math.sqrt(torch.finfo(self.dtype).eps)
         if drift > threshold:
-            raise NonDeterministicError(_drift_message(drift))
+            msg = (
+                f"the Hessian-vector product is not deterministic (two products with the "
+                f"same vector differ by {drift:.2e} relative): dropout or another random "
+                "layer is active, or the data change between passes (augmentation, or a "
+                "shuffling DataLoader with drop_last=True, which leaves out other samples "
+                "each pass); use train_mode=False, disable the randomness, fix the data "
+                "augmentation, or pass drop_last=False"
+            )
+            raise NonDeterministicError(msg)
         lin = self._linearized()
         if self.objective.hvp_mode == "fwd-rev":
             Hu_rev = lin.reverse_hvp(U[:, 0])

@@ -374,15 +374,9 @@ def diagnose_layers(
         )
         raise InputError(msg)
     if isinstance(objective, Objective) and one_pass is not False:
-        for unused in (
-            "k",
-            "max_matvecs",
-            "trace_max_matvecs",
-            "maxiter",
-            "trace_matvecs",
-        ):
-            options.pop(unused, None)
-        return diagnose_blocks(objective, [LayerGroup(*g) for g in groups], **options)
+        return diagnose_blocks(
+            objective, [LayerGroup(*g) for g in groups], **_one_pass_options(options)
+        )
     results = []
     for group in groups:
         name, module_type, names = LayerGroup(*group)
@@ -391,6 +385,24 @@ def diagnose_layers(
             LayerDiagnosis(name, module_type, names, diagnose(build(names), **options))
         )
     return LayerDiagnoses(results)
+
+
+def _one_pass_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The keywords of :func:`diagnose` that the one-pass run takes; the rest are not used.
+
+    ``k``, the budgets and the other solver settings of :func:`diagnose`
+    have no part in one batched run (each block gives its two extremes); an
+    unknown keyword still fails, as it would in :func:`diagnose`.
+    """
+    import inspect
+
+    own = set(inspect.signature(diagnose_blocks).parameters)
+    known = own | set(inspect.signature(diagnose).parameters)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        msg = f"diagnose_layers got unknown keywords {unknown}"
+        raise InputError(msg)
+    return {k: v for k, v in options.items() if k in own}
 
 
 def _objective_over(obj: Objective, names: list[str]) -> Objective:

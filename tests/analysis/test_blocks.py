@@ -159,3 +159,15 @@ def test_the_probe_sees_an_asymmetry_between_blocks(monkeypatch):
     groups = cp.layer_groups(model)
     with pytest.raises(cp.NonDeterministicError, match="not symmetric"):
         diagnose_blocks(obj, groups, **OPTIONS)
+
+
+def test_diagnose_layers_keywords_in_one_pass():
+    model, loss, data = wide_mlp()
+    obj = cp.Objective(model, loss, data)
+    # diagnose's solver keywords have no part in one pass; they are accepted
+    layers = cp.diagnose_layers(
+        obj, k=6, max_matvecs=10, trace_max_matvecs=5, num_probes=2, num_steps=5
+    )
+    assert layers.spectra.num_probes == 2
+    with pytest.raises(cp.InputError, match="unknown keywords"):
+        cp.diagnose_layers(obj, colour="red")

@@ -6,6 +6,7 @@ Usage (one torch thread; every measurement in a fresh process)::
     .venv/bin/python benchmarks/scale.py resnet18 [--quick] [--write] [--stem cifar]
     .venv/bin/python benchmarks/scale.py gpt2 [--quick] [--write] [--time-box 540]
     .venv/bin/python benchmarks/scale.py profile [--quick]
+    .venv/bin/python benchmarks/scale.py compile [--quick] [--device cuda] [--mode max-autotune]
 
 ``--quick`` runs the same harness on small sizes (32 images, narrower nets)
 in a few minutes: HVP counts, memory and the plumbing, not the published
@@ -257,6 +258,26 @@ def run_resnet20(c: dict[str, Any], check_truth: bool = False) -> dict[str, Any]
     res["critpoint_top"] = run_child(
         c, "critpoint_top", {"tol": tol, "seeds": seeds}, "critpoint_top", t_long
     )
+    # the same with eigsh's stop="eigenvalue" (Kato–Temple, safeguarded)
+    kt = {"truth": lam1, "target": target, "ladder": list(LADDER), "seeds": seeds}
+    res["ladder_kt"] = run_child(
+        c,
+        "critpoint_ladder",
+        {**kt, "stop": "eigenvalue"},
+        "critpoint_ladder_kt",
+        t_long,
+    )
+    res["critpoint_top_kt"] = run_child(
+        c,
+        "critpoint_top",
+        {
+            "tol": res["ladder_kt"].get("chosen") or 1e-5,
+            "seeds": seeds,
+            "stop": "eigenvalue",
+        },
+        "critpoint_top_kt",
+        t_long,
+    )
     res["critpoint_top_default"] = run_child(
         c,
         "critpoint_top",
@@ -459,7 +480,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return child_main(argv[1])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("section", choices=["resnet20", "resnet18", "gpt2", "profile"])
+    parser.add_argument(
+        "section", choices=["resnet20", "resnet18", "gpt2", "profile", "compile"]
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, minutes")
     parser.add_argument(
         "--write", action="store_true", help="rewrite the README section"
@@ -478,6 +501,14 @@ def main(argv: list[str] | None = None) -> int:
         "--check-truth",
         action="store_true",
         help="resnet20: cross-check the float64 ground truth against ARPACK",
+    )
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cpu", help="compile: where"
+    )
+    parser.add_argument(
+        "--mode",
+        default="default",
+        help="compile: torch.compile's mode (default, reduce-overhead, max-autotune)",
     )
     args = parser.parse_args(argv)
 
@@ -500,6 +531,23 @@ def main(argv: list[str] | None = None) -> int:
         measured = res.get("status") == "ok" and not res.get("quick")
         if args.write and (measured or heading not in report.README.read_text()):
             report.write_section(report.render_gpt2(res), heading)
+        return 0
+    if args.section == "compile":
+        from scale_bench import compiled
+
+        name = f"compile-{args.device}"
+        path = results_path(name, args.quick)
+        if args.render:
+            res = json.loads(path.read_text())
+        else:
+            res = compiled.run(args.quick, args.device, args.mode, log)
+        text = compiled.render_markdown(res)
+        print(text)
+        measured = res.get("status") == "ok" and not res.get("quick")
+        if args.write and (
+            measured or compiled.HEADING not in report.README.read_text()
+        ):
+            report.write_section(text, compiled.HEADING)
         return 0
     if args.section == "profile":
         from scale_bench import profile

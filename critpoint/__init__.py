@@ -12,6 +12,7 @@ from critpoint.analysis import (
     CostPlan,
     Curvature,
     Diagnosis,
+    LayerDiagnoses,
     LayerDiagnosis,
     LineSearch,
     Verdict,
@@ -47,6 +48,7 @@ from critpoint.escape import (
     quadratic_step,
 )
 from critpoint.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from critpoint.linalg.blocks import BlockSpectra, BlockSpectrum, block_spectra
 from critpoint.linalg.lanczos import EigenResult, eigsh
 from critpoint.linalg.slq import SpectralDensity, spectral_density
 from critpoint.linalg.trace import TraceEstimate, trace
@@ -67,6 +69,8 @@ from critpoint.training import History, train
 
 __all__ = [
     "BatchNormCheck",
+    "BlockSpectra",
+    "BlockSpectrum",
     "Checkpoint",
     "CheckpointError",
     "ConvergenceError",
@@ -83,6 +87,7 @@ __all__ = [
     "History",
     "InputError",
     "Landscape",
+    "LayerDiagnoses",
     "LayerDiagnosis",
     "LineSearch",
     "LossPlane",
@@ -100,6 +105,7 @@ __all__ = [
     "UnsafeCheckpointError",
     "Verdict",
     "__version__",
+    "block_spectra",
     "build_model",
     "build_report",
     "classify",

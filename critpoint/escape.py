@@ -199,12 +199,13 @@ def escape_saddle(
     loss0, g = obj.loss_and_grad(theta)
     H = obj.hessian(theta)
     if max_matvecs is not None:
-        left = max_matvecs - H.num_matvecs
+        probe = H.num_matvecs + H.probe_pending
+        left = max_matvecs - probe
         if left < min(2, obj.num_params):
             msg = (
                 f"max_matvecs={max_matvecs} counts every Hessian-vector product and "
                 f"leaves the eigensolver {max(left, 0)} after the symmetry probe's "
-                f"{H.num_matvecs}; give at least {H.num_matvecs + 2}"
+                f"{probe}; give at least {probe + 2}"
             )
             raise InputError(msg)
         max_matvecs = left

@@ -1139,8 +1139,12 @@ class Objective:
             Point of shape ``(n,)``; default the current parameters (copied, so
             later changes to the model do not move the operator).
         check : bool
-            Run the symmetry/determinism probe (3 HVPs, 4 in ``fwd-rev`` mode):
-            refuses a random or non-symmetric product such as dropout left on.
+            Probe symmetry and determinism on the operator's first products
+            (:meth:`HessianOperator.defer_check`: one extra HVP, two in
+            ``fwd-rev`` mode): a random or non-symmetric product, such as
+            dropout left on, is refused at the first product(s), before any
+            solver returns. :meth:`HessianOperator.check_symmetric` runs the
+            probe at once instead (3 HVPs).
         cache_limit : int, optional
             Most bytes the linearisations may take, below the ``hvp_cache``
             setting (a memory plan's share for them).
@@ -1156,7 +1160,7 @@ class Objective:
         theta = self._check_vector(theta, "theta").detach().clone()
         op = HessianOperator(self, theta, cache_limit=cache_limit)
         if check:
-            op.check_symmetric()
+            op.defer_check()
         return op
 
     def __repr__(self) -> str:

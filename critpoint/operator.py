@@ -93,6 +93,11 @@ class HessianOperator(Operator):
         self.num_passes = 0
         self._linearization: Linearization | None = None
         self._released = False
+        self._probe: _Probe | None = None
+        #: Products the symmetry/determinism probe spent (in ``num_matvecs`` too).
+        self.probe_matvecs = 0
+        #: The probe's largest relative discrepancy, once it has run (else ``None``).
+        self.probe_discrepancy: float | None = None
 
     # -------------------------------------------------- the linearisation cache
     def cache_budget(self) -> int:
@@ -141,9 +146,95 @@ class HessianOperator(Operator):
         return self._linearization
 
     def _counted(self, V: torch.Tensor, fresh: bool = False) -> torch.Tensor:
-        out = self._linearized().hvp(V, fresh=fresh)
+        if self._probe is None or fresh:
+            out = self._linearized().hvp(V, fresh=fresh)
+        else:
+            try:
+                out = self._linearized().hvp(V)
+            except RuntimeError as exc:
+                _refuse_random(exc)
+                raise
         self.num_matvecs += 1 if V.ndim == 1 else V.shape[1]
         self.num_passes += 1
+        if self._probe is not None and not fresh:
+            out = self._probe_products(V, out)
+        return out
+
+    # ------------------------------------------ the probe on the first products
+    def defer_check(self) -> None:
+        """Check symmetry and determinism on the operator's own first products.
+
+        What :meth:`critpoint.Objective.hessian` does by default: instead of
+        separate products (:meth:`check_symmetric`), the solver's first two
+        independent columns ``x₁, x₂`` and their products give the symmetry
+        test ``x₁ᵀ(Hx₂) = x₂ᵀ(Hx₁)`` for free, and one product of ``x₁``
+        recomputed from a fresh forward pass the determinism test (one
+        product; in ``fwd-rev`` mode one more by reverse-over-reverse, and
+        where the two modes disagree the first block is recomputed by
+        reverse-over-reverse before the solver sees it). A failed test raises
+        at that product, before any result is returned. Every product the
+        probe spends counts in ``num_matvecs`` (and in :attr:`probe_matvecs`).
+        """
+        self._probe = _Probe()
+
+    @property
+    def probe_pending(self) -> int:
+        """Products the pending probe (:meth:`defer_check`) will still spend: 1, 2 in ``fwd-rev``."""
+        if self._probe is None or self._probe.x is not None:
+            return 0  # none pending, or only its symmetry test, which costs nothing
+        return 2 if self.objective.hvp_mode == "fwd-rev" else 1
+
+    def _spend(self, count: int = 1) -> None:
+        self.num_matvecs += count
+        self.num_passes += 1
+        self.probe_matvecs += count
+
+    def _probe_products(self, V: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Run the pending probe on the block ``V`` and its products ``out``; return ``out``."""
+        probe = self._probe
+        assert probe is not None
+        X = V[:, None] if V.ndim == 1 else V
+        Y = out[:, None] if out.ndim == 1 else out
+        threshold = 10 * math.sqrt(torch.finfo(self.dtype).eps)
+        first = 0
+        if probe.x is None:
+            x, y = X[:, 0], Y[:, 0]
+            lin = self._linearized()
+            again = lin.hvp(x, fresh=True)
+            self._spend()
+            norm = float(torch.linalg.vector_norm(y.double())) + 1e-300
+            drift = float(torch.linalg.vector_norm(y.double() - again.double())) / norm
+            if drift > threshold:
+                raise NonDeterministicError(_drift_message(drift))
+            if self.objective.hvp_mode == "fwd-rev":
+                rev = lin.reverse_hvp(x)
+                if rev is not None:
+                    self._spend()
+                    gap = float(torch.linalg.vector_norm(y.double() - rev.double()))
+                    if gap / norm > threshold:
+                        lin.abandon_forward_mode(gap / norm)
+                        # The block was computed in the wrong mode: again, by
+                        # reverse-over-reverse, which may keep its graphs.
+                        self._linearization = None
+                        redone = self._linearized().hvp(V)
+                        self._spend(X.shape[1])
+                        self.probe_matvecs -= X.shape[1]  # the solver's own products
+                        return self._probe_products(V, redone)
+            probe.x, probe.y = x.detach().clone(), y.detach().clone()
+            probe.drift = drift
+            first = 1
+        # The last independent column: in a batch of block-masked vectors
+        # (critpoint.block_spectra) it lies in another block than the first,
+        # so the coupling between blocks is tested too.
+        for j in reversed(range(first, X.shape[1])):
+            asym = probe.asymmetry(X[:, j], Y[:, j])
+            if asym is None:
+                continue  # too close to x₁ to test anything
+            self._probe = None
+            self.probe_discrepancy = max(asym, probe.drift)
+            if asym > threshold:
+                self._linearized().refuse_asymmetric(asym)
+            break
         return out
 
     @property
@@ -243,6 +334,7 @@ class HessianOperator(Operator):
         float
             The larger of the two relative discrepancies.
         """
+        self._probe = None  # this probe replaces a deferred one
         gen = make_generator(seed)
         n = self.shape[0]
         U = randn((n, 2), gen, self.dtype, self.device)
@@ -299,3 +391,59 @@ class HessianOperator(Operator):
     def __repr__(self) -> str:
         n = self.shape[0]
         return f"HessianOperator(n={n}, dtype={self.dtype}, device={self.device}, num_matvecs={self.num_matvecs})"
+
+
+class _Probe:
+    """The first product column the deferred probe kept, and its determinism result."""
+
+    #: A second column counts as independent of the first when the part of it
+    #: orthogonal to the first keeps at least this share of its norm.
+    INDEPENDENT = 0.1
+
+    def __init__(self) -> None:
+        self.x: torch.Tensor | None = None
+        self.y: torch.Tensor | None = None
+        self.drift = 0.0
+
+    def asymmetry(self, x2: torch.Tensor, y2: torch.Tensor) -> float | None:
+        """``|x₁ᵀHx₂ − x₂ᵀHx₁|`` relative to its scale; ``None`` if ``x₂ ∥ x₁``."""
+        assert self.x is not None
+        assert self.y is not None
+        x1, y1 = self.x.double(), self.y.double()
+        x2, y2 = x2.double(), y2.double()
+        n1 = float(torch.linalg.vector_norm(x1))
+        n2 = float(torch.linalg.vector_norm(x2))
+        if n1 == 0.0 or n2 == 0.0:
+            return None
+        along = float(x1 @ x2) / n1
+        if math.sqrt(max(n2 * n2 - along * along, 0.0)) < self.INDEPENDENT * n2:
+            return None
+        scale = (
+            float(torch.linalg.vector_norm(y1)) * n2
+            + float(torch.linalg.vector_norm(y2)) * n1
+        )
+        if scale == 0.0:
+            return 0.0  # H is zero on both: symmetric there
+        return abs(float(x1 @ y2 - x2 @ y1)) / scale
+
+
+def _refuse_random(exc: RuntimeError) -> None:
+    """Raise :class:`NonDeterministicError` for torch's "random in vmap" error."""
+    if "randomness" in str(exc) or "random" in str(exc).lower():
+        msg = (
+            "the loss is random: the forward pass draws random numbers (dropout in "
+            "train mode?), so the Hessian is not a fixed matrix; use train_mode=False "
+            "or remove the randomness from the forward pass"
+        )
+        raise NonDeterministicError(msg) from exc
+
+
+def _drift_message(drift: float) -> str:
+    return (
+        f"the Hessian-vector product is not deterministic (two products with the "
+        f"same vector differ by {drift:.2e} relative): dropout or another random "
+        "layer is active, or the data change between passes (augmentation, or a "
+        "shuffling DataLoader with drop_last=True, which leaves out other samples "
+        "each pass); use train_mode=False, disable the randomness, fix the data "
+        "augmentation, or pass drop_last=False"
+    )

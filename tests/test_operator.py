@@ -80,9 +80,11 @@ def test_dropout_left_on_is_refused():
     model, X, y = setup(dropout=True)
     obj = cp.Objective(model, F.cross_entropy, (X, y), train_mode=True)
     with pytest.raises(cp.NonDeterministicError, match="dropout"):
-        obj.hessian()
+        cp.eigsh(obj.hessian(), k=1)  # refused at the first product
+    with pytest.raises(cp.NonDeterministicError, match="dropout"):
+        obj.hessian(check=False).check_symmetric()  # or at once, on request
     # the default eval mode switches dropout off: fine
-    cp.Objective(model, F.cross_entropy, (X, y)).hessian()
+    cp.eigsh(cp.Objective(model, F.cross_entropy, (X, y)).hessian(), k=1)
 
 
 def test_single_vector_dropout_drift_is_detected():
@@ -92,6 +94,75 @@ def test_single_vector_dropout_drift_is_detected():
     # the block path refuses; the probe on single products also flags the drift
     with pytest.raises(cp.NonDeterministicError):
         H.check_symmetric()
+
+
+def skewed(monkeypatch, n, size=1e-3):
+    """Make every product ``(H + K) v`` with a fixed antisymmetric ``K``: deterministic, not symmetric."""
+    from critpoint.objective import Linearization
+
+    g = torch.Generator().manual_seed(3)
+    B = torch.randn(n, n, generator=g, dtype=torch.float64)
+    K = size * (B - B.T)
+    real = Linearization.hvp
+
+    def hvp(self, v, *, fresh=False):
+        return real(self, v, fresh=fresh) + K @ v
+
+    monkeypatch.setattr(Linearization, "hvp", hvp)
+
+
+def test_the_probe_rides_on_the_solvers_products():
+    model, X, y = setup()
+    obj = cp.Objective(model, F.cross_entropy, (X, y))
+    H = obj.hessian()
+    assert H.num_matvecs == 0  # nothing spent up front
+    r = cp.eigsh(H, k=1, which="LA", tol=1e-8)
+    # the solver's products and one recomputed product: the whole probe
+    assert H.num_matvecs == r.num_matvecs + 1
+    assert H.probe_matvecs == 1
+    assert 0 <= H.probe_discrepancy < 1e-10
+    ref = torch.linalg.eigvalsh(reference_hessian(model, F.cross_entropy, X, y))
+    assert float(r.eigenvalues[-1]) == pytest.approx(float(ref[-1]), abs=1e-8)
+    # the explicit probe is still there: three products at once
+    H2 = obj.hessian(check=False)
+    H2.check_symmetric()
+    assert H2.num_matvecs == 3
+
+
+def test_a_non_symmetric_product_is_still_caught(monkeypatch):
+    model, X, y = setup()
+    obj = cp.Objective(model, F.cross_entropy, (X, y))
+    skewed(monkeypatch, obj.num_params)
+    # single-vector Lanczos: caught at its second product (x₁ᵀHx₂ vs x₂ᵀHx₁)
+    H = obj.hessian()
+    with pytest.raises(cp.NonDeterministicError, match="not symmetric"):
+        cp.eigsh(H, k=1, which="LA")
+    assert H.num_matvecs == 2 + 1
+    # a block: caught on its first product
+    H = obj.hessian()
+    with pytest.raises(cp.NonDeterministicError, match="not symmetric"):
+        H @ torch.randn(obj.num_params, 2, dtype=torch.float64)
+    # a parallel vector tests nothing: the probe waits for an independent one
+    H = obj.hessian()
+    v = torch.randn(obj.num_params, dtype=torch.float64)
+    H @ v
+    H @ (2 * v)
+    assert H.probe_discrepancy is None
+    with pytest.raises(cp.NonDeterministicError, match="not symmetric"):
+        H @ torch.randn(obj.num_params, dtype=torch.float64)
+    # check=False: nothing is probed
+    H = obj.hessian(check=False)
+    H @ torch.randn(obj.num_params, 2, dtype=torch.float64)
+    assert H.probe_matvecs == 0
+
+
+def test_asymmetry_below_the_threshold_is_no_false_alarm(monkeypatch):
+    model, X, y = setup()
+    obj = cp.Objective(model, F.cross_entropy, (X, y))
+    skewed(monkeypatch, obj.num_params, size=1e-12)
+    H = obj.hessian()
+    H @ torch.randn(obj.num_params, 2, dtype=torch.float64)
+    assert 0 < H.probe_discrepancy < 10 * torch.finfo(torch.float64).eps ** 0.5
 
 
 def test_shuffled_float32_loader_is_no_false_alarm():
@@ -146,7 +217,10 @@ def test_cached_products_equal_recomputed_ones(train_mode, batched, monkeypatch)
     assert cached.cached
     assert not plain.cached
     assert torch.allclose(cached @ V, plain @ V, rtol=0, atol=1e-13)
-    assert cached.num_matvecs == plain.num_matvecs == 3 + 1 + 4  # probe, v, V
+    # v, the probe's one recomputed product (its symmetry test rides on v, V), V
+    assert cached.num_matvecs == plain.num_matvecs == 1 + 1 + 4
+    assert cached.probe_matvecs == plain.probe_matvecs == 1
+    assert cached.probe_discrepancy is not None
     cached.objective.chunk_size = 3  # 4 columns: a chunk of 3, then one of 1
     assert torch.allclose(cached @ V, plain @ V, rtol=0, atol=1e-13)
     if not train_mode:  # the eval-mode Hessian is the dense float64 reference
@@ -190,7 +264,7 @@ def test_cache_keeps_dropout_detection_and_shuffled_loaders_exact():
     model, X, y = setup(dropout=True)
     obj = cp.Objective(model, F.cross_entropy, (X, y), train_mode=True)
     with pytest.raises(cp.NonDeterministicError, match="dropout"):
-        obj.hessian()  # the probe never runs from a kept graph
+        cp.eigsh(obj.hessian(), k=1)  # the probe never runs from a kept graph
     model, X, y = setup()
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(X, y), batch_size=7, shuffle=True
@@ -290,6 +364,12 @@ def _hessian_case(mode, cached, bn):
         return total / 37
 
     H = obj.hessian()
+    # its first products: the probe rides on them (one more product; two in fwd-rev)
+    n = obj.num_params
+    H.matmat(torch.stack([torch.ones(n), torch.arange(n) / n], dim=1).double())
+    assert H.probe_discrepancy is not None
+    assert H.num_matvecs == 2 + H.probe_matvecs
+    assert H.probe_matvecs == (2 if mode == "fwd-rev" else 1)
     expect_cached = cached and mode == "rev-rev"
     return H, autograd_hessian(f, obj.theta), expect_cached
 

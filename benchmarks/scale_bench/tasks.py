@@ -183,7 +183,13 @@ def critpoint_top(wl: Workload, p: dict[str, Any]) -> dict[str, Any]:
         before = counter.count
         with Clock() as c:
             r = cp.eigsh(
-                H, k=1, which="LA", tol=p["tol"], seed=seed, return_eigenvectors=False
+                H,
+                k=1,
+                which="LA",
+                tol=p["tol"],
+                seed=seed,
+                return_eigenvectors=False,
+                stop=p.get("stop", "residual"),
             )
         run.update(
             seed=seed,
@@ -217,7 +223,13 @@ def critpoint_ladder(wl: Workload, p: dict[str, Any]) -> dict[str, Any]:
         for seed in p["seeds"]:
             before = counter.count
             r = cp.eigsh(
-                H, k=1, which="LA", tol=tol, seed=seed, return_eigenvectors=False
+                H,
+                k=1,
+                which="LA",
+                tol=tol,
+                seed=seed,
+                return_eigenvectors=False,
+                stop=p.get("stop", "residual"),
             )
             hvps.append(counter.count - before)
             errors.append(abs(float(r.eigenvalues[-1]) - truth) / abs(truth))

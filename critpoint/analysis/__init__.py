@@ -17,10 +17,13 @@
 * :mod:`critpoint.analysis.memory` — :func:`plan_memory`, what every phase
   will hold, chosen within a budget before anything is allocated;
 * :mod:`critpoint.analysis.sampling` — the standard errors over batches of
-  the numbers a verdict rests on.
+  the numbers a verdict rests on;
+* :mod:`critpoint.analysis.blocks` — :func:`diagnose_blocks`, every layer's
+  block in one batched pass (what :func:`diagnose_layers` runs by default).
 """
 
 from critpoint.analysis.batchnorm import BN_GAP_RTOL, BatchNormCheck, check_batchnorm
+from critpoint.analysis.blocks import LayerDiagnoses, block_indices, diagnose_blocks
 from critpoint.analysis.diagnose import (
     LayerGroup,
     diagnose,
@@ -69,6 +72,7 @@ __all__ = [
     "Diagnosis",
     "Extremes",
     "Kind",
+    "LayerDiagnoses",
     "LayerDiagnosis",
     "LayerGroup",
     "LineSearch",
@@ -76,11 +80,13 @@ __all__ = [
     "QuadraticStep",
     "SamplingError",
     "Verdict",
+    "block_indices",
     "check_batchnorm",
     "classify",
     "curvature",
     "default_grad_tol",
     "diagnose",
+    "diagnose_blocks",
     "diagnose_layers",
     "downhill",
     "layer_groups",

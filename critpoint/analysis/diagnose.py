@@ -25,15 +25,14 @@ from torch import nn
 from critpoint._deprecation import UNSET, renamed
 from critpoint._progress import Progress, ProgressArg, check_progress
 from critpoint.analysis.batchnorm import check_batchnorm
+from critpoint.analysis.blocks import LayerDiagnoses, diagnose_blocks
 from critpoint.analysis.diagnosis import Diagnosis, LayerDiagnosis
 from critpoint.analysis.memory import MemoryPlan, plan_memory
 from critpoint.analysis.plan import (
     CostPlan,
-    Costs,
     diagnosis_phases,
     eigensolver_budget,
     layer_phases,
-    loss_seconds,
     measure_costs,
 )
 from critpoint.analysis.rule import (
@@ -96,7 +95,8 @@ def diagnose(
 ) -> Diagnosis:
     """Diagnose the point the objective's model is at: minimum, maximum, saddle or degenerate.
 
-    Costs one pass for the loss and gradient, 3 HVPs for the symmetry probe,
+    Costs one pass for the loss and gradient, 1 HVP for the symmetry probe
+    (it rides on the solver's first products: :meth:`HessianOperator.defer_check`),
     one Lanczos run for both ends of the spectrum (typically 30–150 HVPs; about
     ``k`` when the Hessian is zero, ``rank + k`` when it has low rank), and,
     if asked, ``num_probes × num_steps`` HVPs in ``num_steps`` batched passes
@@ -236,10 +236,17 @@ def diagnose(
     bn_check = check_batchnorm(obj, loss)  # one forward more with BatchNorm layers
     if bn_check is not None and bn_check.warning():
         logger.warning("%s", bn_check.warning())
-    t0 = time.perf_counter()
     H = obj.hessian(check=check, cache_limit=mplan.hvp_cache)
-    t_probe = time.perf_counter() - t0
-    if check:  # the probe linearised: the solvers share what the linearisations left
+    spent = {}
+    costs = None
+    if check or on_plan is not None:
+        # One timed product says what a product costs; with the check it is
+        # also the probe's first product (recomputed once from a fresh
+        # forward pass: determinism), whose symmetry test then rides on the
+        # solver's first block at no cost.
+        costs = measure_costs(obj, H, seconds_per_gradient=t_grad, seed=seed)
+        spent["symmetry probe" if check else "timing product"] = H.num_matvecs
+    if check:  # the first product linearised: the solvers share what is left
         mplan = _memory_plan(
             obj,
             k,
@@ -252,16 +259,6 @@ def diagnose(
             memory,
             H.cache_bytes,
         )
-    spent = {"symmetry probe": H.num_matvecs} if check else {}
-    costs = None
-    if H.num_matvecs:
-        costs = Costs(
-            t_probe / H.num_matvecs, t_grad, loss_seconds(t_grad), H.num_matvecs
-        )
-    elif on_plan is not None:
-        # Nothing timed yet: one product, counted, says what a product costs.
-        costs = measure_costs(obj, H, seconds_per_gradient=t_grad, seed=seed)
-        spent["timing product"] = H.num_matvecs
     eig_budget = eigensolver_budget(
         n, max_matvecs, spent=H.num_matvecs, sampling=sampling_products, **fixed
     )
@@ -573,13 +570,20 @@ ObjectiveFactory = Callable[[list[str]], Objective]
 def diagnose_layers(
     objective: Objective | ObjectiveFactory,
     groups: Sequence[LayerGroup | tuple[str, str, Sequence[str]]] | None = None,
+    *,
+    one_pass: bool | None = None,
     **options: Any,
 ) -> list[LayerDiagnosis]:
     """Diagnose each layer's block of the Hessian on its own.
 
     The block of a layer is the Hessian of the objective over that layer's
-    parameters, the others held fixed: its own :class:`~critpoint.Objective`
-    (``params=`` the layer's names), diagnosed by :func:`diagnose`.
+    parameters, the others held fixed. With ``one_pass`` (the default for an
+    :class:`~critpoint.Objective`) every block is measured in one batched run
+    of block-masked products (:func:`critpoint.analysis.blocks.diagnose_blocks`):
+    ``B`` blocks cost one pass over the data per Lanczos step, and the result
+    carries the heterogeneity between the blocks' spectra. Otherwise each
+    block gets its own :class:`~critpoint.Objective` (``params=`` the layer's
+    names), diagnosed by :func:`diagnose`.
 
     Parameters
     ----------
@@ -591,14 +595,22 @@ def diagnose_layers(
     groups : sequence of LayerGroup or (name, type, names), optional
         The blocks. Default :func:`layer_groups` of the objective's model,
         restricted to the objective's parameters (needs an ``Objective``).
+    one_pass : bool, optional
+        Measure all blocks in one batched run (default for an ``Objective``;
+        a factory always runs each block on its own objective).
     **options
         Keywords of :func:`diagnose` (``k``, ``seed``, ``tol``, ``density``,
-        ``progress``...), the same for every layer.
+        ``progress``...), the same for every layer. In one pass each block
+        gives its two extreme eigenvalues, so ``k``, ``max_matvecs`` and
+        ``trace_max_matvecs`` are not used; ``num_probes`` (default 4),
+        ``num_steps``, ``max_steps`` and ``max_columns`` are
+        :func:`critpoint.linalg.blocks.block_spectra`'s.
 
     Returns
     -------
     list of LayerDiagnosis
-        One per group, in order.
+        One per group, in order (a :class:`~critpoint.analysis.blocks.LayerDiagnoses`:
+        with ``heterogeneity`` and the run's counts).
     """
     if isinstance(objective, Objective):
         whole = objective
@@ -623,12 +635,22 @@ def diagnose_layers(
             )
             raise InputError(msg)
         build = objective
+        if one_pass:
+            msg = (
+                "one_pass=True needs the whole Objective (its Hessian serves every "
+                "block); a factory builds one objective per block"
+            )
+            raise InputError(msg)
     else:
         msg = (
             "diagnose_layers needs an Objective or a factory names -> Objective, "
             f"got {type(objective).__name__}"
         )
         raise InputError(msg)
+    if isinstance(objective, Objective) and one_pass is not False:
+        return diagnose_blocks(
+            objective, [LayerGroup(*g) for g in groups], **_one_pass_options(options)
+        )
     progress = options.pop("progress", False)
     on_plan = options.pop("on_plan", None)
     check_progress(progress)
@@ -666,7 +688,25 @@ def diagnose_layers(
             results.append(
                 LayerDiagnosis(layer.name, layer.module_type, list(layer.params), dg)
             )
-    return results
+    return LayerDiagnoses(results)
+
+
+def _one_pass_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The keywords of :func:`diagnose` that the one-pass run takes; the rest are not used.
+
+    ``k``, the budgets and the other solver settings of :func:`diagnose`
+    have no part in one batched run (each block gives its two extremes); an
+    unknown keyword still fails, as it would in :func:`diagnose`.
+    """
+    import inspect
+
+    own = set(inspect.signature(diagnose_blocks).parameters)
+    known = own | set(inspect.signature(diagnose).parameters)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        msg = f"diagnose_layers got unknown keywords {unknown}"
+        raise InputError(msg)
+    return {k: v for k, v in options.items() if k in own}
 
 
 def _objective_over(obj: Objective, names: list[str]) -> Objective:

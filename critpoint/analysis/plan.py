@@ -101,9 +101,9 @@ class Costs:
     ----------
     seconds_per_product : float
         One Hessian-vector product (the mean over the products timed: the
-        symmetry probe's first pass builds the linearisation and its second
-        recomputes from scratch, so later products from kept linearisations
-        are cheaper; the estimate errs long).
+        first builds the linearisation and the symmetry probe recomputes it
+        from scratch, so later products from kept linearisations are
+        cheaper; the estimate errs long).
     seconds_per_gradient : float
         One gradient: a forward and a backward pass over all the data.
     seconds_per_loss : float
@@ -373,7 +373,7 @@ def diagnosis_phases(
     num_probes: int = 8,
     num_steps: int = 60,
     trace_max_matvecs: int = 60,
-    probe: int = 3,
+    probe: int = 2,
     prefix: str = "",
 ) -> list[Phase]:
     """The phases of :func:`critpoint.diagnose` on ``n`` parameters, with their products.
@@ -385,8 +385,9 @@ def diagnosis_phases(
     k, density, trace, max_matvecs, num_probes, num_steps, trace_max_matvecs
         As for :func:`critpoint.diagnose`.
     probe : int
-        Products of the symmetry probe (3; 4 in ``fwd-rev`` mode; 0 without
-        the check).
+        Products spent before the eigensolver: the symmetry probe's (2: a
+        timed product and its recomputation from a fresh forward pass; 3 in
+        ``fwd-rev`` mode), or the one timed product without the check.
     prefix : str
         Put before every phase's name (``"layer net.0: "``).
 
@@ -435,7 +436,7 @@ def diagnosis_phases(
 
 
 def layer_phases(
-    sizes: Sequence[tuple[str, int]], probe: int = 3, **options: Any
+    sizes: Sequence[tuple[str, int]], probe: int = 2, **options: Any
 ) -> list[Phase]:
     """The phases of :func:`critpoint.diagnose_layers`: each layer's diagnosis.
 
@@ -472,6 +473,41 @@ def layer_phases(
     return out
 
 
+def block_phases(
+    sizes: Sequence[tuple[str, int]],
+    *,
+    num_probes: int = 4,
+    num_steps: int = 60,
+    probe: int = 1,
+) -> list[Phase]:
+    """The phases of :func:`critpoint.diagnose_layers` in one batched pass.
+
+    Every block's ``num_probes`` recurrences of ``min(num_steps, n_b)`` steps
+    run as columns of the same products (one pass over the data per step);
+    each block's first probe may go on alone until its extremes converge, so
+    the count is an expectation. One gradient, and the whole Hessian's
+    symmetry probe (``probe`` products).
+
+    Parameters
+    ----------
+    sizes : sequence of (name, n)
+        Each block's name and number of parameters.
+    num_probes, num_steps : int
+        As for :func:`critpoint.linalg.blocks.block_spectra`.
+    probe : int
+        Products of the symmetry probe.
+    """
+    products = probe + sum(num_probes * min(num_steps, n) for _, n in sizes)
+    return [
+        Phase(
+            f"{len(sizes)} layers in one pass",
+            products=products,
+            gradients=1,
+            exact=False,
+        )
+    ]
+
+
 def landscape_phases(
     num: int = 41, plane_num: int = 21, plane: bool = True, escape: bool = False
 ) -> list[Phase]:
@@ -500,7 +536,8 @@ def escape_phases(
     return [
         Phase(
             "escape steps",
-            products=max_steps * (3 + eig),
+            # The symmetry probe recomputes one product per step.
+            products=max_steps * (1 + eig),
             losses=2 * max_steps,
             gradients=max_steps,
             exact=False,
@@ -550,10 +587,18 @@ def measure_costs(
     if H is None:
         H = obj.hessian(check=False)
     v = randn((int(H.shape[0]),), make_generator(seed), H.dtype, H.device)
+    before = H.num_matvecs
     t0 = time.perf_counter()
     _synchronized(H @ v)
     seconds = time.perf_counter() - t0
-    return Costs(seconds, seconds_per_gradient, loss_seconds(seconds_per_gradient), 1)
+    # A pending symmetry probe recomputes the first product: the mean over both.
+    timed = max(H.num_matvecs - before, 1)
+    return Costs(
+        seconds / timed,
+        seconds_per_gradient,
+        loss_seconds(seconds_per_gradient),
+        timed,
+    )
 
 
 def loss_seconds(seconds_per_gradient: float) -> float:
@@ -575,8 +620,8 @@ def plan_diagnosis(
 ) -> CostPlan:
     """What :func:`critpoint.diagnose` with these settings would cost, measured.
 
-    Times one gradient and the symmetry probe (or one product without
-    ``check``); those are spent here, and a diagnosis spends them again:
+    Times one gradient and one product (with ``check`` the symmetry probe's
+    first, recomputed once from scratch); those are spent here, and a diagnosis spends them again:
     :func:`critpoint.diagnose` makes this plan itself, for free, and hands it
     to ``on_plan=``. Use this to decide on the settings first.
 
@@ -596,14 +641,11 @@ def plan_diagnosis(
     _, g = obj.loss_and_grad()
     _synchronized(g)
     t_grad = time.perf_counter() - t0
-    t0 = time.perf_counter()
     H = obj.hessian(check=check)
-    t_probe = time.perf_counter() - t0
+    # The timed product; with the check it is the probe's first product,
+    # recomputed once from a fresh forward pass (see diagnose).
+    costs = measure_costs(obj, H, seconds_per_gradient=t_grad)
     probe = H.num_matvecs
-    if probe:
-        costs = Costs(t_probe / probe, t_grad, loss_seconds(t_grad), probe)
-    else:
-        costs = measure_costs(obj, H, seconds_per_gradient=t_grad)
     phases = diagnosis_phases(
         obj.num_params,
         k=k,
@@ -615,8 +657,11 @@ def plan_diagnosis(
         trace_max_matvecs=trace_max_matvecs,
         probe=probe,
     )
-    measured = {"gradient", "symmetry probe"}
-    phases = [replace(p, spent=p.name in measured) for p in phases]
-    if not probe:
-        phases.insert(1, Phase("timing product", 1, spent=True))
+    name = "symmetry probe" if check else "timing product"
+    phases = [
+        replace(p, name=name, spent=True)
+        if p.name == "symmetry probe"
+        else replace(p, spent=p.name == "gradient")
+        for p in phases
+    ]
     return CostPlan(tuple(phases), costs)

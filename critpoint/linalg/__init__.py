@@ -13,17 +13,21 @@ one of its submodules.
 """
 
 from critpoint.linalg._operator import DenseOperator, SymmetricOperator, as_operator
+from critpoint.linalg.blocks import BlockSpectra, BlockSpectrum, block_spectra
 from critpoint.linalg.lanczos import EigenResult, eigsh
 from critpoint.linalg.slq import SpectralDensity, spectral_density
 from critpoint.linalg.trace import TraceEstimate
 
 __all__ = [
+    "BlockSpectra",
+    "BlockSpectrum",
     "DenseOperator",
     "EigenResult",
     "SpectralDensity",
     "SymmetricOperator",
     "TraceEstimate",
     "as_operator",
+    "block_spectra",
     "eigsh",
     "spectral_density",
 ]

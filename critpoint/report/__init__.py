@@ -23,6 +23,7 @@ from critpoint.report.document import (
     load_report,
 )
 from critpoint.report.figures import (
+    plot_block_intervals,
     plot_landscape,
     plot_per_layer,
     plot_spectrum,
@@ -41,6 +42,7 @@ __all__ = [
     "escape_text",
     "layer_table",
     "load_report",
+    "plot_block_intervals",
     "plot_landscape",
     "plot_per_layer",
     "plot_spectrum",

@@ -32,6 +32,7 @@ __all__ = [
     "figure_to_png",
     "new_figure",
     "new_figure_grid",
+    "plot_block_intervals",
     "plot_landscape",
     "plot_per_layer",
     "plot_plane",
@@ -728,4 +729,98 @@ def plot_per_layer(layers: Sequence[tuple[str, Diagnosis]]) -> Figure:
         ax.set_axis_off()
     for ax, (name, dg) in zip(axes, layers, strict=False):
         plot_spectrum(dg, ax=ax, label=name, compact=True)
+    return fig
+
+
+def plot_block_intervals(
+    layers: Sequence[tuple[str, Diagnosis]],
+    heterogeneity: float | None = None,
+    ax: Axes | None = None,
+) -> Figure:
+    """Every block's spectrum at a glance: ``[λ_min, λ_max]`` per block on one axis.
+
+    One row per block: a bar from ``λ_min`` to ``λ_max`` (whiskers: their
+    error bounds), the mean eigenvalue ``tr/n`` as a diamond (where the trace
+    is known) and, behind the bar, the block's density as a grey strip whose
+    darkness is its mass. The eigenvalue axis is symmetric-logarithmic, so
+    blocks whose curvatures differ by orders of magnitude share it; zero is a
+    vertical line.
+
+    Parameters
+    ----------
+    layers : sequence of (name, Diagnosis)
+        One diagnosis per block (:func:`critpoint.diagnose_layers`).
+    heterogeneity : float, optional
+        The blocks' heterogeneity score, for the title.
+    ax : matplotlib.axes.Axes, optional
+        Axes to draw on; a new figure otherwise.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    rows = max(len(layers), 1)
+    fig, ax = _own_axes(ax, 7.0, 1.2 + 0.38 * rows)
+    scale = max(
+        [max(abs(dg.lambda_min), abs(dg.lambda_max)) for _, dg in layers] or [1.0]
+    )
+    small = [
+        max(abs(dg.lambda_min), abs(dg.lambda_max)) for _, dg in layers if dg.lambda_max
+    ]
+    linthresh = max(min(small or [scale]) * 1e-2, scale * 1e-8, 1e-300)
+    for i, (_, dg) in enumerate(layers):
+        y = rows - 1 - i
+        if dg.density is not None:
+            nodes = dg.density.nodes.numpy().reshape(-1)
+            weights = dg.density.weights.numpy().reshape(-1) / dg.density.num_probes
+            keep = weights > 1e-3
+            ax.scatter(
+                nodes[keep],
+                np.full(keep.sum(), y),
+                s=60,
+                marker="|",
+                c=np.clip(1 - 4 * weights[keep], 0.2, 0.85).astype(str),
+                zorder=1,
+            )
+        ax.plot([dg.lambda_min, dg.lambda_max], [y, y], color=_INK, lw=2.5, zorder=2)
+        ax.errorbar(
+            [dg.lambda_min, dg.lambda_max],
+            [y, y],
+            xerr=[dg.lambda_min_error, dg.lambda_max_error],
+            fmt="o",
+            color=_INK,
+            ms=4,
+            capsize=3,
+            zorder=3,
+            label="[λ_min, λ_max] ± bound" if i == 0 else None,
+        )
+        if dg.trace is not None and dg.num_params:
+            ax.plot(
+                [dg.trace.value / dg.num_params],
+                [y],
+                marker="D",
+                color="white",
+                mec=_INK,
+                ms=6,
+                zorder=4,
+                label="mean eigenvalue tr/n" if i == 0 else None,
+            )
+    ax.axvline(0.0, color=_GREY, lw=0.8, ls="--", zorder=0)
+    ax.set_xscale("symlog", linthresh=linthresh, linscale=0.3)
+    if layers:
+        lo = min(dg.lambda_min - dg.lambda_min_error for _, dg in layers)
+        hi = max(dg.lambda_max + dg.lambda_max_error for _, dg in layers)
+        ax.set_xlim(min(lo * 1.5, -linthresh), max(hi * 1.5, linthresh))
+    ax.set_yticks(range(rows))
+    ax.set_yticklabels(
+        [f"{name} ({dg.num_params:,})" for name, dg in layers][::-1] or [""]
+    )
+    ax.set_xlabel(f"eigenvalue of the block ({EIGEN_UNITS}; symmetric log scale)")
+    title = "Per-block Hessian spectra"
+    if heterogeneity is not None:
+        title += f" (heterogeneity {heterogeneity:.3f})"
+    ax.set_title(title)
+    if layers:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="x-small")
+    ax.set_ylim(-0.7, rows - 0.3)
     return fig

@@ -24,6 +24,7 @@ from critpoint._files import write_folder
 from critpoint._text import printable
 from critpoint.analysis.diagnosis import with_error
 from critpoint.errors import InputError
+from critpoint.linalg.blocks import heterogeneity, js_distances
 from critpoint.report import figures
 from critpoint.report.document import (
     LayerEntry,
@@ -390,7 +391,10 @@ def _render(doc: ReportDocument, dpi: int) -> dict[str, bytes]:
         )
 
     if doc.per_layer:
-        fig = figures.plot_per_layer([(x.name, x.diagnosis) for x in doc.per_layer])
+        fig = figures.plot_block_intervals(
+            [(x.name, x.diagnosis) for x in doc.per_layer],
+            _heterogeneity(doc.per_layer),
+        )
         pngs["per_layer.png"] = figures.figure_to_png(fig, dpi)
         sections.append(
             "<h2>Per layer</h2><p>Each layer's diagonal block of the Hessian (the "
@@ -398,8 +402,13 @@ def _render(doc: ReportDocument, dpi: int) -> dict[str, bytes]:
             + _layer_table(doc.per_layer)
             + _img(
                 pngs["per_layer.png"],
-                "eigenvalue density of each layer's Hessian block",
-                "Spectrum of each layer's Hessian block (as above).",
+                "interval of eigenvalues of each layer's Hessian block",
+                "Each layer's block: its eigenvalues lie in the bar [λ_min, λ_max] "
+                "(whiskers: error bounds), the diamond is the mean eigenvalue tr/n, the "
+                "grey ticks are the density's quadrature nodes (darker: more mass). "
+                "Heterogeneity: the mean Jensen–Shannon distance between the blocks' "
+                "densities, each scaled by its own largest |eigenvalue| (0: the same "
+                "shape; 1: disjoint).",
                 "per_layer.png",
             )
         )
@@ -508,3 +517,11 @@ def build_report(
         settings=dict(settings or {}),
     )
     return render_report(doc, out_dir, dpi=dpi)
+
+
+def _heterogeneity(layers: Sequence[LayerEntry]) -> float | None:
+    """The blocks' heterogeneity from their densities (``None`` if one is missing)."""
+    densities = [x.diagnosis.density for x in layers]
+    if len(densities) < 2 or any(d is None for d in densities):
+        return None
+    return heterogeneity(js_distances(densities))  # type: ignore[arg-type]

@@ -152,6 +152,7 @@ def layer_table(layers: Sequence[LayerDiagnosis]) -> str:
         "kind",
         "λ_min ± bound",
         "λ_max ± bound",
+        "trace ± s.e.",
         "min. ratio",
     )
     rows = [head]
@@ -165,11 +166,14 @@ def layer_table(layers: Sequence[LayerDiagnosis]) -> str:
                 dg.kind,
                 f"{num(dg.lambda_min, 4)} ± {num(dg.lambda_min_error, 1)}",
                 f"{num(dg.lambda_max, 4)} ± {num(dg.lambda_max_error, 1)}",
+                "—"
+                if dg.trace is None
+                else f"{num(dg.trace.value, 4)} ± {num(dg.trace.stderr, 1)}",
                 num(dg.minimum_ratio, 4),
             )
         )
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
-    right = {2, 4, 5, 6}
+    right = {2, 4, 5, 6, 7}
     out = []
     for j, row in enumerate(rows):
         cells = [

@@ -370,7 +370,7 @@ def test_diagnose_layers_diagnoses_the_diagonal_blocks():
     model, loss, (X, Y) = small_mlp()
     obj = cp.Objective(model, loss, (X, Y))
     options = {"k": 2, "tol": 1e-10, "seed": 0, "density": False}
-    layers = cp.diagnose_layers(obj, **options)
+    layers = cp.diagnose_layers(obj, one_pass=False, **options)
     assert [x.name for x in layers] == ["net.0", "net.2"]
     H = reference_hessian(model, loss, X, Y)
     start = 0
@@ -398,7 +398,9 @@ def test_diagnose_layers_diagnoses_the_diagonal_blocks():
     assert back.diagnosis.lambda_max == layers[1].diagnosis.lambda_max
     # an objective over some parameters gives the layers of those only
     part = cp.Objective(model, loss, (X, Y), params="net.2.*")
-    assert [x.name for x in cp.diagnose_layers(part, **options)] == ["net.2"]
+    assert [x.name for x in cp.diagnose_layers(part, one_pass=False, **options)] == [
+        "net.2"
+    ]
 
 
 def test_diagnose_layers_with_a_factory():
@@ -410,11 +412,17 @@ def test_diagnose_layers_with_a_factory():
     groups = cp.layer_groups(model, ["net.0.*"])
     (layer,) = cp.diagnose_layers(factory, groups, k=2, density=False, trace=False)
     whole = cp.diagnose_layers(
-        cp.Objective(model, loss, data), k=2, density=False, trace=False
+        cp.Objective(model, loss, data),
+        k=2,
+        density=False,
+        trace=False,
+        one_pass=False,
     )
     assert layer.diagnosis.eigenvalues == whole[0].diagnosis.eigenvalues
     with pytest.raises(cp.InputError, match="needs groups="):
         cp.diagnose_layers(factory)
+    with pytest.raises(cp.InputError, match="needs the whole Objective"):
+        cp.diagnose_layers(factory, groups, one_pass=True)
     with pytest.raises(cp.InputError, match="an Objective or a factory"):
         cp.diagnose_layers("model", groups)
 

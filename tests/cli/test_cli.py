@@ -257,6 +257,12 @@ def test_diagnose_report_per_layer_and_rerender(
         assert (rep / name).is_file(), name
     doc = parse_json(js.read_text())
     assert [x["name"] for x in doc["per_layer"]] == ["net.0", "net.2"]
+    # every layer's block in one batched run, with the heterogeneity between them
+    blocks = doc["per_layer_blocks"]
+    assert 0 <= blocks["heterogeneity"] <= 1
+    assert blocks["num_passes"] < blocks["num_matvecs"]
+    assert f"{blocks['heterogeneity']:.3f}" in r.stdout
+    assert doc["per_layer"][0]["diagnosis"]["settings"]["method"].startswith("one pass")
     assert doc["landscape"]["slice_min"]["losses"]
     # re-render from the --json document (the report's own JSON: tests/report)
     out = tmp_path / "again"

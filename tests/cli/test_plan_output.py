@@ -48,7 +48,7 @@ def test_per_layer_and_report_work_are_planned_and_counted(
     )  # fmt: skip
     assert r.exit_code == 0, r.stderr
     (line,) = [x for x in r.stderr.splitlines() if x.startswith("Planned: ")]
-    assert "per layer ≈ " in line
+    assert "layers in one pass ≈ " in line
     assert "loss evaluations" in line  # the landscape's 2·41 + 21²
     doc = parse_json(js.read_text())
     layers = sum(x["diagnosis"]["num_matvecs"] for x in doc["per_layer"])

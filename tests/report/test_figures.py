@@ -54,3 +54,19 @@ def test_spectrum_without_density() -> None:
     dg = cp.diagnose(obj, density=False, trace=False)
     fig = plot_spectrum(dg)
     assert fig.axes[0].get_title() == "saddle"
+
+
+def test_block_intervals_one_axis_one_row_per_block(material: dict) -> None:
+    from critpoint.report import plot_block_intervals
+
+    layers = [(x.name, x.diagnosis) for x in material["layers"]]
+    fig = plot_block_intervals(layers, heterogeneity=0.25)
+    (ax,) = fig.axes  # one axis for every block, not a panel each
+    assert ax.get_xscale() == "symlog"
+    assert "heterogeneity 0.250" in ax.get_title()
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == [f"{n} ({dg.num_params:,})" for n, dg in layers][::-1]
+    # each block's interval is drawn at its own λ_min and λ_max
+    bars = [line for line in ax.get_lines() if line.get_linewidth() == 2.5]
+    ends = sorted(tuple(float(x) for x in line.get_xdata()) for line in bars)
+    assert ends == sorted((dg.lambda_min, dg.lambda_max) for _, dg in layers)

@@ -210,7 +210,8 @@ def diagnose_one(
     layers = None
     if groups is not None:
         with stage(state, f"diagnosing {len(groups)} layers"):
-            layers = cp.diagnose_layers(setup.objective, groups, **options)
+            # One batched pass over the data per step serves every layer's block.
+            layers = cp.diagnose_layers(obj, groups, **options)
 
     land = None
     if report_dir is not None and obj.num_params >= 2:
@@ -275,6 +276,7 @@ def diagnose_one(
         # The training step stored in the checkpoint: where it sits in a comparison.
         step=step[1] if step is not None else None,
         step_key=step[0] if step is not None else None,
+        per_layer_blocks=_blocks_summary(layers),
     )
     out.json(document)
 
@@ -292,6 +294,13 @@ def diagnose_one(
     if layers is not None:
         text += "\n\nPer layer (each layer's block of the Hessian on its own):\n"
         text += layer_table(layers)
+        if getattr(layers, "heterogeneity", None) is not None:
+            text += (
+                f"\nHeterogeneity between the blocks' spectra: {layers.heterogeneity:.3f} "
+                "(mean Jensen-Shannon distance of their densities, each scaled by its "
+                "largest |eigenvalue|; 0 = the same shape, 1 = disjoint); "
+                f"{layers.num_matvecs:,} products in {layers.num_passes:,} batched passes."
+            )
     text += (
         f"\n\n{products:,} Hessian-vector products"
         + (
@@ -344,13 +353,13 @@ def _announcer(
 ) -> Any:
     """The ``on_plan`` callback: the whole command's estimate on standard error, if long.
 
-    The whole model's plan is extended by each layer's (``--per-layer``) and
-    the landscape's loss evaluations (``--report``), priced at the whole
-    model's measured product and gradient (a layer's product costs less:
-    the estimate errs long); for ``repeats`` checkpoints alike (``0``: say
+    The whole model's plan is extended by the layers' batched run
+    (``--per-layer``) and the landscape's loss evaluations (``--report``),
+    priced at the whole model's measured product and gradient (a block-masked
+    product costs no less); for ``repeats`` checkpoints alike (``0``: say
     nothing).
     """
-    from critpoint.analysis.plan import landscape_phases, layer_phases
+    from critpoint.analysis.plan import block_phases, landscape_phases
 
     def announce(plan: Any) -> None:
         if groups:
@@ -358,10 +367,8 @@ def _announcer(
             layer_sizes = [
                 (g.name, sum(sizes[p].numel() for p in g.params)) for g in groups
             ]
-            kept = {
-                k: v for k, v in options.items() if k not in ("seed", "progress", "tol")
-            }
-            plan = plan.extend(layer_phases(layer_sizes, **kept))
+            # diagnose_layers runs every layer's block in one batched pass.
+            plan = plan.extend(block_phases(layer_sizes))
         if landscape:
             plan = plan.extend(landscape_phases())
         if repeats > 1:
@@ -382,7 +389,7 @@ def _shorten(plan: Any, obj: Any, options: dict[str, Any]) -> str:
         ways.append("--no-density")
     if options["trace"] and products.get("trace", 0) * 3 >= plan.products:
         ways.append("--no-trace")
-    if largest is not None and largest.name.startswith("layer "):
+    if largest is not None and largest.name.endswith("layers in one pass"):
         ways.append("without --per-layer")
     samples = obj.num_samples
     if samples > 1024:
@@ -390,3 +397,12 @@ def _shorten(plan: Any, obj: Any, options: dict[str, Any]) -> str:
     elif samples >= 64:
         ways.append(f"--max-samples {samples // 2}")
     return f"; {' or '.join(ways)} to shorten" if ways else ""
+
+
+def _blocks_summary(layers: Any) -> dict[str, Any] | None:
+    """What the layers' blocks share (heterogeneity, counts), for the JSON document."""
+    if layers is None or getattr(layers, "spectra", None) is None:
+        return None
+    summary = layers.to_dict()
+    summary.pop("layers")
+    return summary

@@ -49,6 +49,29 @@ def planted_matrix(
     return A.to(dtype), Q.to(dtype)
 
 
+class TwoWeight(nn.Module):
+    """``f(x) = w₁ w₂ x``: the smallest network with a saddle, at ``w₁ = w₂ = 0``.
+
+    With ``F.mse_loss`` on the one sample ``x = y = 1`` the loss is
+    ``(w₁w₂ − 1)²``: at the origin it is 1, the gradient is 0 and the Hessian
+    ``[[0, −2], [−2, 0]]`` (eigenvalues ±2, escape along ``w₁ = w₂``).
+
+    Parameters
+    ----------
+    w1, w2 : float
+        The starting weights (float64).
+    """
+
+    def __init__(self, w1: float = 0.0, w2: float = 0.0) -> None:
+        super().__init__()
+        self.w1 = nn.Parameter(torch.tensor(w1, dtype=torch.float64))
+        self.w2 = nn.Parameter(torch.tensor(w2, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``w₁ w₂ x``, the shape of ``x``."""
+        return self.w1 * self.w2 * x
+
+
 class Quadratic(nn.Module):
     """``L(θ) = ½ θᵀAθ + bᵀθ`` as a model whose "loss" is its output.
 

@@ -5,6 +5,7 @@ from torch import nn
 
 from critpoint.testing import (
     Quadratic,
+    TwoWeight,
     autograd_hessian,
     planted_matrix,
     quadratic_batch_loss,
@@ -62,3 +63,22 @@ def test_autograd_hessian_through_layer_norm_matches_finite_differences():
         for e in torch.eye(theta.numel(), dtype=torch.float64)
     ]
     torch.testing.assert_close(H, torch.stack(cols, 1), rtol=0, atol=1e-7)
+
+
+def test_two_weight_saddle_has_its_closed_form():
+    from critpoint._autodiff import functional_call
+
+    one = torch.ones(1, 1, dtype=torch.float64)
+    assert float(TwoWeight(0.5, -2.0)(one).detach()) == -1.0
+    model = TwoWeight()
+
+    def loss(theta: torch.Tensor) -> torch.Tensor:
+        params = {"w1": theta[0], "w2": theta[1]}
+        return nn.functional.mse_loss(functional_call(model, params, (one,)), one)
+
+    origin = torch.zeros(2, dtype=torch.float64)
+    assert float(loss(origin)) == 1.0
+    H = autograd_hessian(loss, origin)
+    torch.testing.assert_close(
+        H, torch.tensor([[0.0, -2.0], [-2.0, 0.0]], dtype=torch.float64)
+    )

@@ -12,20 +12,11 @@ import critpoint as cp
 from critpoint.analysis.rule import default_grad_tol
 from critpoint.testing import (
     Quadratic,
+    TwoWeight,
     planted_matrix,
     quadratic_batch_loss,
     quadratic_data,
 )
-
-
-class TwoWeight(nn.Module):
-    def __init__(self, w1=0.0, w2=0.0):
-        super().__init__()
-        self.w1 = nn.Parameter(torch.tensor(w1, dtype=torch.float64))
-        self.w2 = nn.Parameter(torch.tensor(w2, dtype=torch.float64))
-
-    def forward(self, x):
-        return self.w1 * self.w2 * x
 
 
 def two_weight_objective(w1=0.0, w2=0.0):

@@ -8,17 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import critpoint as cp
-
-
-class TwoWeight(nn.Module):
-    def __init__(self, w1=0.0, w2=0.0):
-        super().__init__()
-        self.w1 = nn.Parameter(torch.tensor(w1, dtype=torch.float64))
-        self.w2 = nn.Parameter(torch.tensor(w2, dtype=torch.float64))
-
-    def forward(self, x):
-        return self.w1 * self.w2 * x
-
+from critpoint.testing import TwoWeight
 
 ONE = torch.ones(1, 1, dtype=torch.float64)
 

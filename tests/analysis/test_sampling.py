@@ -11,6 +11,7 @@ from torch import nn
 
 import critpoint as cp
 from critpoint.analysis.sampling import measure_sampling_error, ratio_stderr
+from critpoint.testing import TwoWeight
 
 
 def shards(sizes, seed=0):
@@ -97,16 +98,6 @@ def test_ratio_stderr_of_a_summed_loss_is_n_times_the_mean():
     by_hand = math.sqrt(3 / 2 * float(((parts - theta * counts) ** 2).sum())) / 10
     assert mean == pytest.approx(by_hand)
     assert math.isnan(ratio_stderr(counts[:1], parts[:1], summed=False))
-
-
-class TwoWeight(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.w1 = nn.Parameter(torch.tensor(0.0, dtype=torch.float64))
-        self.w2 = nn.Parameter(torch.tensor(0.0, dtype=torch.float64))
-
-    def forward(self, x):
-        return self.w1 * self.w2 * x
 
 
 def test_a_sampled_diagnosis_widens_its_error_bars_by_the_sampling_error():

@@ -64,14 +64,7 @@ def test_layer_table_has_one_row_per_layer(material: dict) -> None:
 
 
 def test_escape_text_lists_the_steps() -> None:
-    class TwoWeight(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.w1 = torch.nn.Parameter(torch.tensor(0.0, dtype=torch.float64))
-            self.w2 = torch.nn.Parameter(torch.tensor(0.0, dtype=torch.float64))
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.w1 * self.w2 * x
+    from critpoint.testing import TwoWeight
 
     one = torch.ones(1, 1, dtype=torch.float64)
     run = cp.escape_until(cp.Objective(TwoWeight(), F.mse_loss, (one, one)), 2)

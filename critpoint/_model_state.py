@@ -154,6 +154,6 @@ def explain_mutation(exc: BaseException, model: nn.Module) -> str | None:
         f"{where} writes to a tensor it holds (a buffer such as a counter or a running "
         "statistic) in place during forward, which torch.func cannot differentiate "
         "through, so its Hessian cannot be taken. Do the update only when "
-        "self.training is set and analyse in eval mode (train_mode=False), or move it "
+        "self.training is set and analyse in eval mode (bn='eval'), or move it "
         f"out of forward (a hook you remove for the analysis). (torch: {first})"
     )

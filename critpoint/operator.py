@@ -432,7 +432,7 @@ def _refuse_random(exc: RuntimeError) -> None:
     if "randomness" in str(exc) or "random" in str(exc).lower():
         msg = (
             "the loss is random: the forward pass draws random numbers (dropout in "
-            "train mode?), so the Hessian is not a fixed matrix; use train_mode=False "
+            "train mode?), so the Hessian is not a fixed matrix; use bn='eval' (--bn eval) "
             "or remove the randomness from the forward pass"
         )
         raise NonDeterministicError(msg) from exc
@@ -444,6 +444,6 @@ def _drift_message(drift: float) -> str:
         f"same vector differ by {drift:.2e} relative): dropout or another random "
         "layer is active, or the data change between passes (augmentation, or a "
         "shuffling DataLoader with drop_last=True, which leaves out other samples "
-        "each pass); use train_mode=False, disable the randomness, fix the data "
+        "each pass); use bn='eval' (--bn eval), disable the randomness, fix the data "
         "augmentation, or pass drop_last=False"
     )

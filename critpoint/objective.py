@@ -598,6 +598,36 @@ class Objective:
             )
         return out
 
+    def over(self, params: ParamSelector) -> Objective:
+        """The same model, loss, data and settings over other parameters.
+
+        Parameters
+        ----------
+        params : glob patterns, names or a predicate on names
+            As ``params=`` of the constructor (e.g. one layer's names).
+
+        Returns
+        -------
+        Objective
+            Shares the model and the data (nothing is copied); its own
+            selection, θ and linearisations.
+        """
+        return Objective(
+            self.model,
+            self._wrapper._loss_fn,
+            self._batches,
+            params=params,
+            bn=self.bn,
+            device=self.device,
+            dtype=self._cast_inputs,
+            batch_loss=self._wrapper._batch_loss,
+            process_group=self.process_group,
+            hvp_mode=self.hvp_mode,
+            chunk_size=self.chunk_size,
+            hvp_cache=self.hvp_cache,
+            reduction=self.reduction,
+        )
+
     # -------------------------------------------------------------- θ <-> model
     @property
     def param_names(self) -> list[str]:

@@ -553,3 +553,21 @@ def test_batch_terms_add_up_to_the_full_data_curvature_and_slope(reduction):
     assert obj.batch_terms(U)[2] is None
     with pytest.raises(cp.InputError, match="U must have shape"):
         obj.batch_terms(U[:, 0])
+
+
+def test_over_is_the_same_objective_over_other_parameters():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x = torch.randn(20, 3, dtype=torch.float64)
+    y = torch.randint(0, 2, (20,))
+    whole = cp.Objective(model, F.cross_entropy, (x, y), batch_size=7)
+    part = whole.over(["2.weight", "2.bias"])
+    assert part.param_names == ["2.weight", "2.bias"]
+    assert part.model is whole.model
+    assert part.loss() == pytest.approx(whole.loss(), rel=1e-15)
+    # its Hessian is the whole Hessian's diagonal block over those parameters
+    H = whole.hessian().dense()
+    first = sum(p.numel() for p in model[0].parameters())
+    torch.testing.assert_close(
+        part.hessian().dense(), H[first:, first:], rtol=1e-12, atol=1e-12
+    )

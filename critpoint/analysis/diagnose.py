@@ -625,7 +625,7 @@ def diagnose_layers(
             groups = [g for g in groups if g.params]
 
         def build(names: list[str]) -> Objective:
-            return _objective_over(whole, names)
+            return whole.over(names)
 
     elif callable(objective):
         if groups is None:
@@ -707,26 +707,3 @@ def _one_pass_options(options: dict[str, Any]) -> dict[str, Any]:
         msg = f"diagnose_layers got unknown keywords {unknown}"
         raise InputError(msg)
     return {k: v for k, v in options.items() if k in own}
-
-
-def _objective_over(obj: Objective, names: list[str]) -> Objective:
-    """The objective of the same model, loss and data over the parameters ``names``."""
-    # Objective has no public constructor from another objective, so its parts
-    # are read here: the loss, the batches (re-iterable, batch size kept) and
-    # the input cast the objective was given.
-    loss_module = obj._wrapper
-    return Objective(
-        obj.model,
-        loss_module._loss_fn,
-        obj._batches,
-        params=names,
-        bn=obj.bn,
-        device=obj.device,
-        dtype=obj._cast_inputs,
-        batch_loss=loss_module._batch_loss,
-        process_group=obj.process_group,
-        hvp_mode=obj.hvp_mode,
-        chunk_size=obj.chunk_size,
-        hvp_cache=obj.hvp_cache,
-        reduction=obj.reduction,
-    )

@@ -58,6 +58,10 @@ def test_cuda_diagnose_and_escape():
     d = cp.diagnose(gpu, k=4, num_steps=20, trace_max_matvecs=20)
     assert d.kind in ("saddle", "degenerate", "minimum", "maximum")
     assert d.settings["device"].startswith("cuda")
+    assert d.settings["tf32"] == {
+        "matmul": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn": torch.backends.cudnn.allow_tf32,
+    }
 
 
 def test_half_precision_is_refused():

@@ -401,6 +401,7 @@ def diagnose(
         "bn_layers": len(obj.batchnorm_layers),
         "hvp_mode": obj.hvp_mode,
         "hvp_fallback": obj.hvp_fallback,
+        "tf32": _tf32(obj.device),
         "reduction": obj.reduction,
         "params": obj.param_names
         if len(obj.param_names) <= 64
@@ -451,6 +452,21 @@ def diagnose(
         memory=mplan.to_dict(),
         sampling=spread.to_dict() if spread is not None else None,
     )
+
+
+def _tf32(device: torch.device) -> dict[str, bool] | None:
+    """Whether float32 products on ``device`` run in TF32 (10-bit mantissa): CUDA only.
+
+    PyTorch's defaults (matmuls off, cuDNN convolutions on) bound the accuracy
+    of a float32 product near 1e-3 relative where it is on; the settings say
+    which held, so a reader can tell the floor of the numbers.
+    """
+    if device.type != "cuda":
+        return None
+    return {
+        "matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+        "cudnn": bool(torch.backends.cudnn.allow_tf32),
+    }
 
 
 def _escape_step(

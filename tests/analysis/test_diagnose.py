@@ -180,6 +180,7 @@ def test_grad_tol_rule_and_override():
     d2 = cp.diagnose(obj, k=2, grad_tol=10.0, density=False, trace=False)
     assert d2.critical
     assert d2.settings["grad_tol"] == 10.0
+    assert d2.settings["tf32"] is None  # TF32 exists on CUDA only (tests/test_gpu.py)
 
 
 def test_bad_arguments():

@@ -291,8 +291,8 @@ def solver_options(f: F) -> F:
             default=None,
             help="The most Hessian-vector products a diagnosis spends, every one counted "
             "(symmetry probe, density and trace first, the eigensolver the rest; "
-            "exit code 3 if the eigensolver runs out; each layer of --per-layer "
-            "has its own).",
+            "exit code 3 if the eigensolver runs out; --per-layer's batched run "
+            "is bounded by its steps instead).",
         ),
         click.option(
             "--density/--no-density",

@@ -43,7 +43,9 @@ SAMPLED_BATCHES = 8
     "--per-layer",
     is_flag=True,
     default=False,
-    help="Also diagnose each layer's parameters on their own and tabulate them.",
+    help="Also diagnose each layer's block of the Hessian (all layers in one batched "
+    "pass): λ_min, λ_max, trace and density per layer, a table, a figure and the "
+    "heterogeneity between the layers' spectra.",
 )
 @solver_options
 @click.option(

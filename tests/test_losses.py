@@ -24,6 +24,7 @@ from critpoint.losses import (
     loss_name,
     mse,
 )
+from tests._huggingface import tiny_gpt2
 
 
 def test_loss_registry_and_names() -> None:
@@ -217,21 +218,7 @@ def test_builtin_losses_take_the_logits_of_an_output_object() -> None:
 
 
 def test_causal_lm_equals_the_hugging_face_loss() -> None:
-    transformers = pytest.importorskip(
-        "transformers",
-        reason="transformers is not installed (pip install 'critpoint[hf]')",
-    )
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(
-        n_layer=1,
-        n_head=2,
-        n_embd=8,
-        vocab_size=20,
-        n_positions=16,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    model = transformers.GPT2LMHeadModel(config).eval()
+    model = tiny_gpt2(vocab_size=20, n_embd=8, n_positions=16)
     ids = torch.randint(0, 20, (3, 9), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         out = model(ids, labels=ids)

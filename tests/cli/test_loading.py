@@ -21,6 +21,7 @@ from click.testing import CliRunner, Result
 
 from critpoint.losses import causal_lm
 from critpoint.models import build_model
+from tests._huggingface import tiny_gpt2
 
 MODEL = {"in_features": 4, "widths": [3], "out_features": 3}
 FAST = ("-k", "2", "--no-density", "--no-trace")
@@ -357,21 +358,7 @@ def test_drop_last_is_named(tmp_path, mlp_files) -> None:
 
 
 def test_hugging_face_folder(tmp_path, lm_files) -> None:
-    transformers = pytest.importorskip(
-        "transformers",
-        reason="transformers is not installed (pip install 'critpoint[hf]'; the dev extra has it)",
-    )
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(
-        n_layer=1,
-        n_head=2,
-        n_embd=8,
-        vocab_size=13,
-        n_positions=16,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    model = transformers.GPT2LMHeadModel(config).eval()
+    model = tiny_gpt2(vocab_size=13, n_embd=8, n_positions=16)
     folder = tmp_path / "tiny-gpt2"
     model.save_pretrained(folder)
     tokens = lm_files["dir"] / "tokens.npz"

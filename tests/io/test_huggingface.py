@@ -12,25 +12,9 @@ import torch
 from critpoint.errors import CheckpointError, UnsafeCheckpointError
 from critpoint.io.checkpoint import load_checkpoint
 from critpoint.io.huggingface import is_pretrained_dir, load_pretrained
+from tests._huggingface import SKIP_REASON, tiny_gpt2
 
-transformers = pytest.importorskip(
-    "transformers",
-    reason="transformers is not installed (pip install 'critpoint[hf]'; the dev extra has it)",
-)
-
-
-def tiny_gpt2(seed: int = 0):
-    torch.manual_seed(seed)
-    config = transformers.GPT2Config(
-        n_layer=1,
-        n_head=2,
-        n_embd=16,
-        vocab_size=50,
-        n_positions=32,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    return transformers.GPT2LMHeadModel(config).eval()
+transformers = pytest.importorskip("transformers", reason=SKIP_REASON)
 
 
 @pytest.fixture(scope="module")

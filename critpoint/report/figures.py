@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from critpoint.report.text import num
+from critpoint.report.text import num, ratio_text
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -245,7 +245,7 @@ def plot_spectrum(
         kind = "degenerate (flat minimum)"
     title = f"{label}: {kind}" if label else kind
     if diagnosis.minimum_ratio is not None:
-        title += f" — minimum ratio {diagnosis.minimum_ratio:.3f}"
+        title += f" — minimum ratio {ratio_text(diagnosis)}"
     if not diagnosis.converged:
         title += " [unconverged: wide bounds]"
     ax.set_title(title, fontsize=size)

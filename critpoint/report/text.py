@@ -47,6 +47,13 @@ def num(x: Any, digits: int = 6) -> str:
     return f"{value:.{digits}g}"
 
 
+def ratio_text(diagnosis: Any) -> str:
+    """The minimum ratio ± its standard error over probes, with only the digits it has."""
+    if diagnosis.minimum_ratio is None:
+        return "n/a"
+    return with_error(diagnosis.minimum_ratio, diagnosis.minimum_ratio_stderr)
+
+
 def field_line(label: str, text: str) -> str:
     """``label`` in a column, then ``text`` wrapped with a hanging indent."""
     return textwrap.fill(

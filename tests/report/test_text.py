@@ -15,6 +15,7 @@ from critpoint.report.text import (
     field_line,
     layer_table,
     num,
+    ratio_text,
 )
 
 
@@ -78,3 +79,13 @@ def test_escape_text_lists_the_steps() -> None:
         f"1 → {run.loss_after:.6g} after {run.num_steps_taken} escape "
         f"step{'s' if run.num_steps_taken != 1 else ''}",
     )
+
+
+def test_ratio_text_keeps_only_the_digits_the_error_leaves() -> None:
+    from types import SimpleNamespace
+
+    d = SimpleNamespace(minimum_ratio=0.8312, minimum_ratio_stderr=0.0437)
+    assert ratio_text(d) == "0.83 ± 0.04"
+    d = SimpleNamespace(minimum_ratio=0.8312, minimum_ratio_stderr=None)
+    assert ratio_text(d) == "0.8312"
+    assert ratio_text(SimpleNamespace(minimum_ratio=None)) == "n/a"

@@ -60,7 +60,7 @@ def demo(ctx: click.Context, out_dir: str, steps: int, lr: float, quick: bool) -
       model.ckpt       the trained model  (try `critpoint diagnose DIR/model.ckpt`)
       stalled.ckpt     the stalled point  (try `critpoint escape DIR/stalled.ckpt -o x.ckpt`)
     """  # noqa: D301 (click's \b marks a verbatim block)
-    from critpoint.report.text import field_line, num
+    from critpoint.report.text import field_line, num, ratio_text
 
     state = get_state(ctx)
     start(state)
@@ -101,7 +101,7 @@ def demo(ctx: click.Context, out_dir: str, steps: int, lr: float, quick: bool) -
                 "",
                 f"loss {num(d.loss, 4)}, gradient norm {num(d.grad_norm, 3)}, "
                 f"λ_min {num(d.lambda_min, 4)}, λ_max {num(d.lambda_max, 4)}, "
-                f"minimum ratio {num(d.minimum_ratio, 4)}",
+                f"minimum ratio {ratio_text(d)}",
             )
         )
     train_acc, test_acc = history.final_accuracy, history.final_test_accuracy

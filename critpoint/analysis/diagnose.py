@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import logging
 import math
 import time
@@ -226,9 +227,19 @@ def diagnose(
     # it; otherwise it is measured only when the budget leaves room for them.
     sampling_products = 2 if sampled else 0
     eigensolver_budget(n, max_matvecs, spent=0, sampling=sampling_products, **fixed)
-    mplan = _memory_plan(
-        obj, k, density, num_probes, num_steps, reorth, trace, trace_max_matvecs, memory
+    memory_plan = functools.partial(
+        _memory_plan,
+        obj,
+        k,
+        density,
+        num_probes,
+        num_steps,
+        reorth,
+        trace,
+        trace_max_matvecs,
+        memory,
     )
+    mplan = memory_plan()
     t0 = time.perf_counter()
     loss, g = obj.loss_and_grad()
     grad_norm = float(torch.linalg.vector_norm(g.double()))
@@ -247,18 +258,7 @@ def diagnose(
         costs = measure_costs(obj, H, seconds_per_gradient=t_grad, seed=seed)
         spent["symmetry probe" if check else "timing product"] = H.num_matvecs
     if check:  # the first product linearised: the solvers share what is left
-        mplan = _memory_plan(
-            obj,
-            k,
-            density,
-            num_probes,
-            num_steps,
-            reorth,
-            trace,
-            trace_max_matvecs,
-            memory,
-            H.cache_bytes,
-        )
+        mplan = memory_plan(H.cache_bytes)
     eig_budget = eigensolver_budget(
         n, max_matvecs, spent=H.num_matvecs, sampling=sampling_products, **fixed
     )

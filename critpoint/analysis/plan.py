@@ -566,9 +566,10 @@ def measure_costs(
     ----------
     obj : Objective
     H : HessianOperator, optional
-        An operator that has already spent products whose time is known is
-        not given here; this computes one product on ``H`` (counted in its
-        ``num_matvecs``), or on a new operator at the current point.
+        The operator to time one product on (counted in its ``num_matvecs``;
+        a pending symmetry probe's recomputation runs inside that product, so
+        the time is the mean over both); default a new operator at the
+        current point, without the probe.
     seconds_per_gradient : float, optional
         A gradient already timed (a diagnosis computes one anyway); else one
         is computed and timed here.

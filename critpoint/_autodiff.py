@@ -326,6 +326,7 @@ def retain(
     with torch.enable_grad(), hooks:
         value = f(point)
         (g,) = torch.autograd.grad(value, point, create_graph=True, allow_unused=True)
+    loss = value.detach()
     del value
     if g is None or g.grad_fn is None:
         # ∇f does not depend on θ (f is constant or linear in θ): H = 0.
@@ -333,6 +334,7 @@ def retain(
             return torch.zeros_like(V)
 
         apply_zero.gradient = torch.zeros_like(theta) if g is None else g.detach()  # type: ignore[attr-defined]
+        apply_zero.value = loss  # type: ignore[attr-defined]
         return apply_zero, sum(storages.values())
 
     def back(v: torch.Tensor, batched: bool = False) -> torch.Tensor:
@@ -350,7 +352,8 @@ def retain(
         if V.ndim == 1:
             return back(V)
         if V.shape[1] == 1 or V.device.type in COLUMN_BY_COLUMN:
-            return torch.stack([back(V[:, i]) for i in range(V.shape[1])], dim=1)
+            # Stacked as rows: each product's column stays contiguous.
+            return torch.stack([back(V[:, i]) for i in range(V.shape[1])]).T
         step = V.shape[1] if chunk_size is None else max(1, int(chunk_size))
         rows = V.T  # (k, n): the engine batches over the leading dimension
         parts = [
@@ -359,14 +362,21 @@ def retain(
         ]
         return torch.cat(parts).T
 
-    # The graph keeps ∇f(θ) alive anyway: the batch's gradient comes free.
+    # The graph keeps ∇f(θ) alive anyway: the batch's gradient comes free,
+    # and its value is what a fresh forward pass must reproduce (determinism).
     apply.gradient = g.detach()  # type: ignore[attr-defined]
+    apply.value = loss  # type: ignore[attr-defined]
     return apply, sum(storages.values())
 
 
 def kept_gradient(apply: Linearized) -> torch.Tensor | None:
     """The gradient ``∇f(θ)`` a :func:`retain` linearisation holds, shape ``(n,)``; else ``None``."""
     return getattr(apply, "gradient", None)
+
+
+def kept_value(apply: Linearized) -> torch.Tensor | None:
+    """The value ``f(θ)`` (a 0-d tensor) of the forward pass a :func:`retain` linearisation kept; else ``None``."""
+    return getattr(apply, "value", None)
 
 
 def gradient_and_hvp(

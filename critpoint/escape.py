@@ -202,10 +202,11 @@ def escape_saddle(
         probe = H.num_matvecs + H.probe_pending
         left = max_matvecs - probe
         if left < min(2, obj.num_params):
+            after = f" after the symmetry probe's {probe}" if probe else ""
             msg = (
                 f"max_matvecs={max_matvecs} counts every Hessian-vector product and "
-                f"leaves the eigensolver {max(left, 0)} after the symmetry probe's "
-                f"{probe}; give at least {probe + 2}"
+                f"leaves the eigensolver {max(left, 0)}{after}; it needs a block of 2: "
+                f"give at least {probe + 2}"
             )
             raise InputError(msg)
         max_matvecs = left

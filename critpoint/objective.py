@@ -14,6 +14,7 @@ import copy
 import fnmatch
 import functools
 import logging
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NoReturn
 
@@ -1288,6 +1289,36 @@ class Linearization:
             return _batch_sums(parts(), U, direction)
 
     # ------------------------------------------------ what the symmetry probe needs
+    def loss_drift(self) -> float:
+        """Relative difference of the loss at θ between two forward passes.
+
+        The determinism test of the deferred probe: randomness in a model
+        (dropout left on, random augmentation, a loader that drops other
+        samples each pass) enters through its forward pass, so two passes at
+        the same θ give different losses. One pass is the kept graphs' own
+        forward pass (already computed); without kept graphs, two fresh
+        passes. A forward pass costs about a third of a gradient: much less
+        than recomputing a product.
+        """
+        objective = self.objective
+        pieces = self._pieces
+        values = (
+            None
+            if pieces is None
+            else [(count, _autodiff.kept_value(apply)) for count, apply in pieces]
+        )
+        if values is not None and all(v is not None for _, v in values):
+            first = float(objective._sum(values, "loss").item())  # type: ignore[arg-type]
+        else:
+            first = objective.loss(self.theta)
+        second = objective.loss(self.theta)
+        scale = max(abs(first), abs(second))
+        if scale == 0.0:
+            return 0.0
+        if not math.isfinite(scale):
+            return math.inf
+        return abs(first - second) / scale
+
     def reverse_hvp(self, v: torch.Tensor) -> torch.Tensor | None:
         """``H v`` by reverse-over-reverse, or ``None`` where the model has no double backward."""
         try:

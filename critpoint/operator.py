@@ -167,11 +167,13 @@ class HessianOperator(Operator):
         What :meth:`critpoint.Objective.hessian` does by default: instead of
         separate products (:meth:`check_symmetric`), the solver's first two
         independent columns ``x₁, x₂`` and their products give the symmetry
-        test ``x₁ᵀ(Hx₂) = x₂ᵀ(Hx₁)`` for free, and one product of ``x₁``
-        recomputed from a fresh forward pass the determinism test (one
-        product; in ``fwd-rev`` mode one more by reverse-over-reverse, and
+        test ``x₁ᵀ(Hx₂) = x₂ᵀ(Hx₁)`` for free, and the loss of one fresh
+        forward pass against the kept linearisation's the determinism test
+        (:meth:`~critpoint.objective.Linearization.loss_drift`: no product;
+        randomness enters a model through its forward pass). In ``fwd-rev``
+        mode one product more, by reverse-over-reverse, checks the mode, and
         where the two modes disagree the first block is recomputed by
-        reverse-over-reverse before the solver sees it). A failed test raises
+        reverse-over-reverse before the solver sees it. A failed test raises
         at that product, before any result is returned. Every product the
         probe spends counts in ``num_matvecs`` (and in :attr:`probe_matvecs`).
         """
@@ -179,10 +181,10 @@ class HessianOperator(Operator):
 
     @property
     def probe_pending(self) -> int:
-        """Products the pending probe (:meth:`defer_check`) will still spend: 1, 2 in ``fwd-rev``."""
+        """Products the pending probe (:meth:`defer_check`) will still spend: 0, 1 in ``fwd-rev``."""
         if self._probe is None or self._probe.x is not None:
             return 0  # none pending, or only its symmetry test, which costs nothing
-        return 2 if self.objective.hvp_mode == "fwd-rev" else 1
+        return 1 if self.objective.hvp_mode == "fwd-rev" else 0
 
     def _spend(self, count: int = 1) -> None:
         self.num_matvecs += count
@@ -200,12 +202,11 @@ class HessianOperator(Operator):
         if probe.x is None:
             x, y = X[:, 0], Y[:, 0]
             lin = self._linearized()
-            again = lin.hvp(x, fresh=True)
-            self._spend()
-            norm = float(torch.linalg.vector_norm(y.double())) + 1e-300
-            drift = float(torch.linalg.vector_norm(y.double() - again.double())) / norm
+            # Determinism: the loss of a fresh forward pass against the kept one.
+            drift = lin.loss_drift()
             if drift > threshold:
                 raise NonDeterministicError(_drift_message(drift))
+            norm = float(torch.linalg.vector_norm(y.double())) + 1e-300
             if self.objective.hvp_mode == "fwd-rev":
                 rev = lin.reverse_hvp(x)
                 if rev is not None:
@@ -440,8 +441,8 @@ def _refuse_random(exc: RuntimeError) -> None:
 
 def _drift_message(drift: float) -> str:
     return (
-        f"the Hessian-vector product is not deterministic (two products with the "
-        f"same vector differ by {drift:.2e} relative): dropout or another random "
+        f"the loss is not deterministic (two forward passes at the same parameters "
+        f"differ by {drift:.2e} relative), so neither is its Hessian: dropout or another random "
         "layer is active, or the data change between passes (augmentation, or a "
         "shuffling DataLoader with drop_last=True, which leaves out other samples "
         "each pass); use bn='eval' (--bn eval), disable the randomness, fix the data "

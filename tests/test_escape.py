@@ -229,16 +229,17 @@ def test_escape_hvp_budget_is_max_matvecs():
     obj = cp.Objective(TwoWeight(), F.mse_loss, (ONE, ONE))
     new = cp.escape_saddle(obj, max_matvecs=40)
     assert (old.step_size, old.loss_after) == (new.step_size, new.loss_after)
-    # every product counted: the probe's 1 (the first product recomputed; its
-    # symmetry test rides on the eigensolver's block) and the eigensolver's 2
+    # every product counted: the eigensolver's 2 (the probe's symmetry test
+    # rides on its block, its determinism test is a forward pass)
     obj = cp.Objective(TwoWeight(), F.mse_loss, (ONE, ONE))
-    tight = cp.escape_saddle(obj, max_matvecs=3)
+    tight = cp.escape_saddle(obj, max_matvecs=2)
     assert tight.taken
-    assert tight.num_matvecs == 3
+    assert tight.num_matvecs == 2
     with pytest.raises(
-        cp.InputError, match=r"max_matvecs=2 counts every .* probe's 1; give at least 3"
+        cp.InputError,
+        match=r"max_matvecs=1 counts every .* eigensolver 1; .*at least 2",
     ):
-        cp.escape_saddle(obj, max_matvecs=2)
+        cp.escape_saddle(obj, max_matvecs=1)
 
 
 def test_escape_until_leaves_the_two_weight_saddle_and_stops():

@@ -149,32 +149,40 @@ def project_rows(
     j = R.shape[0]
     if j == 0:
         return W, W.new_zeros((0, W.shape[1])), 0
+    # The block as rows (f, n), each column of W one contiguous row: skinny
+    # products against the (j, n) rows then run at the memory's speed on a
+    # CPU (as columns of a row-major block they measured 3–4× slower).
+    # Our own copy, updated in place (a fused product and update, half the
+    # memory traffic of an update into a new block).
+    Wt = W.T.contiguous()
+    if Wt.data_ptr() == W.data_ptr():
+        Wt = Wt.clone()
     h_local = None
     if 0 < local < j:
         near = R[j - local :]
-        h_local = near @ W
-        W = W - near.T @ h_local
+        h_local = Wt @ near.T  # (f, local)
+        Wt.addmm_(h_local, near, alpha=-1)
         before = None  # the pass over all rows is judged against what is left
     if before is None:
-        before = torch.linalg.vector_norm(W, dim=0)
-    h = R @ W
-    W = W - R.T @ h
+        before = torch.linalg.vector_norm(Wt, dim=1)
+    ht = Wt @ R.T  # (f, j)
+    Wt.addmm_(ht, R, alpha=-1)
     if h_local is not None:
-        h[j - local :] += h_local
-    again = torch.linalg.vector_norm(W, dim=0) < DGKS_ETA * before
+        ht[:, j - local :] += h_local
+    again = torch.linalg.vector_norm(Wt, dim=1) < DGKS_ETA * before
     idx = again.nonzero().reshape(-1).cpu()
     second = int(idx.numel())
-    if second == W.shape[1]:
-        h2 = R @ W
-        W = W - R.T @ h2
-        h = h + h2
+    if second == Wt.shape[0]:
+        h2 = Wt @ R.T
+        Wt.addmm_(h2, R, alpha=-1)
+        ht = ht + h2
     elif second:
         idx = idx.to(W.device)
-        part = W[:, idx]
-        h2 = R @ part
-        W[:, idx] = part - R.T @ h2
-        h[:, idx] += h2
-    return W, h, second
+        part = Wt[idx]
+        h2 = part @ R.T
+        Wt[idx] = part - h2 @ R
+        ht[idx] += h2
+    return Wt.T, ht.T, second
 
 
 def projected_eigh(
@@ -361,8 +369,11 @@ class BlockLanczos:
             raise InputError(msg)
         excess = self.used - self.first + width - self._R.shape[0]
         if excess > 0:
-            kept = self._R[excess : self.used - self.first].clone()
-            self._R[: kept.shape[0]] = kept
+            # Row by row towards the front: each copy reads a row that no
+            # earlier copy wrote (source after destination), so no clone.
+            rows = self.used - self.first - excess
+            for i in range(rows):
+                self._R[i].copy_(self._R[excess + i])
             self.first += excess
 
     def _require_whole_basis(self, what: str) -> None:

@@ -257,9 +257,9 @@ def _hutchinson_samples(
     n = int(op.shape[0])
     out = []
     for _start, size in _blocks(count, block):
-        # Drawn as (size, n) so that each probe is a contiguous run of draws;
-        # laid out as columns once, so the product takes it without a copy.
-        Z = rademacher((size, n), gen, op.dtype, op.device).T.contiguous()
+        # Drawn as (size, n) so that each probe is a contiguous run of draws,
+        # and kept so: the block is its transpose, each column contiguous.
+        Z = rademacher((size, n), gen, op.dtype, op.device).T
         if Q is not None:
             Z = _project_out(Q, Z)
         W = _apply(op, Z)  # (Pz)ᵀ H (Pz) = zᵀ P H P z: P is a projector

@@ -341,6 +341,8 @@ def run_resnet18(c: dict[str, Any], cli_run: bool = True) -> dict[str, Any]:
     n = res["costs"].get("num_params", 11_181_642)
     sig = inspect.signature(cp.diagnose).parameters
     probes = sig["num_probes"].default if "num_probes" in sig else 8
+    if probes is None:  # chosen from n
+        probes = cp.linalg.slq.default_num_probes(n)
     steps = sig["num_steps"].default if "num_steps" in sig else 60
     planned = "memory" in sig  # the library plans its own memory: run it whole
     slq_mib = predicted_slq_mib(n, probes, steps)

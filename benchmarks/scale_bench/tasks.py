@@ -545,10 +545,15 @@ def costs(wl: Workload, p: dict[str, Any]) -> dict[str, Any]:
 #: What the diagnosis is made of: (label, where to find it, attribute).
 PHASES = (
     ("gradient pass", "objective", "loss_and_grad"),
+    ("BatchNorm check (the other mode's loss)", "analysis", "check_batchnorm"),
     ("symmetry probe (hessian())", "objective", "hessian"),
+    ("first product (timed; the probe's)", "analysis", "measure_costs"),
     ("Lanczos (eigsh)", "analysis", "eigsh"),
+    ("Lanczos (eigsh, both ends)", "analysis", "measure_extremes"),
+    ("sampling error", "analysis", "measure_sampling_error"),
     ("SLQ (spectral_density)", "analysis", "spectral_density"),
     ("trace", "analysis", "trace_estimate"),
+    ("escape step (line search)", "analysis", "_escape_step"),
 )
 
 

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from critpoint import _checks
 from critpoint._deprecation import UNSET, renamed
 from critpoint._progress import Progress, ProgressArg, check_progress
 from critpoint.analysis.batchnorm import check_batchnorm
@@ -48,7 +49,7 @@ from critpoint.analysis.sampling import SamplingError, measure_sampling_error
 from critpoint.analysis.step import LineSearch, downhill, line_search
 from critpoint.errors import InputError
 from critpoint.linalg.lanczos import default_block_size
-from critpoint.linalg.slq import spectral_density
+from critpoint.linalg.slq import default_num_probes, spectral_density
 from critpoint.linalg.trace import trace as trace_estimate
 from critpoint.objective import Objective
 from critpoint.specs import dtype_name
@@ -81,7 +82,7 @@ def diagnose(
     *,
     tol: float = 1e-4,
     max_matvecs: int | None = None,
-    num_probes: int = 8,
+    num_probes: int | None = None,
     num_steps: int = 60,
     trace_max_matvecs: int = 60,
     check: bool = True,
@@ -148,7 +149,10 @@ def diagnose(
         share unconverged gives a verdict with its looser bounds and
         ``converged=False``.
     num_probes, num_steps : int
-        SLQ probes and Lanczos steps per probe.
+        SLQ probes and Lanczos steps per probe. ``num_probes`` default:
+        :func:`critpoint.linalg.slq.default_num_probes` (8 for small models,
+        3 from about 7,000 parameters on: one probe's variance on a mass
+        fraction falls as ``1/n``).
     trace_max_matvecs : int
         HVP budget of the trace estimate.
     check : bool
@@ -215,6 +219,11 @@ def diagnose(
         raise InputError(msg)
     n = obj.num_params
     k = min(k, n)
+    num_probes = (
+        default_num_probes(n)
+        if num_probes is None
+        else _checks.positive_int(num_probes, "num_probes", "or None for the default")
+    )
     fixed = {
         "density": density,
         "num_probes": num_probes,
@@ -258,7 +267,11 @@ def diagnose(
         costs = measure_costs(obj, H, seconds_per_gradient=t_grad, seed=seed)
         spent["symmetry probe" if check else "timing product"] = H.num_matvecs
     if check:  # the first product linearised: the solvers share what is left
-        mplan = memory_plan(H.cache_bytes)
+        mplan = memory_plan(
+            H.cache_bytes,
+            seconds_per_product=None if costs is None else costs.seconds_per_product,
+            seconds_per_vector=None if costs is None else costs.seconds_per_vector,
+        )
     eig_budget = eigensolver_budget(
         n, max_matvecs, spent=H.num_matvecs, sampling=sampling_products, **fixed
     )
@@ -514,6 +527,9 @@ def _memory_plan(
     trace_max_matvecs: int,
     memory: int | float | str | None,
     cache_kept: int | None = None,
+    *,
+    seconds_per_product: float | None = None,
+    seconds_per_vector: float | None = None,
 ) -> MemoryPlan:
     """The memory plan of :func:`diagnose` for this objective (see :func:`plan_memory`)."""
     n = obj.num_params
@@ -533,6 +549,8 @@ def _memory_plan(
         hvp_cache_kept=cache_kept,
         memory=memory,
         process_group=obj.process_group,
+        seconds_per_product=seconds_per_product,
+        seconds_per_vector=seconds_per_vector,
     )
 
 

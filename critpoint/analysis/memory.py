@@ -7,16 +7,19 @@ it holds (:func:`critpoint.linalg.lanczos.eigsh_memory`,
 whole run keeps (the gradient, the eigenvectors, the batches' linearisations)
 and chooses within the budget:
 
-* the Lanczos basis: the default ``max(2k + 1, 160)`` vectors, fewer where
-  they do not fit (down to ``2k + 1``); on a GPU it moves to host memory when
-  not even that fits on the device;
+* the Lanczos basis: :func:`~critpoint.linalg.lanczos.default_ncv` vectors
+  (``max(2k + 1, 160)``, or what an eighth of the free memory holds, as
+  ``eigsh`` chooses), fewer where they do not fit (down to ``2k + 1``); on a
+  GPU it moves to host memory when not even that fits on the device;
 * the density's reorthogonalisation: ``"full"``, else ``"partial"`` with a
   window of :data:`~critpoint.linalg.slq.PARTIAL_WINDOW` vectors (fewer
   where they do not fit: the strategies give densities equally close to the
   true one on the planted test spectra, so the memory is not spent on a
-  wider window), else ``"local"``;
+  wider window), else ``"local"``; with the measured seconds of a product
+  and of a pass over one vector, also the most thorough one whose vector
+  work stays within :data:`REORTH_TIME_SHARE` of the products' time;
 * the trace: Hutch++ / ``"auto"`` when its sketch fits, else Hutchinson,
-  in the widest block that fits;
+  in the widest block that fits (at most :data:`CPU_TRACE_BLOCK` on a CPU);
 * the linearisations (``hvp_cache``): at most what is left once every solver
   has its smallest setting; they are all or nothing, so when they do not fit
   every product recomputes its forward pass (slower, no less exact).
@@ -30,16 +33,23 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from critpoint._autodiff import COLUMN_BY_COLUMN
 from critpoint._memory import format_bytes, free_memory, parse_bytes
 from critpoint.errors import InputError, MemoryBudgetError
 from critpoint.linalg._tridiag import storage_bytes
-from critpoint.linalg.lanczos import DEFAULT_NCV, eigsh_memory
-from critpoint.linalg.slq import PARTIAL_WINDOW, REORTH, density_memory
+from critpoint.linalg.lanczos import default_ncv, eigsh_memory
+from critpoint.linalg.slq import (
+    PARTIAL_WINDOW,
+    REORTH,
+    default_num_probes,
+    density_memory,
+)
 from critpoint.linalg.trace import _BLOCK as TRACE_BLOCK
 from critpoint.linalg.trace import trace_memory
 from critpoint.operator import AUTO_CACHE_SHARE
@@ -53,6 +63,18 @@ __all__ = ["DEFAULT_SHARE", "MemoryPlan", "memory_budget", "plan_memory"]
 #: given: the rest is headroom for the products' own activations, which no
 #: solver can state in advance.
 DEFAULT_SHARE = 0.5
+
+#: The density's reorthogonalisation beyond the three-term recurrence may
+#: cost this share of the products' time (or :data:`REORTH_FREE_SECONDS` in
+#: all, if more): on the planted test spectra every strategy gives the density
+#: to the same Wasserstein distance, so time spent on vector work at a large
+#: ``n`` buys clean extreme nodes only.
+REORTH_TIME_SHARE = 0.1
+#: Seconds of reorthogonalisation a density phase may always spend.
+REORTH_FREE_SECONDS = 5.0
+#: Columns per product of the trace on a CPU (where a block's columns run one
+#: after another, so a wider one only holds more vectors).
+CPU_TRACE_BLOCK = 4
 
 
 def memory_budget(
@@ -178,7 +200,7 @@ def plan_memory(
     block_size: int = 2,
     ncv: int | None = None,
     density: bool = True,
-    num_probes: int = 8,
+    num_probes: int | None = None,
     num_steps: int = 60,
     reorth: str | None = None,
     trace: bool = True,
@@ -188,6 +210,8 @@ def plan_memory(
     hvp_cache_kept: int | None = None,
     memory: int | float | str | None = None,
     process_group: Any = None,
+    seconds_per_product: float | None = None,
+    seconds_per_vector: float | None = None,
 ) -> MemoryPlan:
     """Add up what a diagnosis will hold and choose its settings within the budget.
 
@@ -203,9 +227,10 @@ def plan_memory(
         Eigenpairs and Lanczos block size.
     ncv : int, optional
         A Lanczos basis size to keep (refused when it does not fit); default:
-        chosen (:data:`critpoint.linalg.lanczos.DEFAULT_NCV` where it fits).
+        chosen (:func:`critpoint.linalg.lanczos.default_ncv` where it fits).
     density, num_probes, num_steps : bool, int, int
-        The density phase (SLQ) and its size.
+        The density phase (SLQ) and its size (``num_probes`` default
+        :func:`~critpoint.linalg.slq.default_num_probes`).
     reorth : {"full", "partial", "local"}, optional
         A reorthogonalisation to keep (refused when it does not fit); default:
         the most thorough that fits.
@@ -222,6 +247,11 @@ def plan_memory(
         Several processes run the same solvers in lockstep, so they must make
         the same choices: the smallest budget and the largest measured
         linearisations over the ranks count (two all-reduces).
+    seconds_per_product, seconds_per_vector : float, optional
+        Measured seconds of one Hessian-vector product and of one pass over
+        an ``n``-vector (a dot product): with both, the density's
+        reorthogonalisation is also chosen by its time (see
+        :data:`REORTH_TIME_SHARE`).
 
     Returns
     -------
@@ -246,6 +276,8 @@ def plan_memory(
         source += ", the smallest over the processes"
     p = min(block_size, n)
     m = min(num_steps, n)
+    if num_probes is None:
+        num_probes = default_num_probes(n)
     # The gradient, the eigenvectors and the two oriented extreme ones.
     kept = storage_bytes(n, k + 3, dtype)
     small_ncv = min(n, 2 * k + 1) if ncv is None else min(n, ncv)
@@ -285,7 +317,7 @@ def plan_memory(
     room = None if budget is None else budget - kept - cache
 
     # Lanczos: the default basis, fewer vectors where they do not fit.
-    preferred = max(2 * k + 1, DEFAULT_NCV) if ncv is None else ncv
+    preferred = default_ncv(k, n, dtype, device, p) if ncv is None else ncv
     basis_where = "cpu" if host_basis else str(device)
     chosen_ncv = min(n, preferred)
     if room is not None:
@@ -317,7 +349,14 @@ def plan_memory(
     # The density: the most thorough reorthogonalisation that fits.
     chosen_reorth = window = density_bytes = None
     if density:
-        chosen_reorth, window = _density_choice(n, num_probes, m, dtype, reorth, room)
+        timing = (
+            None
+            if seconds_per_product is None or seconds_per_vector is None
+            else (float(seconds_per_product), float(seconds_per_vector))
+        )
+        chosen_reorth, window = _density_choice(
+            n, num_probes, m, dtype, reorth, room, timing
+        )
         density_bytes = density_memory(n, num_probes, m, dtype, chosen_reorth, window)
         if room is not None and density_bytes > room:
             msg = _refusal(
@@ -333,7 +372,9 @@ def plan_memory(
     # The trace: Hutch++'s sketch where it fits, else Hutchinson; the widest block.
     method = block = trace_bytes = None
     if trace:
-        method, block = _trace_choice(n, trace_max_matvecs, trace_method, dtype, room)
+        method, block = _trace_choice(
+            n, trace_max_matvecs, trace_method, dtype, room, device
+        )
         trace_bytes = trace_memory(n, trace_max_matvecs, method, dtype, block)
     plan = MemoryPlan(
         budget=budget,
@@ -404,8 +445,19 @@ def _density_choice(
     dtype: torch.dtype,
     reorth: str | None,
     room: int | None,
+    timing: tuple[float, float] | None = None,
 ) -> tuple[str, int | None]:
-    """The reorthogonalisation (and window) of the density within ``room`` bytes."""
+    """The reorthogonalisation (and window) of the density within ``room`` bytes.
+
+    ``timing = (seconds per product, seconds per Gram–Schmidt pass over one
+    vector)`` also bounds the vector work of a probe's Lanczos step: the last
+    two vectors, then every stored one (:func:`~critpoint.linalg._tridiag.project_rows`):
+    ``m/2 + 2`` passes on average for ``"full"``; a window of ``w`` also
+    moves its rows up by one each step (a copy: 0.6 of a pass), about
+    ``1.6w + 2``; ``"local"`` (``w = 2``) about 5. What exceeds ``"local"``
+    may cost :data:`REORTH_TIME_SHARE` of a product (or
+    :data:`REORTH_FREE_SECONDS` over the phase).
+    """
     if reorth is not None:
         window = None
         if reorth == "partial":
@@ -416,11 +468,22 @@ def _density_choice(
                 else max(3, min(PARTIAL_WINDOW, widest))
             )
         return reorth, (min(2, m) if reorth == "local" else window)
-    if room is None or density_memory(n, probes, m, dtype, "full") <= room:
+    extra = math.inf  # vector passes per product allowed beyond "local"
+    if timing is not None:
+        product, vector = timing
+        allowed = max(REORTH_TIME_SHARE * product, REORTH_FREE_SECONDS / (m * probes))
+        extra = allowed / vector if vector > 0 else math.inf
+    fits_full = room is None or density_memory(n, probes, m, dtype, "full") <= room
+    if fits_full and m / 2 - 3 <= extra:
         return "full", None
-    window = _widest_window(n, probes, m, dtype, room)
-    if window is not None and window >= 3:
-        return "partial", min(PARTIAL_WINDOW, window)
+    widest = _widest_window(n, probes, m, dtype, room)
+    if room is not None and widest is None:
+        return "local", min(2, m)
+    window = min(PARTIAL_WINDOW, m - 1 if widest is None else widest)
+    if extra < math.inf:
+        window = min(window, int((extra + 3) / 1.6))
+    if window >= 3:
+        return "partial", window
     return "local", min(2, m)
 
 
@@ -435,10 +498,21 @@ def _widest_window(
 
 
 def _trace_choice(
-    n: int, budget: int, method: str, dtype: torch.dtype, room: int | None
+    n: int,
+    budget: int,
+    method: str,
+    dtype: torch.dtype,
+    room: int | None,
+    device: torch.device,
 ) -> tuple[str, int]:
-    """The trace method and block within ``room`` bytes."""
-    block = min(TRACE_BLOCK, max(1, budget))
+    """The trace method and block within ``room`` bytes.
+
+    On a CPU the products of a block run column by column
+    (:data:`critpoint._autodiff.COLUMN_BY_COLUMN`): a block wider than
+    :data:`CPU_TRACE_BLOCK` holds memory and buys no speed.
+    """
+    widest = CPU_TRACE_BLOCK if device.type in COLUMN_BY_COLUMN else TRACE_BLOCK
+    block = min(widest, max(1, budget))
     if room is None:
         return method, block
     for key in dict.fromkeys([method, "hutchinson"]):

@@ -28,6 +28,7 @@ from critpoint.errors import InputError
 from critpoint.linalg._convergence import expected_products
 from critpoint.linalg._random import make_generator, randn
 from critpoint.linalg.lanczos import default_block_size
+from critpoint.linalg.slq import default_num_probes
 
 __all__ = [
     "ANNOUNCE_SECONDS",
@@ -111,12 +112,17 @@ class Costs:
         :data:`LOSS_SHARE_OF_GRADIENT` of a gradient unless timed.
     products_timed : int
         Products the product time is the mean over.
+    seconds_per_vector : float, optional
+        One Gram–Schmidt pass over one stored ``n``-vector (a dot product
+        and an update, timed on the product's vectors): the unit of the
+        solvers' own vector work.
     """
 
     seconds_per_product: float
     seconds_per_gradient: float
     seconds_per_loss: float
     products_timed: int = 1
+    seconds_per_vector: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dictionary."""
@@ -125,6 +131,7 @@ class Costs:
             "seconds_per_gradient": self.seconds_per_gradient,
             "seconds_per_loss": self.seconds_per_loss,
             "products_timed": self.products_timed,
+            "seconds_per_vector": self.seconds_per_vector,
         }
 
 
@@ -309,8 +316,13 @@ class CostPlan:
 # ---------------------------------------------------------------- the phases
 
 
-def _density_products(n: int, density: bool, num_probes: int, num_steps: int) -> int:
-    return num_probes * min(num_steps, n) if density else 0
+def _density_products(
+    n: int, density: bool, num_probes: int | None, num_steps: int
+) -> int:
+    if not density:
+        return 0
+    probes = default_num_probes(n) if num_probes is None else num_probes
+    return probes * min(num_steps, n)
 
 
 def _trace_products(n: int, trace: bool, trace_max_matvecs: int) -> int:
@@ -323,7 +335,7 @@ def eigensolver_budget(
     *,
     spent: int,
     density: bool = True,
-    num_probes: int = 8,
+    num_probes: int | None = None,
     num_steps: int = 60,
     trace: bool = True,
     trace_max_matvecs: int = 60,
@@ -370,10 +382,10 @@ def diagnosis_phases(
     density: bool = True,
     trace: bool = True,
     max_matvecs: int | None = None,
-    num_probes: int = 8,
+    num_probes: int | None = None,
     num_steps: int = 60,
     trace_max_matvecs: int = 60,
-    probe: int = 2,
+    probe: int = 1,
     prefix: str = "",
 ) -> list[Phase]:
     """The phases of :func:`critpoint.diagnose` on ``n`` parameters, with their products.
@@ -385,8 +397,8 @@ def diagnosis_phases(
     k, density, trace, max_matvecs, num_probes, num_steps, trace_max_matvecs
         As for :func:`critpoint.diagnose`.
     probe : int
-        Products spent before the eigensolver: the symmetry probe's (2: a
-        timed product and its recomputation from a fresh forward pass; 3 in
+        Products spent before the eigensolver: the symmetry probe's (1: the
+        timed product, whose determinism test is a forward pass; 2 in
         ``fwd-rev`` mode), or the one timed product without the check.
     prefix : str
         Put before every phase's name (``"layer net.0: "``).
@@ -436,7 +448,7 @@ def diagnosis_phases(
 
 
 def layer_phases(
-    sizes: Sequence[tuple[str, int]], probe: int = 2, **options: Any
+    sizes: Sequence[tuple[str, int]], probe: int = 1, **options: Any
 ) -> list[Phase]:
     """The phases of :func:`critpoint.diagnose_layers`: each layer's diagnosis.
 
@@ -590,16 +602,34 @@ def measure_costs(
     v = randn((int(H.shape[0]),), make_generator(seed), H.dtype, H.device)
     before = H.num_matvecs
     t0 = time.perf_counter()
-    _synchronized(H @ v)
+    w = H @ v
+    _synchronized(w)
     seconds = time.perf_counter() - t0
-    # A pending symmetry probe recomputes the first product: the mean over both.
+    # A pending probe in fwd-rev mode spends a product more: the mean over both.
     timed = max(H.num_matvecs - before, 1)
     return Costs(
         seconds / timed,
         seconds_per_gradient,
         loss_seconds(seconds_per_gradient),
         timed,
+        seconds_per_vector=vector_seconds(v, w),
     )
+
+
+def vector_seconds(v: torch.Tensor, w: torch.Tensor, repeats: int = 3) -> float:
+    """Seconds of one Gram–Schmidt pass of ``w`` against ``v`` (both ``(n,)``).
+
+    ``c = vᵀw`` then ``w − c v`` (a new vector, as the kernel makes it): the
+    fastest of ``repeats``. What reorthogonalising against one stored vector
+    costs, on this device, at this ``n``.
+    """
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        c = torch.dot(v, w)
+        float(torch.dot(v, w - c * v))  # read on the host: waits for the device
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def loss_seconds(seconds_per_gradient: float) -> float:
@@ -614,7 +644,7 @@ def plan_diagnosis(
     trace: bool = True,
     *,
     max_matvecs: int | None = None,
-    num_probes: int = 8,
+    num_probes: int | None = None,
     num_steps: int = 60,
     trace_max_matvecs: int = 60,
     check: bool = True,
@@ -622,7 +652,7 @@ def plan_diagnosis(
     """What :func:`critpoint.diagnose` with these settings would cost, measured.
 
     Times one gradient and one product (with ``check`` the symmetry probe's
-    first, recomputed once from scratch); those are spent here, and a diagnosis spends them again:
+    first, with its fresh forward pass); those are spent here, and a diagnosis spends them again:
     :func:`critpoint.diagnose` makes this plan itself, for free, and hands it
     to ``on_plan=``. Use this to decide on the settings first.
 
@@ -644,7 +674,7 @@ def plan_diagnosis(
     t_grad = time.perf_counter() - t0
     H = obj.hessian(check=check)
     # The timed product; with the check it is the probe's first product,
-    # recomputed once from a fresh forward pass (see diagnose).
+    # with its fresh forward pass (see diagnose).
     costs = measure_costs(obj, H, seconds_per_gradient=t_grad)
     probe = H.num_matvecs
     phases = diagnosis_phases(

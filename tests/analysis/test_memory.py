@@ -23,6 +23,7 @@ def free(monkeypatch, nbytes, gpu=None):
 
     monkeypatch.setattr(memory, "free_memory", fake)
     monkeypatch.setattr(cp.operator, "free_memory", fake)
+    monkeypatch.setattr(cp.linalg.lanczos, "free_memory", fake)
 
 
 # A 1M-parameter float32 model: one vector is 4 MB.
@@ -32,7 +33,7 @@ VEC = 4 * MB
 
 def test_plenty_of_memory_keeps_every_default(monkeypatch):
     free(monkeypatch, 64_000 * MB)
-    plan = plan_memory(N, F32, "cpu")
+    plan = plan_memory(N, F32, "cpu", num_probes=8)
     assert plan.budget == 32_000 * MB  # half the free memory
     assert (plan.ncv, plan.reorth, plan.window, plan.trace_method) == (
         160,
@@ -40,11 +41,12 @@ def test_plenty_of_memory_keeps_every_default(monkeypatch):
         None,
         "auto",
     )
-    assert plan.trace_block == 16
+    # on a CPU a block's columns run one by one: a block of 4, not 16
+    assert plan.trace_block == memory.CPU_TRACE_BLOCK == 4
     # the phases are what the solvers state
     assert plan.lanczos == sum(eigsh_memory(N, 6, 160, F32, 2))
     assert plan.density == density_memory(N, 8, 60, F32, "full")
-    assert plan.trace == trace_memory(N, 60, "auto", F32, 16)
+    assert plan.trace == trace_memory(N, 60, "auto", F32, 4)
     assert plan.kept == 9 * VEC  # gradient, 6 eigenvectors, the two extreme ones
     assert plan.peak == plan.kept + plan.hvp_cache + max(
         plan.lanczos, plan.density, plan.trace
@@ -54,10 +56,12 @@ def test_plenty_of_memory_keeps_every_default(monkeypatch):
 
 def test_the_density_falls_back_to_partial_then_local(monkeypatch):
     free(monkeypatch, 64_000 * MB)
+    # blocks as wide as on a GPU (batched products), so the trace's choice shows
+    monkeypatch.setattr(memory, "COLUMN_BY_COLUMN", frozenset())
     # full SLQ: 8 probes x (60 + 2) vectors = 1984 MB; the basis 162 x 4 MB = 648 MB
     full = density_memory(N, 8, 60, F32, "full")
     assert full == 8 * 62 * VEC
-    plan = plan_memory(N, F32, "cpu", memory=1500 * MB, hvp_cache=None)
+    plan = plan_memory(N, F32, "cpu", memory=1500 * MB, hvp_cache=None, num_probes=8)
     assert plan.reorth == "partial"
     room = 1500 * MB - plan.kept
     assert plan.window == 16  # the default window: 43 would fit, but buys nothing
@@ -66,7 +70,7 @@ def test_the_density_falls_back_to_partial_then_local(monkeypatch):
     assert plan.lanczos <= room
     # Hutch++'s sketch (40 vectors + blocks) still fits
     assert plan.trace_method == "auto"
-    small = plan_memory(N, F32, "cpu", memory="250MB", hvp_cache=None)
+    small = plan_memory(N, F32, "cpu", memory="250MB", hvp_cache=None, num_probes=8)
     assert (small.reorth, small.window) == ("partial", 4)  # 214 MB // 32 MB - 2
     assert small.ncv == 21  # (21 + 2) x 4 MB + 120 MB working vectors <= 214 MB
     assert (small.trace_method, small.trace_block) == ("auto", 3)  # 40 + 4 x 3 vectors
@@ -99,7 +103,9 @@ def test_nothing_fits_refuses_with_the_numbers(monkeypatch):
     assert isinstance(info.value, MemoryError)
     # an explicit setting that does not fit is refused, not changed
     with pytest.raises(cp.MemoryBudgetError, match=r"density \(full reorth"):
-        plan_memory(N, F32, "cpu", memory="1500MB", reorth="full", hvp_cache=None)
+        plan_memory(
+            N, F32, "cpu", memory="1500MB", reorth="full", hvp_cache=None, num_probes=8
+        )
 
 
 def test_the_budget_defaults_to_half_the_free_memory_and_reads_sizes(monkeypatch):
@@ -213,7 +219,7 @@ def test_processes_plan_with_the_smallest_budget_of_any_rank(monkeypatch):
 
 def test_a_plan_reads_back_from_its_dictionary(monkeypatch):
     free(monkeypatch, 64_000 * MB)
-    plan = plan_memory(N, F32, "cpu", memory="1500MB", hvp_cache=None)
+    plan = plan_memory(N, F32, "cpu", memory="1500MB", hvp_cache=None, num_probes=8)
     again = memory.MemoryPlan.from_dict(plan.to_dict())
     assert again == plan
     text = again.describe()
@@ -221,3 +227,56 @@ def test_a_plan_reads_back_from_its_dictionary(monkeypatch):
     assert "of 1.40 GiB (memory=)" in text
     with pytest.raises(cp.InputError, match="not a memory plan"):
         memory.MemoryPlan.from_dict({"budget": 1})
+
+
+def test_the_density_reorthogonalisation_is_chosen_by_its_time_too(monkeypatch):
+    """Measured seconds of a product and of a pass over a vector bound the vector work.
+
+    60 steps of 8 probes; beyond the three-term recurrence (5 Gram–Schmidt
+    passes a step), full costs about 60/2 + 2 passes a step, a window of w
+    about 1.6w + 2: the extra may take a tenth of a product, or 5 s over the
+    whole phase.
+    """
+    free(monkeypatch, 64_000 * MB)
+
+    def plan(product, vector):
+        return plan_memory(
+            N,
+            F32,
+            "cpu",
+            num_probes=8,
+            seconds_per_product=product,
+            seconds_per_vector=vector,
+        )
+
+    # 1 ms a pass: full adds 27 ms to a product of 1 s, within 100 ms
+    assert plan(1.0, 1e-3).reorth == "full"
+    # 10 ms: 10 passes allowed, a window of (10 + 3) / 1.6 -> 8
+    assert (plan(1.0, 1e-2).reorth, plan(1.0, 1e-2).window) == ("partial", 8)
+    # 100 ms: 1 pass allowed, no window of 3: the recurrence alone
+    assert (plan(1.0, 0.1).reorth, plan(1.0, 0.1).window) == ("local", 2)
+    # a phase this short may spend 5 s whatever the ratio: full
+    assert plan(1e-4, 1e-5).reorth == "full"
+    # memory still rules: full would not fit in 1500 MB whatever the time
+    tight = plan_memory(
+        N,
+        F32,
+        "cpu",
+        memory=1500 * MB,
+        hvp_cache=None,
+        num_probes=8,
+        seconds_per_product=1.0,
+        seconds_per_vector=1e-6,
+    )
+    assert (tight.reorth, tight.window) == ("partial", 16)
+    # and an explicit choice is kept, whatever it costs
+    explicit = plan_memory(
+        N,
+        F32,
+        "cpu",
+        reorth="full",
+        num_probes=8,
+        seconds_per_product=1.0,
+        seconds_per_vector=5e-2,
+    )
+    assert explicit.reorth == "full"

@@ -99,3 +99,39 @@ def test_standard_error_matches_the_spread_of_the_estimate():
     assert sum(variances) / seeds == pytest.approx(var_one / probes, rel=0.25)
     # and it is the spread the estimate really has over seeds (±30 %: 39 degrees)
     assert float(means_t.std()) == pytest.approx(math.sqrt(var_one / probes), rel=0.3)
+
+
+def test_default_probes_buy_the_stated_standard_error():
+    """``default_num_probes`` rests on ``Var(zᵀPz / n) ≤ 2p(1 − p)/n ≤ 1/(2n)``."""
+    from critpoint.linalg.slq import MIN_PROBES, PROBE_STDERR, default_num_probes
+
+    n = 400
+    for negative in (40, 200, 360):  # p = 0.1, 0.5, 0.9
+        lam = torch.cat(
+            [
+                -torch.ones(negative, dtype=torch.float64),
+                torch.ones(n - negative, dtype=torch.float64),
+            ]
+        )
+        _, Q = planted_matrix(lam, seed=negative)
+        P = Q[:, :negative] @ Q[:, :negative].T
+        var_one = (
+            2 * (float(torch.trace(P)) - float((torch.diagonal(P) ** 2).sum())) / n**2
+        )
+        p = negative / n
+        assert var_one <= 2 * p * (1 - p) / n <= 1 / (2 * n)
+    # the count: 1 / (2 n s²) probes, between MIN_PROBES and 8
+    assert [default_num_probes(n) for n in (10, 2_000, 2_500, 4_000, 5_000)] == [
+        8,
+        8,
+        8,
+        5,
+        4,
+    ]
+    assert default_num_probes(6_667) == default_num_probes(11_181_642) == MIN_PROBES
+    assert default_num_probes(100, most=2) == 2
+    for n in (2_500, 4_000, 6_667, 10**5, 10**7):
+        probes = default_num_probes(n)
+        assert math.sqrt(1 / (2 * n) / probes) <= PROBE_STDERR * (1 + 1e-12)
+    with pytest.raises(InputError, match="n must be"):
+        default_num_probes(0)

@@ -58,6 +58,10 @@ __all__ = ["LayerGroup", "diagnose", "diagnose_layers", "layer_groups"]
 
 logger = logging.getLogger("critpoint")
 
+#: Attribute of a log record whose message the diagnosis also carries (its
+#: text summary prints it): a front end that shows the summary may drop it.
+REPORTED = "critpoint_reported"
+
 
 def _per_step(
     report: Callable[[int, int], None], width: int
@@ -255,14 +259,15 @@ def diagnose(
     t_grad = time.perf_counter() - t0
     bn_check = check_batchnorm(obj, loss)  # one forward more with BatchNorm layers
     if bn_check is not None and bn_check.warning():
-        logger.warning("%s", bn_check.warning())
+        # Tagged: the command line prints it in the result's "Warning" row.
+        logger.warning("%s", bn_check.warning(), extra={REPORTED: "batchnorm"})
     H = obj.hessian(check=check, cache_limit=mplan.hvp_cache)
     spent = {}
     costs = None
     if check or on_plan is not None:
         # One timed product says what a product costs; with the check it is
-        # also the probe's first product (recomputed once from a fresh
-        # forward pass: determinism), whose symmetry test then rides on the
+        # also the probe's first product (determinism: a fresh forward pass
+        # against the kept one), whose symmetry test then rides on the
         # solver's first block at no cost.
         costs = measure_costs(obj, H, seconds_per_gradient=t_grad, seed=seed)
         spent["symmetry probe" if check else "timing product"] = H.num_matvecs

@@ -536,7 +536,7 @@ def train(
     ``track_tol=1e-3`` (more when the top eigenvalues are close together);
     the minimum ratio takes ``track_probes × track_lanczos_steps`` HVPs
     (160 by default, in ``track_lanczos_steps`` batched passes); the first
-    tracking point adds the symmetry probe (one recomputed HVP). The exact count of every
+    tracking point adds the symmetry probe (a forward pass, no HVP). The exact count of every
     point is in ``History.track_matvecs``. The Hessian is taken in the
     model's own dtype (a float64 model gives float64 curvature).
 

@@ -117,7 +117,7 @@ class CurvatureTracker:
     Cost of one call, in Hessian-vector products on the full data: one
     Lanczos run each for the sharpness and ``lambda_min`` (typically 10–60 at
     ``tol=1e-3``), ``probes × lanczos_steps`` for the minimum ratio, and a
-    symmetry probe (one recomputed product) at the first call only.
+    symmetry probe (a forward pass; no product) at the first call only.
     """
 
     def __init__(self, objective: Objective, options: TrackOptions, seed: int) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -61,8 +63,9 @@ def test_cli_modes_are_the_objective_modes() -> None:
 
 @pytest.mark.parametrize("mode", ["eval", "train", "recalibrate"])
 def test_diagnose_bn_mode_is_analysed_named_and_warned(
-    bn_ckpt: Path, mode: str
+    bn_ckpt: Path, mode: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="critpoint")
     r = invoke(
         "diagnose",
         str(bn_ckpt),
@@ -74,6 +77,7 @@ def test_diagnose_bn_mode_is_analysed_named_and_warned(
         "-",
     )
     assert r.exit_code == 0, r.stderr
+    json_done = time.time()
     doc = parse_json(r.stdout)
     expected = library_losses(mode)
     assert doc["bn_mode"] == mode
@@ -94,6 +98,12 @@ def test_diagnose_bn_mode_is_analysed_named_and_warned(
     assert f"eval-mode loss {expected['eval']:.4g}" in flat
     assert f"batch-statistics loss {expected['train']:.4g}" in flat
     assert "Warning" in text.stdout
+    # said once: the result's row, and the log line only where no result is
+    # printed (the JSON on standard output)
+    lag = "(running statistics) and the batch-statistics loss"
+    logged = [rec for rec in caplog.records if lag in rec.getMessage()]
+    assert len(logged) == 1
+    assert logged[0].created < json_done
 
 
 def test_default_is_eval_and_a_bad_mode_is_a_usage_error(bn_ckpt: Path) -> None:

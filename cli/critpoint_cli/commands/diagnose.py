@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -207,7 +210,8 @@ def diagnose_one(
             landscape=report_dir is not None and obj.num_params >= 2,
             repeats=repeats,
         )
-        dg = cp.diagnose(obj, **options, on_plan=announce)
+        with _summary_carries_warnings(out):
+            dg = cp.diagnose(obj, **options, on_plan=announce)
 
     layers = None
     if groups is not None:
@@ -399,6 +403,26 @@ def _shorten(plan: Any, obj: Any, options: dict[str, Any]) -> str:
     elif samples >= 64:
         ways.append(f"--max-samples {samples // 2}")
     return f"; {' or '.join(ways)} to shorten" if ways else ""
+
+
+@contextlib.contextmanager
+def _summary_carries_warnings(out: Any) -> Iterator[None]:
+    """Drop the log warnings the printed result repeats (its "Warning" rows).
+
+    ``out`` is the command's :class:`~critpoint_cli.render.Output`; with
+    ``--json -`` no result text is printed, and the log keeps them.
+    """
+    from critpoint.analysis.diagnose import REPORTED
+
+    def keep(record: logging.LogRecord) -> bool:
+        return out.json_to_stdout or not hasattr(record, REPORTED)
+
+    log = logging.getLogger("critpoint")
+    log.addFilter(keep)
+    try:
+        yield
+    finally:
+        log.removeFilter(keep)
 
 
 def _blocks_summary(layers: Any) -> dict[str, Any] | None:

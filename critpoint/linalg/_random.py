@@ -70,6 +70,13 @@ def rademacher(
     dtype: torch.dtype,
     device: torch.device,
 ) -> torch.Tensor:
-    """Return a tensor of independent ±1 entries drawn on the CPU, then cast and moved."""
+    """Return a tensor of independent ±1 entries drawn on the CPU, then cast and moved.
+
+    ±1 is exact in every floating dtype, so the entries go from the drawn
+    bytes to ``dtype`` directly: no float64 copy (for 20 probes of 11M
+    parameters that copy was 3.6 GB in passing).
+    """
     bits = torch.randint(0, 2, shape, generator=gen, dtype=torch.int8)
-    return (bits.to(torch.float64) * 2 - 1).to(device=device, dtype=dtype)
+    signs = bits.to(dtype).mul_(2).sub_(1)
+    del bits
+    return signs.to(device=device)

@@ -67,6 +67,10 @@ from critpoint.linalg._operator import SymmetricOperator
 
 Array = TypeVar("Array", torch.Tensor, np.ndarray)
 
+#: A thick restart combines the basis a slice of its columns at a time, so
+#: that it needs this much working memory, not a second basis.
+RESTART_SLICE_BYTES = 64 * 2**20
+
 #: A residual direction this small relative to the spectrum's scale is rounding:
 #: products carry an error of a few eps·‖H‖, so 1000·eps leaves a wide margin.
 BREAKDOWN_EPS = 1e3
@@ -390,12 +394,16 @@ class BlockLanczos:
         return self.breakdown_rtol * self.scale
 
     # --------------------------------------------------------- building
-    def reset(self) -> None:
-        """Drop the done and frontier vectors (the locked ones stay)."""
+    def reset(self, keep_rows: int = 0) -> None:
+        """Drop the done and frontier vectors (the locked ones stay).
+
+        ``keep_rows``: the rows after the locked ones that a restart has just
+        written (not zeroed).
+        """
         start = self.num_locked
         if self.first > start:  # a window: nothing older is stored
             self.first = start
-        self._R[start - self.first :] = 0
+        self._R[start - self.first + keep_rows :] = 0
         self.P[:, start:] = 0
         self.P[start:, :] = 0
         self.lost[start:] = 0
@@ -644,16 +652,26 @@ class BlockLanczos:
         self._require_whole_basis("a thick restart")
         d, front = self.done, self.frontier
         Sk = S[:, keep]
-        Y = self._combine(Sk)
         F = self._rows(front).clone()
         to_front = self.P[front, d] @ Sk
         to_locked = self.P[: self.num_locked, d] @ Sk
         lost = np.abs(Sk).T @ self.lost[d]
         width = self.width
-        self.reset()
         c = len(keep)
         L = self.num_locked
-        self._R[L : L + c] = Y.T
+        # The kept Ritz vectors Sᵀ Q_done overwrite the done rows in place, a
+        # slice of n at a time (each slice of the new rows needs only the
+        # same slice of the old ones): no second copy of the basis.
+        St = torch.from_numpy(np.ascontiguousarray(Sk.T)).to(
+            dtype=self.dtype, device=self.storage
+        )
+        rows = self._rows(d)
+        step = max(1, RESTART_SLICE_BYTES // max(1, rows.element_size() * c))
+        for a in range(0, self.n, step):
+            part = St @ rows[:, a : a + step]
+            self._R[L : L + c, a : a + step] = part
+        del rows, part
+        self.reset(keep_rows=c)
         self._R[L + c : L + c + width] = F
         self.P[L : L + c, L : L + c] = np.diag(theta[keep])
         self.P[L + c : L + c + width, L : L + c] = to_front

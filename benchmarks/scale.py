@@ -329,6 +329,10 @@ def predicted_slq_mib(n: int, probes: int, steps: int, itemsize: int = 4) -> flo
     return probes * steps * n * itemsize / 2**20
 
 
+#: The parameters run_resnet18 gives the measurements ``--rerun`` repeats.
+RERUN: dict[str, dict[str, Any]] = {"costs": {"repeats": 3}, "diagnose": {}}
+
+
 def run_resnet18(c: dict[str, Any], cli_run: bool = True) -> dict[str, Any]:
     prepare(c)
     import inspect
@@ -497,6 +501,11 @@ def main(argv: list[str] | None = None) -> int:
         "--no-cli", action="store_true", help="resnet18: skip the CLI run"
     )
     parser.add_argument(
+        "--rerun",
+        choices=["costs", "diagnose"],
+        help="resnet18: run this measurement again, keep the others from the last results",
+    )
+    parser.add_argument(
         "--time-box", type=float, default=540.0, help="gpt2: seconds for the whole run"
     )
     parser.add_argument(
@@ -571,6 +580,17 @@ def main(argv: list[str] | None = None) -> int:
     path = results_path(args.section, args.quick)
     if args.render:
         res = json.loads(path.read_text())
+    elif args.rerun and args.section == "resnet18":
+        res = json.loads(path.read_text())
+        prepare(c)
+        # The measurement alone, in its fresh process, as run_resnet18 runs it.
+        res[args.rerun] = run_child(
+            c, args.rerun, RERUN[args.rerun], args.rerun, 2400.0
+        )
+        res["machine"] = machine()
+        res["rerun"] = sorted({*res.get("rerun", []), args.rerun})
+        path.write_text(json.dumps(res, indent=1))
+        log(f"results in {path.relative_to(HERE)}")
     else:
         start = time.perf_counter()
         if args.section == "resnet20":

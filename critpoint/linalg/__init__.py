@@ -15,7 +15,7 @@ one of its submodules.
 from critpoint.linalg._operator import DenseOperator, SymmetricOperator, as_operator
 from critpoint.linalg.blocks import BlockSpectra, BlockSpectrum, block_spectra
 from critpoint.linalg.lanczos import EigenResult, eigsh
-from critpoint.linalg.slq import SpectralDensity, spectral_density
+from critpoint.linalg.slq import SpectralDensity, default_num_probes, spectral_density
 from critpoint.linalg.trace import TraceEstimate
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "TraceEstimate",
     "as_operator",
     "block_spectra",
+    "default_num_probes",
     "eigsh",
     "spectral_density",
 ]

@@ -326,8 +326,13 @@ def _deflated(
     """
     Y = sketch.pop()
     k = Y.shape[1]
-    Q, _ = torch.linalg.qr(Y, mode="reduced")
+    # Householder QR by its two steps, freeing Y between them: two n × k
+    # blocks live at a time, not three (what linalg.qr holds: Y, its
+    # factored copy and Q).
+    factored, tau = torch.geqrf(Y)
     del Y
+    Q = torch.linalg.householder_product(factored, tau)
+    del factored, tau
     exact = 0.0
     for start, size in _blocks(k, block):
         Qb = Q[:, start : start + size]

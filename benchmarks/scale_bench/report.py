@@ -105,9 +105,9 @@ def _rerun_note(res: dict[str, Any]) -> str:
         return ""
     names = ", ".join(f"`--rerun {name}`" for name in again)
     return (
-        f" Measured again alone afterwards ({names}, the same workload, the other "
-        "measurements from the whole run): " + ", ".join(again) + "; the machine "
-        "line is that last run's."
+        f" Measured again afterwards, alone, on the same workload ({names}): the "
+        f"{' and '.join(again)} rows; the others are the whole run's, the load "
+        "average the last run's."
     )
 
 
@@ -742,7 +742,7 @@ def _resnet18_targets(res: dict[str, Any]) -> list[str]:
         "| target | measured | status |",
         "|---|---|---|",
         f"| an HVP ≤ 2.5 gradients | {ratio:.2f}× (through the operator) | {status(ratio <= 2.5)} |",
-        f"| peak memory ≤ 4 GB above the model and data | {gib(above)}{est} | {status(above * 2**20 <= 4e9)} |",
+        f"| peak memory ≤ 4 GB above the model and data | {gib(above)} = {above * 2**20 / 1e9:.2f} GB{est} | {status(above * 2**20 <= 4e9)} |",
         f"| the default diagnosis ≤ 15 min on the {cores}-core machine | {s(total / 60)} min{est} | {status(total <= 900)} |",
         "",
     ]

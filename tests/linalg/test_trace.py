@@ -349,3 +349,25 @@ def test_trace_holds_no_more_than_trace_memory_says(method):
         assert op.peak >= 20 * n * 8
     assert est.value == pytest.approx(exact, rel=0.05)
     assert est.num_matvecs == 60
+
+
+def test_the_held_out_residual_is_the_projection_norm():
+    """Hutch++'s predictor ‖(I − Q₁Q₁ᵀ)Y₂‖_F² from Gram matrices equals the explicit projection."""
+    from critpoint.linalg.trace import _deflated_norm2
+
+    g = torch.Generator().manual_seed(0)
+    Y = torch.randn(500, 10, generator=g, dtype=torch.float64)
+    Q1, _ = torch.linalg.qr(Y[:, :5])
+    held = Y[:, 5:] - Q1 @ (Q1.T @ Y[:, 5:])
+    assert _deflated_norm2(Y[:, :5], Y[:, 5:]) == pytest.approx(
+        float((held**2).sum()), rel=1e-10
+    )
+    # Y₂ inside range(Y₁): nothing is left (to rounding); a rank-deficient Y₁ too
+    inside = Y[:, :5] @ torch.randn(5, 3, generator=g, dtype=torch.float64)
+    assert _deflated_norm2(Y[:, :5], inside) <= 1e-9 * float((inside**2).sum())
+    Y1 = torch.cat([Y[:, :3], Y[:, :2]], dim=1)
+    Q, _ = torch.linalg.qr(Y[:, :3])
+    held = Y[:, 5:] - Q @ (Q.T @ Y[:, 5:])
+    assert _deflated_norm2(Y1, Y[:, 5:]) == pytest.approx(
+        float((held**2).sum()), rel=1e-8
+    )

@@ -318,6 +318,12 @@ def plan_memory(
 
     # Lanczos: the default basis, fewer vectors where they do not fit.
     preferred = default_ncv(k, n, dtype, device, p) if ncv is None else ncv
+    if process_group is not None:
+        # Every rank runs the same recurrences in lockstep: one basis size and
+        # one timing (the smallest basis, the slowest measurements) for all.
+        preferred, seconds_per_product, seconds_per_vector = _agree_settings(
+            preferred, seconds_per_product, seconds_per_vector, device, process_group
+        )
     basis_where = "cpu" if host_basis else str(device)
     chosen_ncv = min(n, preferred)
     if room is not None:
@@ -419,6 +425,34 @@ def _agree(
     agreed = int(low.item())
     most = int(high.item())
     return (None if agreed >= unknown else agreed), (None if most < 0 else most)
+
+
+def _agree_settings(
+    ncv: int,
+    product: float | None,
+    vector: float | None,
+    device: torch.device,
+    group: Any,
+) -> tuple[int, float | None, float | None]:
+    """The smallest preferred basis and the largest measured seconds over the ranks."""
+    import torch.distributed as dist
+
+    where = device if device.type == "cuda" else torch.device("cpu")
+    low = torch.tensor([ncv], dtype=torch.int64, device=where)
+    dist.all_reduce(low, op=dist.ReduceOp.MIN, group=group)
+    # -1 stands for "not measured" on a rank: then no rank uses a timing.
+    times = torch.tensor(
+        [-1.0 if product is None else product, -1.0 if vector is None else vector],
+        dtype=torch.float64,
+        device=where,
+    )
+    missing = (times < 0).to(torch.float64)
+    dist.all_reduce(times, op=dist.ReduceOp.MAX, group=group)
+    dist.all_reduce(missing, op=dist.ReduceOp.MAX, group=group)
+    agreed = [
+        None if float(m) > 0 else float(t) for t, m in zip(times, missing, strict=True)
+    ]
+    return int(low.item()), agreed[0], agreed[1]
 
 
 def _cache_setting(setting: int | str | None, device: torch.device, free: int) -> int:

@@ -197,24 +197,46 @@ def test_processes_plan_with_the_smallest_budget_of_any_rank(monkeypatch):
     import torch.distributed as dist
 
     free(monkeypatch, 64_000 * MB)
-    # the other rank has 250 MB of budget and measured 10 MB of linearisations
-    other = {dist.ReduceOp.MIN: 250 * MB, dist.ReduceOp.MAX: 10 * MB}
+    # the other rank, in the order the plan reduces: 250 MB of budget, 10 MB of
+    # linearisations measured, a preferred basis of 40, a slower vector pass
+    other = [
+        torch.tensor([250 * MB]),
+        torch.tensor([10 * MB]),
+        torch.tensor([40]),
+        torch.tensor([0.5, 0.05], dtype=torch.float64),
+        torch.tensor([0.0, 0.0], dtype=torch.float64),
+    ]
+    seen = []
 
     def all_reduce(t, op, group=None):
+        theirs = other[len(seen)].to(t.dtype)
+        seen.append(op)
         t.copy_(
-            torch.minimum(t, torch.tensor([other[op]]))
+            torch.minimum(t, theirs)
             if op == dist.ReduceOp.MIN
-            else torch.maximum(t, torch.tensor([other[op]]))
+            else torch.maximum(t, theirs)
         )
 
     monkeypatch.setattr(dist, "all_reduce", all_reduce)
     plan = plan_memory(
-        N, F32, "cpu", memory="20GB", hvp_cache_kept=0, process_group=object()
+        N,
+        F32,
+        "cpu",
+        memory="20GB",
+        hvp_cache_kept=0,
+        process_group=object(),
+        num_probes=8,
+        seconds_per_product=1.0,
+        seconds_per_vector=1e-3,
     )
+    assert len(seen) == len(other)
     assert plan.budget == 250 * MB
     assert plan.hvp_cache_kept == 10 * MB
     assert "smallest over the processes" in plan.source
-    assert plan.reorth == "partial"  # what fits the smaller rank
+    assert plan.ncv <= 40  # the smaller preferred basis
+    # this rank alone would take full (1 ms a pass); the other's 50 ms a pass
+    # and 1 s a product leave 2 passes, a window of (2 + 3) / 1.6 -> 3, on both
+    assert (plan.reorth, plan.window) == ("partial", 3)
 
 
 def test_a_plan_reads_back_from_its_dictionary(monkeypatch):

@@ -1307,7 +1307,10 @@ class Linearization:
             if pieces is None
             else [(count, _autodiff.kept_value(apply)) for count, apply in pieces]
         )
-        if values is not None and all(v is not None for _, v in values):
+        # Under torchrun every rank takes the same path (the same collectives),
+        # whether or not its own graphs were kept: two fresh passes.
+        kept = objective.process_group is None and values is not None
+        if kept and all(v is not None for _, v in values):  # type: ignore[union-attr]
             first = float(objective._sum(values, "loss").item())  # type: ignore[arg-type]
         else:
             first = objective.loss(self.theta)

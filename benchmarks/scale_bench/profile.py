@@ -166,55 +166,35 @@ MEMORY_CAP = 6 * 2**30
 def vector_work(
     n: int, js: tuple[int, ...] = (10, 50, 150), probes: int = 8
 ) -> dict[str, Any]:
-    """Cost of the solvers' own vector work at dimension ``n`` (float32)."""
+    """Cost of the solvers' own vector work at dimension ``n`` (float32).
+
+    The kernel's own Gram–Schmidt (:func:`critpoint.linalg._tridiag.project_rows`,
+    the last two vectors first, then every stored one, a second pass where
+    the first cancelled) of one column and of a block of two against ``j``
+    stored vectors, as eigsh (blocks of 2) and each SLQ probe (one column)
+    call it.
+    """
     import torch
 
+    from critpoint.linalg._tridiag import project_rows
+
     out: dict[str, Any] = {"n": n}
-    w = torch.randn(n)
     # Keep every test basis within MEMORY_CAP: the machine is shared.
     js = tuple(j for j in js if j * n * 4 <= MEMORY_CAP) or (
         max(1, MEMORY_CAP // (n * 4)),
     )
     for j in js:
-        Q = torch.randn(n, j)
+        R = torch.linalg.qr(torch.randn(n, j))[0].T.contiguous()
+        for width in (1, 2):
+            W = torch.randn(width, n).T  # columns contiguous, as the kernel keeps them
 
-        def cgs2(Q: torch.Tensor = Q) -> None:
-            h = Q.T @ w
-            w2 = w - Q @ h
-            h2 = Q.T @ w2
-            _ = w2 - Q @ h2
+            def step(
+                W: torch.Tensor = W, R: torch.Tensor = R, local: int = min(2, j - 1)
+            ) -> None:
+                project_rows(W, R, local=local)
 
-        out[f"eigsh_reorth_j{j}_s"] = _median_time(cgs2)
-        del Q
-    # One SLQ reorthogonalisation pass at step j over p probes, written as
-    # spectral_density writes it (batched matrix-vector products against the
-    # (p, j, n) basis), and the same numbers with the vectors as rows.
-    j = 30
-    probes = max(1, min(probes, MEMORY_CAP // (j * n * 4)))
-    if probes * j * n * 4 <= MEMORY_CAP:
-        # Unit vectors, as Lanczos vectors are (the rounding then compares).
-        B = torch.randn(probes, j, n) / n**0.5
-        W = torch.randn(n, probes) / n**0.5
-
-        def as_written(B: torch.Tensor = B, W: torch.Tensor = W) -> torch.Tensor:
-            coef = torch.bmm(B, W.T.unsqueeze(2))  # (p, j, 1)
-            return W - torch.bmm(B.transpose(1, 2), coef).squeeze(2).T
-
-        def as_rows(B: torch.Tensor = B, W: torch.Tensor = W) -> torch.Tensor:
-            Wr = W.T.unsqueeze(1)  # (p, 1, n)
-            coef = torch.bmm(Wr, B.transpose(1, 2))  # (p, 1, j)
-            return W - torch.bmm(coef, B).squeeze(1).T
-
-        first = as_written()
-        diff = float((first - as_rows()).abs().max() / first.abs().max())
-        out["slq_pass"] = {
-            "probes": probes,
-            "j": j,
-            "as_written_s": _median_time(as_written),
-            "as_rows_s": _median_time(as_rows),
-            "max_abs_difference": diff,
-        }
-        del B
+            out[f"reorth_j{j}_w{width}_s"] = _median_time(step)
+        del R
     return out
 
 
@@ -276,17 +256,9 @@ def render(res: dict[str, Any]) -> str:
     lines.append(
         f"vector work at n = {v['n']:,}: "
         + ", ".join(
-            f"{k} {1000 * x:.0f} ms" for k, x in v.items() if k.startswith("eigsh")
+            f"{k} {1000 * x:.0f} ms" for k, x in v.items() if k.startswith("reorth")
         )
     )
-    if "slq_pass" in v:
-        p = v["slq_pass"]
-        lines.append(
-            f"  one SLQ reorthogonalisation pass, {p['probes']} probes at step {p['j']}: "
-            f"{1000 * p['as_written_s']:.0f} ms as spectral_density writes it, "
-            f"{1000 * p['as_rows_s']:.0f} ms with the vectors as rows "
-            f"(largest difference {p['max_abs_difference']:.0e} of the largest entry)"
-        )
     return "\n".join(lines)
 
 
@@ -371,17 +343,14 @@ def render_markdown(res: dict[str, Any], quick: bool) -> str:
         "",
     ]
     for k, x in v.items():
-        if k.startswith("eigsh_reorth_j"):
-            j = k.removeprefix("eigsh_reorth_j").removesuffix("_s")
-            lines.append(
-                f"- `eigsh`, one Gram–Schmidt step (twice) against {j} basis vectors: {1000 * x:.0f} ms"
+        if k.startswith("reorth_j"):
+            j, width = k.removeprefix("reorth_j").removesuffix("_s").split("_w")
+            what = (
+                "one column (an SLQ probe's step)"
+                if width == "1"
+                else "a block of 2 (an eigsh step)"
             )
-    if "slq_pass" in v:
-        p = v["slq_pass"]
-        lines.append(
-            f"- `spectral_density`, one reorthogonalisation pass over {p['probes']} probes at step "
-            f"{p['j']}: {1000 * p['as_written_s']:.0f} ms as written (`bmm(B, w)` then "
-            f"`bmm(Bᵀ, c)`), {1000 * p['as_rows_s']:.0f} ms with the vectors as rows "
-            f"(`bmm(wᵀ, Bᵀ)` then `bmm(cᵀ, B)`: the same numbers, to {p['max_abs_difference']:.0e} of the largest entry)"
-        )
+            lines.append(
+                f"- the kernel's Gram–Schmidt (`project_rows`) of {what} against {j} stored vectors: {1000 * x:.0f} ms"
+            )
     return "\n".join(lines) + "\n"

@@ -105,7 +105,7 @@ def _rerun_note(res: dict[str, Any]) -> str:
         return ""
     names = ", ".join(f"`--rerun {name}`" for name in again)
     return (
-        f" Measured again afterwards, alone, on the same workload ({names}): the "
+        f" Measured again afterwards in a process of its own, on the same workload ({names}): the "
         f"{' and '.join(again)} rows; the others are the whole run's, the load "
         "average the last run's."
     )

@@ -107,11 +107,14 @@ def test_plan_prices_the_rest_from_the_measured_product():
     (plan,) = plans
     c = plan.costs
     assert c is not None
-    assert (
-        c.products_timed == 1
-    )  # the probe's product (its determinism test: a forward pass)
+    # the probe's product (its determinism test: a forward pass)
+    assert c.products_timed == 1
     assert c.seconds_per_product > 0
     assert c.seconds_per_gradient > 0
+    # one Gram–Schmidt pass over a vector, timed for the memory plan: cheaper
+    # than a product, and in the plan's dictionary
+    assert 0 < c.seconds_per_vector < c.seconds_per_product
+    assert c.to_dict()["seconds_per_vector"] == c.seconds_per_vector
     assert plan.seconds == pytest.approx(
         plan.products * c.seconds_per_product
         + plan.losses * c.seconds_per_loss

@@ -342,13 +342,7 @@ class HessianOperator(Operator):
         try:
             HU = self.matmat(U)
         except RuntimeError as exc:
-            if "randomness" in str(exc) or "random" in str(exc).lower():
-                msg = (
-                    "the loss is random: the forward pass draws random numbers (dropout in "
-                    "train mode?), so the Hessian is not a fixed matrix; use bn='eval' (--bn eval) "
-                    "or remove the randomness from the forward pass"
-                )
-                raise NonDeterministicError(msg) from exc
+            _refuse_random(exc)
             raise
         Hu_again = self._counted(U[:, 0], fresh=True)
         u, v = U[:, 0].double(), U[:, 1].double()

@@ -271,11 +271,25 @@ def plan_memory(
         raise InputError(msg)
     device = torch.device(device)
     budget, free, source = memory_budget(memory, device)
-    if process_group is not None:
-        budget, hvp_cache_kept = _agree(budget, hvp_cache_kept, device, process_group)
-        source += ", the smallest over the processes"
     p = min(block_size, n)
     m = min(num_steps, n)
+    preferred = default_ncv(k, n, dtype, device, p) if ncv is None else ncv
+    if process_group is not None:
+        # Every rank runs the same recurrences in lockstep, so all make the
+        # same choices: from the smallest budget and preferred basis, the
+        # largest kept linearisations and the slowest measurements.
+        budget, hvp_cache_kept, preferred, seconds_per_product, seconds_per_vector = (
+            _agree(
+                budget,
+                hvp_cache_kept,
+                preferred,
+                seconds_per_product,
+                seconds_per_vector,
+                device,
+                process_group,
+            )
+        )
+        source += ", the smallest over the processes"
     if num_probes is None:
         num_probes = default_num_probes(n)
     # The gradient, the eigenvectors and the two oriented extreme ones.
@@ -317,13 +331,6 @@ def plan_memory(
     room = None if budget is None else budget - kept - cache
 
     # Lanczos: the default basis, fewer vectors where they do not fit.
-    preferred = default_ncv(k, n, dtype, device, p) if ncv is None else ncv
-    if process_group is not None:
-        # Every rank runs the same recurrences in lockstep: one basis size and
-        # one timing (the smallest basis, the slowest measurements) for all.
-        preferred, seconds_per_product, seconds_per_vector = _agree_settings(
-            preferred, seconds_per_product, seconds_per_vector, device, process_group
-        )
     basis_where = "cpu" if host_basis else str(device)
     chosen_ncv = min(n, preferred)
     if room is not None:
@@ -406,53 +413,45 @@ def plan_memory(
 
 
 def _agree(
-    budget: int | None, kept: int | None, device: torch.device, group: Any
-) -> tuple[int | None, int | None]:
-    """The smallest budget and the largest kept linearisations over the ranks."""
-    import torch.distributed as dist
-
-    unknown = 2**62
-    where = device if device.type == "cuda" else torch.device("cpu")
-    t = torch.tensor(
-        [unknown if budget is None else budget, -1 if kept is None else kept],
-        dtype=torch.int64,
-        device=where,
-    )
-    low = t[:1].clone()
-    dist.all_reduce(low, op=dist.ReduceOp.MIN, group=group)
-    high = t[1:].clone()
-    dist.all_reduce(high, op=dist.ReduceOp.MAX, group=group)
-    agreed = int(low.item())
-    most = int(high.item())
-    return (None if agreed >= unknown else agreed), (None if most < 0 else most)
-
-
-def _agree_settings(
+    budget: int | None,
+    kept: int | None,
     ncv: int,
     product: float | None,
     vector: float | None,
     device: torch.device,
     group: Any,
-) -> tuple[int, float | None, float | None]:
-    """The smallest preferred basis and the largest measured seconds over the ranks."""
+) -> tuple[int | None, int | None, int, float | None, float | None]:
+    """Over the ranks: the smallest budget and basis, the largest kept linearisations and seconds.
+
+    ``None`` stands for unknown: a budget without limit, linearisations not
+    measured yet, a timing not taken (on any rank: then on none).
+    """
     import torch.distributed as dist
 
+    unknown = 2**62
     where = device if device.type == "cuda" else torch.device("cpu")
-    low = torch.tensor([ncv], dtype=torch.int64, device=where)
-    dist.all_reduce(low, op=dist.ReduceOp.MIN, group=group)
-    # -1 stands for "not measured" on a rank: then no rank uses a timing.
-    times = torch.tensor(
-        [-1.0 if product is None else product, -1.0 if vector is None else vector],
-        dtype=torch.float64,
-        device=where,
+
+    def reduce(values: list[float], dtype: torch.dtype, op: Any) -> list[float]:
+        t = torch.tensor(values, dtype=dtype, device=where)
+        dist.all_reduce(t, op=op, group=group)
+        return t.tolist()
+
+    (low,) = reduce(
+        [unknown if budget is None else budget], torch.int64, dist.ReduceOp.MIN
     )
-    missing = (times < 0).to(torch.float64)
-    dist.all_reduce(times, op=dist.ReduceOp.MAX, group=group)
-    dist.all_reduce(missing, op=dist.ReduceOp.MAX, group=group)
-    agreed = [
-        None if float(m) > 0 else float(t) for t, m in zip(times, missing, strict=True)
-    ]
-    return int(low.item()), agreed[0], agreed[1]
+    (most,) = reduce([-1 if kept is None else kept], torch.int64, dist.ReduceOp.MAX)
+    (basis,) = reduce([ncv], torch.int64, dist.ReduceOp.MIN)
+    times = [-1.0 if product is None else product, -1.0 if vector is None else vector]
+    slowest = reduce(times, torch.float64, dist.ReduceOp.MAX)
+    missing = reduce([float(t < 0) for t in times], torch.float64, dist.ReduceOp.MAX)
+    agreed = [None if m > 0 else t for t, m in zip(slowest, missing, strict=True)]
+    return (
+        None if low >= unknown else int(low),
+        None if most < 0 else int(most),
+        int(basis),
+        agreed[0],
+        agreed[1],
+    )
 
 
 def _cache_setting(setting: int | str | None, device: torch.device, free: int) -> int:
